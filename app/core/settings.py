@@ -1,0 +1,172 @@
+"""One settings class for every Radscribe process.
+
+Values come from the environment with the prefix ``RADSCRIBE_`` (for example
+``RADSCRIBE_DATA_DIR``).  Settings are built by :func:`load_settings` and passed
+to whoever needs them; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import enum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "development"})
+DEVELOPMENT_SECRET = "development-only-secret-not-for-production"
+
+
+class Environment(enum.StrEnum):
+    PRODUCTION = "production"
+    DEVELOPMENT = "development"
+
+
+class SettingsError(ValueError):
+    """Settings could not be built; the message lists every bad value."""
+
+
+def _port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"{value} is not a TCP port (1-65535)")
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RADSCRIBE_", extra="ignore", frozen=True, validate_default=True
+    )
+
+    env: Environment = Environment.PRODUCTION
+    data_dir: Path = Path("./radscribe-data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default is SQLite under DATA_DIR."
+    )
+    secret_key: str = ""
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    metrics_port: int = 9108
+
+    dicom_host: str = "0.0.0.0"
+    dicom_port: int = 11112
+    dicom_ae_title: str = "RADSCRIBE"
+    dicom_allowed_aes: Annotated[tuple[str, ...], NoDecode] = ()
+    dicom_quiet_seconds: float = 2.0
+    dicom_max_associations: int = 16
+    dicom_max_pdu: int = 262_144
+    dicom_min_free_bytes: int = 1_000_000_000
+
+    hl7_host: str = "0.0.0.0"
+    hl7_port: int = 2575
+    emr_hl7_host: str | None = None
+    emr_hl7_port: int | None = None
+    hl7_processing_id: str = "P"
+    order_wait_seconds: float = 60.0
+
+    whisper_model_dir: Path | None = None
+    whisper_device: str = "cpu"
+    whisper_compute_type: str = "int8"
+
+    checkpoint: Path | None = None
+    allow_demo_model: bool = False
+
+    celery_broker_url: str | None = None
+    viewer_url_template: str | None = None
+
+    @field_validator("http_port", "metrics_port", "dicom_port", "hl7_port")
+    @classmethod
+    def _check_port(cls, value: int) -> int:
+        return _port(value)
+
+    @field_validator("emr_hl7_port")
+    @classmethod
+    def _check_optional_port(cls, value: int | None) -> int | None:
+        return None if value is None else _port(value)
+
+    @field_validator("dicom_ae_title")
+    @classmethod
+    def _check_ae_title(cls, value: str) -> str:
+        title = value.strip()
+        if not 1 <= len(title) <= 16 or not title.isascii() or "\\" in title:
+            raise ValueError("an AE title is 1-16 ASCII characters without a backslash")
+        return title
+
+    @field_validator("dicom_allowed_aes", mode="before")
+    @classmethod
+    def _split_aes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("dicom_quiet_seconds", "order_wait_seconds")
+    @classmethod
+    def _check_non_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+
+    @field_validator("hl7_processing_id")
+    @classmethod
+    def _check_processing_id(cls, value: str) -> str:
+        if value not in {"P", "T", "D"}:
+            raise ValueError("HL7 processing ID (MSH-11) is P, T or D")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("log level is DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _check_secret(self) -> Settings:
+        if self.env is Environment.PRODUCTION:
+            if self.secret_key.strip().lower() in PLACEHOLDER_SECRETS or len(self.secret_key) < 32:
+                raise ValueError(
+                    "RADSCRIBE_SECRET_KEY must be set to a random value of at least 32 "
+                    "characters in production (for example: python -c "
+                    "'import secrets; print(secrets.token_urlsafe(48))')"
+                )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    @cached_property
+    def effective_secret_key(self) -> str:
+        return self.secret_key or DEVELOPMENT_SECRET
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'radscribe.db').resolve()}"
+
+    @property
+    def dicom_storage_dir(self) -> Path:
+        return self.data_dir / "dicom"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (and explicit overrides).
+
+    Raises :class:`SettingsError` with one line per bad value, naming the
+    environment variable, so a service can refuse to start with a clear message.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            name = f"RADSCRIBE_{field.upper()}" if error["loc"] else "settings"
+            lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
