@@ -21,6 +21,8 @@ from app.core.settings import Settings, SettingsError, load_settings
 COMMAND_MODULES: tuple[str, ...] = (
     "app.cli.version",
     "app.cli.db",
+    "app.cli.users",
+    "app.cli.serve",
 )
 
 

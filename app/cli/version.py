@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from importlib.metadata import PackageNotFoundError, version
 
 from app.core.settings import Settings
-
-
-def package_version() -> str:
-    try:
-        return version("radscribe")
-    except PackageNotFoundError:  # running from a checkout without an install
-        return "0+unknown"
+from app.core.version import package_version
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

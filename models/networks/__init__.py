@@ -1,0 +1,1 @@
+"""Network parts of the Radscribe model: image encoder, text encoder, fusion, gating, heads."""
