@@ -9,7 +9,7 @@ from app.core.db import make_engine
 from app.core.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("db", help="database schema migrations (Alembic)")
     db_sub = parser.add_subparsers(title="db commands", metavar="DB_COMMAND", required=True)
 

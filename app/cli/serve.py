@@ -11,7 +11,7 @@ from app.core.settings import Settings
 from app.services.runtime import build_runtime
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "serve", help="run every component in one process (web, DICOM node, HL7, workers)"
     )
@@ -36,7 +36,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print("Radscribe is running:")
         for line in runtime.describe():
             print(f"  {line}")
-        print(f"  data     {settings.data_dir.resolve()}  (database: {settings.effective_database_url})")
+        print(f"  data     {settings.data_dir.resolve()}")
+        print(f"  database {settings.effective_database_url}")
         print("Stop with Ctrl-C.", flush=True)
         wait_for_signal()
     finally:

@@ -12,7 +12,7 @@ from app.core.settings import Settings
 from app.services.users import UserError, create_user
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("user", help="manage user accounts")
     user_sub = parser.add_subparsers(title="user commands", metavar="USER_COMMAND", required=True)
     add = user_sub.add_parser("add", help="create a user (password from a prompt or stdin)")

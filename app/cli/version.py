@@ -8,7 +8,7 @@ from app.core.settings import Settings
 from app.core.version import package_version
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("version", help="print the Radscribe version")
     parser.set_defaults(handler=run, needs_settings=False)
 

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "development"})
+MIN_SECRET_LENGTH = 32
 DEVELOPMENT_SECRET = "development-only-secret-not-for-production"
 
 
@@ -127,13 +128,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_secret(self) -> Settings:
-        if self.env is Environment.PRODUCTION:
-            if self.secret_key.strip().lower() in PLACEHOLDER_SECRETS or len(self.secret_key) < 32:
-                raise ValueError(
-                    "RADSCRIBE_SECRET_KEY must be set to a random value of at least 32 "
-                    "characters in production (for example: python -c "
-                    "'import secrets; print(secrets.token_urlsafe(48))')"
-                )
+        placeholder = self.secret_key.strip().lower() in PLACEHOLDER_SECRETS
+        if self.is_production and (placeholder or len(self.secret_key) < MIN_SECRET_LENGTH):
+            raise ValueError(
+                f"RADSCRIBE_SECRET_KEY must be set to a random value of at least "
+                f"{MIN_SECRET_LENGTH} characters in production (for example: python -c "
+                "'import secrets; print(secrets.token_urlsafe(48))')"
+            )
         return self
 
     @property

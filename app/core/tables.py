@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -21,7 +21,6 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
-    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -73,7 +72,10 @@ def _enum(kind: type[enum.StrEnum], name: str) -> Enum:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        datetime: DateTime(timezone=True),
+    }
 
 
 class TimestampMixin:
@@ -141,7 +143,9 @@ class Order(TimestampMixin, Base):
     filler_order_number: Mapped[str | None] = mapped_column(String(64))
     procedure_code: Mapped[str | None] = mapped_column(String(64))
     procedure_text: Mapped[str | None] = mapped_column(String(255))
-    priority: Mapped[Priority] = mapped_column(_enum(Priority, "priority"), default=Priority.ROUTINE)
+    priority: Mapped[Priority] = mapped_column(
+        _enum(Priority, "priority"), default=Priority.ROUTINE
+    )
     reason_for_exam: Mapped[str | None] = mapped_column(Text)
     clinical_history: Mapped[str | None] = mapped_column(Text)
     ordering_provider: Mapped[str | None] = mapped_column(String(255))
@@ -171,7 +175,9 @@ class Study(TimestampMixin, Base):
     status: Mapped[StudyStatus] = mapped_column(
         _enum(StudyStatus, "study_status"), default=StudyStatus.RECEIVING, index=True
     )
-    priority: Mapped[Priority] = mapped_column(_enum(Priority, "priority"), default=Priority.ROUTINE)
+    priority: Mapped[Priority] = mapped_column(
+        _enum(Priority, "priority"), default=Priority.ROUTINE
+    )
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
     reconciliation_reason: Mapped[str | None] = mapped_column(Text)
@@ -278,7 +284,9 @@ class Job(TimestampMixin, Base):
         _enum(JobState, "job_state"), default=JobState.QUEUED, index=True
     )
     stage: Mapped[str | None] = mapped_column(String(32))
-    priority: Mapped[Priority] = mapped_column(_enum(Priority, "priority"), default=Priority.ROUTINE)
+    priority: Mapped[Priority] = mapped_column(
+        _enum(Priority, "priority"), default=Priority.ROUTINE
+    )
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)
     timings: Mapped[dict[str, Any] | None]
@@ -307,7 +315,8 @@ class ReportVersion(Base):
     __table_args__ = (
         UniqueConstraint("report_id", "version_number"),
         CheckConstraint(
-            "kind NOT IN ('final', 'addendum') OR (signer_id IS NOT NULL AND signed_at IS NOT NULL)",
+            "kind NOT IN ('final', 'addendum') "
+            "OR (signer_id IS NOT NULL AND signed_at IS NOT NULL)",
             name="signed_needs_signer",
         ),
         CheckConstraint("kind = 'draft' OR ai_generated = false", name="only_drafts_are_ai"),

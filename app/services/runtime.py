@@ -73,8 +73,8 @@ class WebComponent:
             self._thread.join(timeout=10)
 
     def describe(self) -> str:
-        host = self.settings.http_host
-        return f"web      http://{host}:{self.settings.http_port}/  (health: /healthz, metrics: /metrics)"
+        url = f"http://{self.settings.http_host}:{self.settings.http_port}"
+        return f"web      {url}/  (health: {url}/healthz, metrics: {url}/metrics)"
 
 
 @dataclass

@@ -11,8 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.version import package_version
 from app.core.settings import Settings
+from app.core.version import package_version
 
 
 def create_app(settings: Settings, session_factory: sessionmaker[Session]) -> FastAPI:
