@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, Result, create_engine, event
+from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -48,3 +48,10 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on error."""
     with factory() as session, session.begin():
         yield session
+
+
+def updated_rows(result: Result[Any]) -> int:
+    """Rows matched by an UPDATE or DELETE (guarded updates use it to claim work)."""
+    if not isinstance(result, CursorResult):  # pragma: no cover - ORM bulk paths
+        raise TypeError("expected the result of an UPDATE or DELETE statement")
+    return int(result.rowcount)
