@@ -68,6 +68,28 @@ class Settings(BaseSettings):
     emr_hl7_port: int | None = None
     hl7_processing_id: str = "P"
     order_wait_seconds: float = 60.0
+    hl7_send_preliminary: bool = Field(
+        default=False, description="Send a signed preliminary to the EMR as ORU^R01 (OBR-25 P)."
+    )
+    hl7_ack_timeout_seconds: float = Field(
+        default=10.0, description="How long the outbox sender waits for the EMR's ACK."
+    )
+    hl7_max_attempts: int = Field(
+        default=12, description="Delivery attempts before an outbound message is dead-lettered."
+    )
+    hl7_retry_base_seconds: float = Field(
+        default=1.0, description="First retry delay; each later one doubles (exponential backoff)."
+    )
+    hl7_retry_max_seconds: float = Field(default=300.0, description="Longest retry delay.")
+    hl7_outbox_poll_seconds: float = Field(
+        default=0.1, description="How often the sender looks for newly signed reports."
+    )
+    hl7_lease_seconds: float = Field(
+        default=15.0, description="The sender's database lease; another process takes over after."
+    )
+    hl7_max_message_bytes: int = Field(
+        default=16 * 1024 * 1024, description="Largest inbound HL7 message accepted."
+    )
 
     whisper_model_dir: Path | None = None
     whisper_device: str = "cpu"
@@ -109,6 +131,26 @@ class Settings(BaseSettings):
     def _check_non_negative(cls, value: float) -> float:
         if value < 0:
             raise ValueError("must not be negative")
+        return value
+
+    @field_validator(
+        "hl7_ack_timeout_seconds",
+        "hl7_retry_base_seconds",
+        "hl7_retry_max_seconds",
+        "hl7_outbox_poll_seconds",
+        "hl7_lease_seconds",
+    )
+    @classmethod
+    def _check_positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+    @field_validator("hl7_max_attempts", "hl7_max_message_bytes")
+    @classmethod
+    def _check_positive_count(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
         return value
 
     @field_validator("hl7_processing_id")

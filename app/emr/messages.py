@@ -31,8 +31,7 @@ SENDING_APPLICATION = "RADSCRIBE"
 SENDING_FACILITY = "RADIOLOGY"
 RECEIVING_APPLICATION = "EMR"
 RECEIVING_FACILITY = "HOSPITAL"
-ACCEPT_ACK_ALWAYS = "AL"
-APPLICATION_ACK_NEVER = "NE"
+# MSH-15/16 left empty: original acknowledgment mode (one AA/AE/AR per message).
 IDENTIFIER_TYPE_MRN = "MR"
 DIAGNOSTIC_SERVICE_CT = "CT"
 TIMESTAMP_FORMAT = "%Y%m%d%H%M%S"
@@ -198,8 +197,8 @@ def _msh(
     receiving_application: str = RECEIVING_APPLICATION,
     receiving_facility: str = RECEIVING_FACILITY,
     version: str = HL7_VERSION,
-    accept_ack: str | None = ACCEPT_ACK_ALWAYS,
-    application_ack: str | None = APPLICATION_ACK_NEVER,
+    accept_ack: str | None = None,
+    application_ack: str | None = None,
 ) -> Segment:
     _require(control_id, "control ID (MSH-10)")
     _choice(processing_id, PROCESSING_IDS, "processing ID (MSH-11)")
@@ -575,8 +574,6 @@ def build_ack(
         receiving_application=answered.sending_application,
         receiving_facility=answered.sending_facility,
         version=HL7_VERSION,
-        accept_ack=None,
-        application_ack=None,
     )
     msa = Segment("MSA", version=HL7_VERSION)
     _set(msa, "msa_1", code)
