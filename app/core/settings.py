@@ -99,7 +99,48 @@ class Settings(BaseSettings):
     allow_demo_model: bool = False
 
     celery_broker_url: str | None = None
-    viewer_url_template: str | None = None
+    viewer_url_template: str | None = Field(
+        default=None,
+        description="Hospital viewer link with {study_instance_uid}, e.g. "
+        "https://pacs.example/viewer?study={study_instance_uid}.",
+    )
+
+    # The radiologist's web app.
+    session_idle_minutes: float = Field(
+        default=30.0, description="Log a user off after this long without activity."
+    )
+    session_max_hours: float = Field(
+        default=12.0, description="A session ends this long after login, active or not."
+    )
+    cookie_secure: bool | None = Field(
+        default=None,
+        description="Secure flag of the session cookie: unset = only when the request came "
+        "over HTTPS (behind TLS), true = always, false = never.",
+    )
+    claim_minutes: float = Field(
+        default=20.0, description="How long opening a study holds it for its reader."
+    )
+    login_throttle_failures: int = Field(
+        default=5, description="Failed logins (per user name or address) before logins slow down."
+    )
+    login_throttle_window_minutes: float = Field(
+        default=15.0, description="How far back failed logins count for the slow-down."
+    )
+    login_throttle_max_seconds: float = Field(
+        default=60.0, description="Longest wait between login attempts (never a lock-out)."
+    )
+    worklist_refresh_seconds: float = Field(
+        default=20.0, description="How often an open worklist refreshes itself."
+    )
+    oidc_issuer: str | None = Field(
+        default=None, description="OpenID Connect issuer URL; unset = password login only."
+    )
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_username_claim: str = Field(
+        default="preferred_username",
+        description="ID-token claim matched against Radscribe user names.",
+    )
 
     @field_validator("http_port", "metrics_port", "dicom_port", "hl7_port")
     @classmethod
@@ -160,6 +201,47 @@ class Settings(BaseSettings):
             raise ValueError("HL7 processing ID (MSH-11) is P, T or D")
         return value
 
+    @field_validator(
+        "session_idle_minutes",
+        "session_max_hours",
+        "claim_minutes",
+        "login_throttle_window_minutes",
+        "login_throttle_max_seconds",
+        "worklist_refresh_seconds",
+    )
+    @classmethod
+    def _check_positive_duration(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+    @field_validator("login_throttle_failures")
+    @classmethod
+    def _check_throttle_failures(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("viewer_url_template")
+    @classmethod
+    def _check_viewer_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if "{study_instance_uid}" not in value:
+            raise ValueError("the viewer URL template needs the placeholder {study_instance_uid}")
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("the viewer URL template must be an http(s) URL")
+        return value.strip()
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _check_oidc_issuer(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("the OpenID Connect issuer must be an http(s) URL")
+        return value.strip().rstrip("/")
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -167,6 +249,15 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("log level is DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
+
+    @model_validator(mode="after")
+    def _check_oidc(self) -> Settings:
+        if self.oidc_issuer and not (self.oidc_client_id and self.oidc_client_secret):
+            raise ValueError(
+                "RADSCRIBE_OIDC_ISSUER needs RADSCRIBE_OIDC_CLIENT_ID and "
+                "RADSCRIBE_OIDC_CLIENT_SECRET"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_secret(self) -> Settings:
