@@ -5,20 +5,25 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.domain import Role
+from app.core.domain import Role, StudyStatus
 from app.core.settings import Settings, load_settings
-from app.core.tables import User
+from app.core.tables import Hl7Message, Study, User
+from app.emr import parse as hl7parse
+from app.emr.messages import OrderInfo, PatientInfo, build_orm_o01
 from app.emr.runtime import Hl7Component
+from app.services import linking, orders
 
 VENV_BIN = Path(sys.executable).parent
 TWISTD = VENV_BIN / "twistd"
@@ -92,6 +97,15 @@ class TxHl7Receiver:
                 self.process.wait(timeout=10)
         self.process = None
 
+    def pause(self) -> None:
+        """Freeze the receiver (SIGSTOP): it takes the bytes but cannot ACK them."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def received_control_ids(self) -> list[str]:
         """MSH-10 of every message the receiver logged, in arrival order (repeats kept)."""
         if not self.log_path.exists():
@@ -122,9 +136,7 @@ def hl7_settings(settings: Settings, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-def listener(
-    settings: Settings, session_factory: sessionmaker[Session]
-) -> Iterator[Hl7Component]:
+def listener(settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[Hl7Component]:
     """Radscribe's MLLP listener on a free port, over the test database."""
     component = Hl7Component(
         hl7_settings(settings, hl7_host="127.0.0.1", hl7_port=_free_port()),
@@ -168,3 +180,81 @@ def ack_fields(reply: bytes) -> tuple[str, str]:
     msa = next(line for line in text.split("\r") if line.startswith("MSA"))
     fields = msa.split("|")
     return fields[1], fields[2] if len(fields) > 2 else ""
+
+
+def seed_order(
+    session: Session, patient: PatientInfo, order: OrderInfo, *, control_id: str
+) -> None:
+    """Apply an ORM^O01 built by the shared builders, as the listener would."""
+    er7 = build_orm_o01(patient, order, control_id=control_id)
+    parsed = hl7parse.parse(er7.encode("utf-8"))
+    stored = Hl7Message(raw=er7.encode("utf-8"), control_id=control_id, message_type="ORM^O01")
+    session.add(stored)
+    session.flush()
+    orders.apply_message(session, parsed, message_id=stored.id)
+
+
+def make_study(
+    session: Session,
+    *,
+    accession: str,
+    issuer: str,
+    patient_id: str,
+    name: str,
+    birth_date: str | None,
+) -> Study:
+    study = Study(
+        study_instance_uid=f"2.25.{uuid.uuid4().int}",
+        dicom_patient_id=patient_id,
+        dicom_patient_name=name,
+        dicom_birth_date=birth_date,
+        accession_number=accession,
+        accession_issuer=issuer,
+        status=StudyStatus.DRAFT_READY,
+    )
+    session.add(study)
+    session.flush()
+    return study
+
+
+def order_for(number: int, *, issuer: str = "HOSP", priority: str = "R") -> OrderInfo:
+    return OrderInfo(
+        accession_number=f"ACC-{number}",
+        accession_issuer=issuer,
+        placer_order_number=f"PL-{number}",
+        procedure_code="CTCHEST",
+        procedure_text="CT chest",
+        priority=priority,
+        reason_for_exam="cough",
+        clinical_history="smoker",
+        ordering_provider="77^House^Greg",
+    )
+
+
+def linked_studies(
+    factory: sessionmaker[Session],
+    patients: list[PatientInfo],
+    per_patient: int,
+    *,
+    first_number: int = 1,
+) -> list[int]:
+    """Orders plus matching studies, linked; returns study ids in creation order."""
+    ids: list[int] = []
+    number = first_number - 1
+    with factory() as session, session.begin():
+        for patient in patients:
+            for _ in range(per_patient):
+                number += 1
+                order = order_for(number)
+                seed_order(session, patient, order, control_id=f"SEED-{number}")
+                study = make_study(
+                    session,
+                    accession=order.accession_number,
+                    issuer=order.accession_issuer,
+                    patient_id=patient.mrn,
+                    name=f"{patient.family_name}^{patient.given_name}",
+                    birth_date=patient.birth_date,
+                )
+                assert linking.link_study(session, study).linked
+                ids.append(study.id)
+    return ids
