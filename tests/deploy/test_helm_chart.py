@@ -320,7 +320,7 @@ def test_only_the_pacs_reaches_dicom_and_only_the_emr_reaches_hl7(
 ) -> None:
     values = production_values()["networkPolicy"]
     assert admitted(one(production, "NetworkPolicy", "dicom"), "dicom") == values["pacsPeers"]
-    assert admitted(one(production, "NetworkPolicy", "hl7-listener"), "hl7") == values["emrPeers"]
+    assert admitted(one(production, "NetworkPolicy", "hl7"), "hl7") == values["emrPeers"]
     for policy in find(production, "NetworkPolicy"):
         assert policy["spec"]["policyTypes"] == ["Ingress"]
         for rule in policy["spec"].get("ingress") or []:
@@ -329,6 +329,6 @@ def test_only_the_pacs_reaches_dicom_and_only_the_emr_reaches_hl7(
 
 def test_by_default_no_one_reaches_dicom_or_hl7(defaults: list[Manifest]) -> None:
     assert admitted(one(defaults, "NetworkPolicy", "dicom"), "dicom") == []
-    assert admitted(one(defaults, "NetworkPolicy", "hl7-listener"), "hl7") == []
+    assert admitted(one(defaults, "NetworkPolicy", "hl7"), "hl7") == []
     policed = {p["metadata"]["name"] for p in find(defaults, "NetworkPolicy")}
     assert policed == {d["metadata"]["name"] for d in find(defaults, "Deployment")}

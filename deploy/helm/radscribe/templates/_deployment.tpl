@@ -1,7 +1,7 @@
 {{/*
 One Radscribe process as a Deployment.  Called with a dict:
   root       the chart's root context ($)
-  component  name of the component (web, dicom, hl7-listener, hl7-sender, worker, worker-gpu)
+  component  name of the component (web, dicom, hl7, worker, worker-gpu)
   spec       its values block (replicas, resources, probes, nodeSelector, tolerations, affinity)
   args       the `radscribe` sub-command, as a list
   ports      container ports, a list of dicts {name, port}
