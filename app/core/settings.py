@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     metrics_port: int = 9108
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the metrics endpoint of processes without a web server binds to "
+        "(0.0.0.0 in containers, so Prometheus can scrape it).",
+    )
 
     dicom_host: str = "0.0.0.0"
     dicom_port: int = 11112
