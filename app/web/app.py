@@ -13,12 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.settings import Settings
 from app.core.version import package_version
+from app.web.metrics import install_http_metrics
 
 
 def create_app(settings: Settings, session_factory: sessionmaker[Session]) -> FastAPI:
     app = FastAPI(title="Radscribe", version=package_version())
     app.state.settings = settings
     app.state.session_factory = session_factory
+    install_http_metrics(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:
