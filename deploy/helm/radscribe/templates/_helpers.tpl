@@ -78,6 +78,7 @@ RADSCRIBE_LOG_JSON: {{ $c.logJson | toString | quote }}
 RADSCRIBE_LOG_LEVEL: {{ $c.logLevel | quote }}
 RADSCRIBE_HTTP_HOST: "0.0.0.0"
 RADSCRIBE_HTTP_PORT: {{ .Values.ports.http | toString | quote }}
+RADSCRIBE_METRICS_HOST: "0.0.0.0"
 RADSCRIBE_METRICS_PORT: {{ .Values.ports.metrics | toString | quote }}
 RADSCRIBE_DICOM_HOST: "0.0.0.0"
 RADSCRIBE_DICOM_PORT: {{ .Values.ports.dicom | toString | quote }}
