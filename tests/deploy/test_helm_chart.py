@@ -289,9 +289,7 @@ def test_workers_scale_on_queue_depth(production: list[Manifest]) -> None:
     assert hpa["spec"]["scaleTargetRef"]["name"] == f"{RELEASE}-radscribe-worker-gpu"
     (metric,) = hpa["spec"]["metrics"]
     assert metric["type"] == "External"
-    assert metric["external"]["metric"]["name"] == production_values()["workers"]["gpu"].get(
-        "autoscaling", {}
-    ).get("metricName", "radscribe_jobs_queued")
+    assert metric["external"]["metric"]["name"] == "radscribe_job_queue_depth"
     assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "2"}
 
 
