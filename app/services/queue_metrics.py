@@ -1,9 +1,10 @@
-"""Drafting-queue depth for Prometheus, read from the jobs table at scrape time.
+"""The database's queues for Prometheus, read at scrape time: drafting jobs and the HL7 outbox.
 
-The jobs table is the queue in both execution modes (in-process pool and Celery), so its
-runnable rows are the queue depth the workers' autoscaler follows and the age of the oldest
-one is what pages someone when drafting stalls.  Every process that serves ``/metrics`` for
-a database reports the same numbers; aggregate with ``max``, not ``sum``, across processes.
+The jobs table is the drafting queue in both execution modes (in-process pool and Celery), so
+its runnable rows are the depth the workers' autoscaler follows, and the age of the oldest is
+what pages someone when drafting stalls.  The outbox's unacknowledged rows are the backlog of
+signed reports still on their way to the EMR.  Every process that serves ``/metrics`` for a
+database reports the same numbers: aggregate with ``max``, not ``sum``, across processes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from prometheus_client.core import GaugeMetricFamily
@@ -19,102 +21,121 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.domain import JobState, Priority
-from app.core.tables import Job
+from app.core.domain import JobState, OutboxStatus, Priority
+from app.core.tables import Job, OutboxMessage
 
 log = logging.getLogger(__name__)
 
-RUNNABLE = (JobState.QUEUED, JobState.RETRYING)
+RUNNABLE_JOBS = (JobState.QUEUED, JobState.RETRYING)
+UNACKED_OUTBOX = (OutboxStatus.PENDING, OutboxStatus.SENT, OutboxStatus.RETRYING)
 
 QUEUE_DEPTH = "radscribe_job_queue_depth"
-OLDEST_WAITING = "radscribe_job_queue_oldest_seconds"
-RUNNING = "radscribe_jobs_running"
+QUEUE_OLDEST = "radscribe_job_queue_oldest_seconds"
+JOBS_RUNNING = "radscribe_jobs_running"
+OUTBOX_BACKLOG = "radscribe_hl7_outbox_backlog_messages"
+OUTBOX_OLDEST = "radscribe_hl7_outbox_oldest_unacked_seconds"
 
 
 def _as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-class JobQueueCollector(Collector):
-    """Runnable (due) jobs and the age of the oldest, by priority; running jobs, by priority."""
+def _age(now: datetime, first: datetime | None) -> float:
+    return max((now - _as_utc(first)).total_seconds(), 0.0) if first is not None else 0.0
+
+
+@dataclass
+class QueueReading:
+    jobs_waiting: dict[Priority, tuple[int, float]] = field(default_factory=dict)
+    jobs_running: dict[Priority, int] = field(default_factory=dict)
+    outbox: dict[OutboxStatus, tuple[int, float]] = field(default_factory=dict)
+
+
+def read_queues(factory: sessionmaker[Session]) -> QueueReading:
+    now = datetime.now(UTC)
+    reading = QueueReading()
+    with factory() as session:
+        due = (Job.not_before.is_(None)) | (Job.not_before <= now)
+        for priority, count, first in session.execute(
+            select(Job.priority, func.count(), func.min(Job.created_at))
+            .where(Job.state.in_(RUNNABLE_JOBS) & due)
+            .group_by(Job.priority)
+        ):
+            reading.jobs_waiting[priority] = (int(count), _age(now, first))
+        for priority, count in session.execute(
+            select(Job.priority, func.count())
+            .where(Job.state == JobState.RUNNING)
+            .group_by(Job.priority)
+        ):
+            reading.jobs_running[priority] = int(count)
+        for status, count, first in session.execute(
+            select(OutboxMessage.status, func.count(), func.min(OutboxMessage.created_at))
+            .where(OutboxMessage.status.in_(UNACKED_OUTBOX))
+            .group_by(OutboxMessage.status)
+        ):
+            reading.outbox[status] = (int(count), _age(now, first))
+    return reading
+
+
+class QueueCollector(Collector):
+    """Drafting jobs due now and running, by priority; outbox messages not yet acknowledged."""
 
     def __init__(self, session_factory: sessionmaker[Session] | None = None) -> None:
         self.session_factory = session_factory
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        # Declares the names without touching the database (registration calls this).
-        yield from self._families()
-
-    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
-        return (
-            GaugeMetricFamily(
-                QUEUE_DEPTH, "Drafting jobs waiting to run now, by priority.", labels=["priority"]
-            ),
-            GaugeMetricFamily(
-                OLDEST_WAITING,
-                "Age of the oldest drafting job waiting to run now, by priority (0 when none).",
-                labels=["priority"],
-            ),
-            GaugeMetricFamily(RUNNING, "Drafting jobs running, by priority.", labels=["priority"]),
+    @staticmethod
+    def _families() -> dict[str, GaugeMetricFamily]:
+        specs = (
+            (QUEUE_DEPTH, "Drafting jobs waiting to run now, by priority.", "priority"),
+            (QUEUE_OLDEST, "Age of the oldest drafting job due to run, by priority.", "priority"),
+            (JOBS_RUNNING, "Drafting jobs running, by priority.", "priority"),
+            (OUTBOX_BACKLOG, "Outbound HL7 messages not yet acknowledged, by status.", "status"),
+            (OUTBOX_OLDEST, "Age of the oldest unacknowledged outbound HL7 message.", "status"),
         )
+        return {name: GaugeMetricFamily(name, text, labels=[label]) for name, text, label in specs}
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Names only: registration calls this, and it must not touch the database.
+        yield from self._families().values()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        depth, oldest, running = self._families()
         if self.session_factory is None:
             return
         try:
-            waiting, busy = self._read(self.session_factory)
+            reading = read_queues(self.session_factory)
         except SQLAlchemyError as exc:  # a scrape must not fail with the database
-            log.warning("job queue metrics unavailable: %s", type(exc).__name__)
+            log.warning("queue metrics unavailable: %s", type(exc).__name__)
             return
+        families = self._families()
         for priority in Priority:
-            count, age = waiting.get(priority, (0, 0.0))
-            depth.add_metric([priority.value], count)
-            oldest.add_metric([priority.value], age)
-            running.add_metric([priority.value], busy.get(priority, 0))
-        yield from (depth, oldest, running)
-
-    @staticmethod
-    def _read(
-        factory: sessionmaker[Session],
-    ) -> tuple[dict[Priority, tuple[int, float]], dict[Priority, int]]:
-        now = datetime.now(UTC)
-        waiting: dict[Priority, tuple[int, float]] = {}
-        busy: dict[Priority, int] = {}
-        with factory() as session:
-            due = (Job.not_before.is_(None)) | (Job.not_before <= now)
-            for priority, count, first in session.execute(
-                select(Job.priority, func.count(), func.min(Job.created_at))
-                .where(Job.state.in_(RUNNABLE) & due)
-                .group_by(Job.priority)
-            ):
-                age = (now - _as_utc(first)).total_seconds() if first is not None else 0.0
-                waiting[priority] = (int(count), max(age, 0.0))
-            for priority, count in session.execute(
-                select(Job.priority, func.count())
-                .where(Job.state == JobState.RUNNING)
-                .group_by(Job.priority)
-            ):
-                busy[priority] = int(count)
-        return waiting, busy
+            count, age = reading.jobs_waiting.get(priority, (0, 0.0))
+            families[QUEUE_DEPTH].add_metric([priority.value], count)
+            families[QUEUE_OLDEST].add_metric([priority.value], age)
+            running = reading.jobs_running.get(priority, 0)
+            families[JOBS_RUNNING].add_metric([priority.value], running)
+        for status in UNACKED_OUTBOX:
+            count, age = reading.outbox.get(status, (0, 0.0))
+            families[OUTBOX_BACKLOG].add_metric([status.value], count)
+            families[OUTBOX_OLDEST].add_metric([status.value], age)
+        yield from families.values()
 
 
-_PROCESS_COLLECTOR = JobQueueCollector()
+_PROCESS_COLLECTOR = QueueCollector()
 _process_lock = threading.Lock()
 _process_registered = False
 
 
-def report_job_queue(
+def report_queues(
     session_factory: sessionmaker[Session], registry: CollectorRegistry | None = None
-) -> JobQueueCollector:
-    """Report this database's queue on ``registry``.
+) -> QueueCollector:
+    """Report this database's queues on ``registry``.
 
-    Without a registry it goes on the process's default one, registered once: a process
+    Without a registry they go on the process's default one, registered once: a process
     serves one database, so a later call (a second app in tests) points it at the new one.
     """
     global _process_registered
     if registry is not None:
-        collector = JobQueueCollector(session_factory)
+        collector = QueueCollector(session_factory)
         registry.register(collector)
         return collector
     with _process_lock:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.settings import Settings
 from app.core.version import package_version
-from app.services.queue_metrics import report_job_queue
+from app.services.queue_metrics import report_queues
 from app.web.metrics import install_http_metrics
 
 
@@ -22,7 +22,7 @@ def create_app(settings: Settings, session_factory: sessionmaker[Session]) -> Fa
     app.state.settings = settings
     app.state.session_factory = session_factory
     install_http_metrics(app)
-    report_job_queue(session_factory)
+    report_queues(session_factory)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:
