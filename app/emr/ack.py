@@ -13,10 +13,6 @@ import enum
 import uuid
 from dataclasses import dataclass
 
-from hl7apy.consts import VALIDATION_LEVEL
-from hl7apy.exceptions import HL7apyException
-from hl7apy.parser import parse_segment
-
 from app.emr import parse as hl7parse
 
 ALWAYS = "AL"
@@ -92,37 +88,27 @@ class AckError(ValueError):
 
 
 def read_ack(raw: bytes) -> ReceivedAck:
-    """MSA-1, MSA-2 and MSA-3 of a reply, parsed with hl7apy."""
+    """MSA-1, MSA-2 and MSA-3 of a reply.
+
+    The reply is decoded like any inbound message (BOM, separators, MSH-18)
+    and MSA is split with the reply's own delimiters and unescaped.  This is
+    on the sender's hot path, so it does not build hl7apy element trees:
+    three fields do not need them, and hl7apy would triple the per-message cost.
+    """
     try:
         decoded = hl7parse.decode(raw)
         header = hl7parse.read_header(raw)
     except hl7parse.MalformedMessage as exc:
         raise AckError(f"reply is not HL7: {exc}") from exc
     chars = header.encoding_chars
-    encoding = {
-        "FIELD": header.field_separator,
-        "COMPONENT": chars[0],
-        "REPETITION": chars[1],
-        "ESCAPE": chars[2],
-        "SUBCOMPONENT": chars[3],
-        "GROUP": "\r",
-        "SEGMENT": "\r",
-    }
     for line in decoded.text.split("\r"):
-        if line.startswith("MSA"):
-            try:
-                segment = parse_segment(
-                    line,
-                    version=hl7parse.hl7apy_version(header.version),
-                    encoding_chars=encoding,
-                    validation_level=VALIDATION_LEVEL.TOLERANT,
-                )
-            except (HL7apyException, ValueError) as exc:
-                raise AckError(f"MSA segment cannot be parsed: {exc}") from exc
-            fields = hl7parse.Fields(segment, chars)
-            return ReceivedAck(
-                code=fields.component(1, 1).upper(),
-                control_id=fields.component(2, 1),
-                text=fields.text(3),
-            )
+        if line.startswith("MSA" + header.field_separator):
+            fields = line.split(header.field_separator)
+
+            def field(position: int) -> str:
+                value = fields[position] if position < len(fields) else ""
+                first = value.split(chars[1])[0].split(chars[0])[0]
+                return hl7parse.unescape(first, escape=chars[2], encoding_chars=chars).strip()
+
+            return ReceivedAck(code=field(1).upper(), control_id=field(2), text=field(3))
     raise AckError("reply has no MSA segment")

@@ -31,12 +31,12 @@ async def read_frame(
     Bytes before <VT> (stray CR/LF between frames) are skipped; the <CR> after
     <FS> is consumed when it is there, as it is before the next <VT> anyway.
     """
-    while True:
-        byte = await reader.read(1)
-        if not byte:
-            return None
-        if byte == START_BLOCK:
-            break
+    try:
+        await reader.readuntil(START_BLOCK)  # skips stray bytes between frames
+    except asyncio.IncompleteReadError:
+        return None  # closed between frames (stray bytes after the last one are dropped)
+    except asyncio.LimitOverrunError as exc:
+        raise MllpError("no MLLP start block in the reader's limit") from exc
     try:
         body = await reader.readuntil(END_BLOCK)
     except asyncio.IncompleteReadError as exc:

@@ -27,7 +27,6 @@ from app.emr.messages import (
     ReportSection,
     ResultInfo,
     build_oru_r01,
-    validate_strict,
 )
 
 MESSAGE_TYPE_ORU = "ORU^R01"
@@ -132,7 +131,8 @@ def enqueue_report(
         processing_id=settings.hl7_processing_id,
         when=now,
     )
-    validate_strict(er7)  # the builder validates too; the outbox never queues unchecked text
+    # build_oru_r01 has validated the whole message at hl7apy's STRICT level;
+    # it raises instead of returning text that fails, so nothing unchecked is queued.
     message = OutboxMessage(
         report_version_id=version.id,
         ordering_key=ordering_key(patient),

@@ -103,16 +103,19 @@ def test_mismatch_is_not_linked_and_cannot_be_signed(
     with session_factory() as session, session.begin():
         radiologist = make_user(session, "attending", Role.RADIOLOGIST, "Ann Smith")
         admin = make_user(session, "admin", Role.ADMIN)
-    with pytest.raises(SigningError, match="reconciliation"):
-        with session_factory() as session, session.begin():
-            sign_report(
-                session,
-                study_id=study_ids[0],
-                signer=radiologist,
-                kind=ReportKind.FINAL,
-                sections=FINDINGS,
-                settings=settings,
-            )
+    with (
+        pytest.raises(SigningError, match="reconciliation"),
+        session_factory() as session,
+        session.begin(),
+    ):
+        sign_report(
+            session,
+            study_id=study_ids[0],
+            signer=radiologist,
+            kind=ReportKind.FINAL,
+            sections=FINDINGS,
+            settings=settings,
+        )
     with session_factory() as session:
         assert session.scalar(select(func.count()).select_from(ReportVersion)) == 0
         assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
