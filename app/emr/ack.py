@@ -101,14 +101,20 @@ def read_ack(raw: bytes) -> ReceivedAck:
     except hl7parse.MalformedMessage as exc:
         raise AckError(f"reply is not HL7: {exc}") from exc
     chars = header.encoding_chars
-    for line in decoded.text.split("\r"):
-        if line.startswith("MSA" + header.field_separator):
-            fields = line.split(header.field_separator)
-
-            def field(position: int) -> str:
-                value = fields[position] if position < len(fields) else ""
-                first = value.split(chars[1])[0].split(chars[0])[0]
-                return hl7parse.unescape(first, escape=chars[2], encoding_chars=chars).strip()
-
-            return ReceivedAck(code=field(1).upper(), control_id=field(2), text=field(3))
+    msa = next(
+        (
+            line
+            for line in decoded.text.split("\r")
+            if line.startswith("MSA" + header.field_separator)
+        ),
+        None,
+    )
+    if msa is not None:
+        fields = msa.split(header.field_separator)
+        values = []
+        for position in (1, 2, 3):
+            value = fields[position] if position < len(fields) else ""
+            first = value.split(chars[1])[0].split(chars[0])[0]
+            values.append(hl7parse.unescape(first, escape=chars[2], encoding_chars=chars).strip())
+        return ReceivedAck(code=values[0].upper(), control_id=values[1], text=values[2])
     raise AckError("reply has no MSA segment")
