@@ -52,7 +52,7 @@ class ResNet3dFeatures(nn.Module):
 
     Matches ``monai.networks.nets.ResNet(block="basic", spatial_dims=3,
     n_input_channels=1, conv1_t_stride=2, shortcut_type="B", feed_forward=False)``
-    up to and including ``layer4``.
+    up to and including ``layer4``; it returns the ``layer3`` map too (nodule detection).
     """
 
     def __init__(
@@ -82,6 +82,7 @@ class ResNet3dFeatures(nn.Module):
         self.layer3 = self._make_stage(inplanes[2], depths[2], STAGE_STRIDES[2])
         self.layer4 = self._make_stage(inplanes[3], depths[3], STAGE_STRIDES[3])
         self.out_channels = inplanes[3]
+        self.fine_channels = inplanes[2]
         for module in self.modules():
             if isinstance(module, nn.Conv3d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -107,9 +108,8 @@ class ResNet3dFeatures(nn.Module):
             layers.append(BasicBlock3d(in_planes=planes, planes=planes, stride=1, downsample=None))
         return nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stride-16 map from ``layer3``, stride-32 map from ``layer4``)."""
         x = self.maxpool(self.act(self.bn1(self.conv1(x))))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)  # type: ignore[no-any-return]
+        fine = self.layer3(self.layer2(self.layer1(x)))
+        return fine, self.layer4(fine)
