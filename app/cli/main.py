@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.cli.db",
     "app.cli.users",
     "app.cli.serve",
+    "app.cli.web",
     "app.cli.hl7",
 )
 

@@ -1,0 +1,180 @@
+"""Login, logout and the keep-alive of the session."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from app.services import audit
+from app.services.auth import LOGOUT, LoginPolicy, LoginRefused, authenticate
+from app.web.deps import (
+    ClientDep,
+    CodecDep,
+    DbDep,
+    NowDep,
+    SettingsDep,
+    UserDep,
+    get_revoked,
+    verify_csrf,
+)
+from app.web.sessions import (
+    LOGIN_COOKIE,
+    STATE_CLEAR,
+    STATE_SET,
+    SessionData,
+    cookie_is_secure,
+    new_session,
+)
+from app.web.templating import render
+
+router = APIRouter(tags=["auth"])
+LOGIN_COOKIE_SECONDS = 3600
+REASONS = {
+    "idle": "You were logged off after a period of inactivity.",
+    "expired": "Your session ended. Please log in again.",
+    "logout": "You are logged out.",
+}
+
+
+def safe_next(target: str | None) -> str:
+    """Only a local path (never another site) after login."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/worklist"
+
+
+def _login_page(
+    request: Request,
+    *,
+    settings: SettingsDep,
+    codec: CodecDep,
+    next_path: str,
+    message: str | None,
+    status_code: int = 200,
+    retry_after: float | None = None,
+) -> Response:
+    nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(18)
+    response = render(
+        request,
+        "login.html",
+        {
+            "login_token": codec.login_token(nonce),
+            "next_path": next_path,
+            "message": message,
+            "oidc_enabled": bool(settings.oidc_issuer),
+        },
+        status_code=status_code,
+    )
+    response.set_cookie(
+        LOGIN_COOKIE,
+        nonce,
+        max_age=LOGIN_COOKIE_SECONDS,
+        httponly=True,
+        samesite="lax",
+        secure=cookie_is_secure(settings.cookie_secure, request.url.scheme),
+    )
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, round(retry_after)))
+    return response
+
+
+@router.get("/login", include_in_schema=False)
+def login_form(
+    request: Request,
+    settings: SettingsDep,
+    codec: CodecDep,
+    next: str | None = None,
+    reason: str | None = None,
+) -> Response:
+    return _login_page(
+        request,
+        settings=settings,
+        codec=codec,
+        next_path=safe_next(next),
+        message=REASONS.get(reason or ""),
+    )
+
+
+@router.post("/login", include_in_schema=False)
+def login(
+    request: Request,
+    settings: SettingsDep,
+    codec: CodecDep,
+    db: DbDep,
+    now: NowDep,
+    client: ClientDep,
+    username: Annotated[str, Form(max_length=128)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    csrf_token: Annotated[str, Form(max_length=256)] = "",
+    next: Annotated[str, Form(max_length=512)] = "/worklist",
+) -> Response:
+    nonce = request.cookies.get(LOGIN_COOKIE)
+    target = safe_next(next)
+    if not nonce or not codec.check(codec.login_token(nonce), csrf_token):
+        return _login_page(
+            request,
+            settings=settings,
+            codec=codec,
+            next_path=target,
+            message="The login form expired. Please try again.",
+            status_code=403,
+        )
+    try:
+        user = authenticate(
+            db,
+            username=username,
+            password=password,
+            client_address=client,
+            now=now,
+            policy=LoginPolicy.from_settings(settings),
+        )
+    except LoginRefused as refused:
+        db.commit()  # the failed attempt is an audit event and counts for the slow-down
+        return _login_page(
+            request,
+            settings=settings,
+            codec=codec,
+            next_path=target,
+            message=refused.message,
+            status_code=429 if refused.retry_after else 401,
+            retry_after=refused.retry_after,
+        )
+    db.commit()
+    setattr(
+        request.state,
+        STATE_SET,
+        new_session(user.id, codec.password_fingerprint(user.password_hash), now.timestamp()),
+    )
+    response = RedirectResponse(target, status_code=303)
+    response.delete_cookie(LOGIN_COOKIE)
+    return response
+
+
+@router.post("/logout", include_in_schema=False, dependencies=[Depends(verify_csrf)])
+def logout(
+    request: Request,
+    user: UserDep,
+    settings: SettingsDep,
+    db: DbDep,
+    now: NowDep,
+    client: ClientDep,
+) -> Response:
+    data: SessionData = request.state.session
+    get_revoked(request).revoke(data.sid, until=now.timestamp() + settings.session_max_hours * 3600)
+    audit.record(
+        db,
+        actor=user.username,
+        action=LOGOUT,
+        object_type="user",
+        object_id=user.id,
+        user_id=user.id,
+        client_address=client,
+    )
+    db.commit()
+    if hasattr(request.state, STATE_SET):
+        delattr(request.state, STATE_SET)
+    setattr(request.state, STATE_CLEAR, True)
+    return RedirectResponse("/login?reason=logout", status_code=303)
