@@ -3,7 +3,8 @@
 The jobs table is the drafting queue in both execution modes (in-process pool and Celery), so
 its runnable rows are the depth the workers' autoscaler follows, and the age of the oldest is
 what pages someone when drafting stalls.  The outbox's unacknowledged rows are the backlog of
-signed reports still on their way to the EMR.  Every process that serves ``/metrics`` for a
+signed reports still on their way to the EMR, and its dead letters the ones that need a person
+(counted here whichever process sends).  Every process that serves ``/metrics`` for a
 database reports the same numbers: aggregate with ``max``, not ``sum``, across processes.
 """
 
@@ -28,12 +29,13 @@ log = logging.getLogger(__name__)
 
 RUNNABLE_JOBS = (JobState.QUEUED, JobState.RETRYING)
 UNACKED_OUTBOX = (OutboxStatus.PENDING, OutboxStatus.SENT, OutboxStatus.RETRYING)
+OPEN_OUTBOX = (*UNACKED_OUTBOX, OutboxStatus.DEAD)
 
 QUEUE_DEPTH = "radscribe_job_queue_depth"
 QUEUE_OLDEST = "radscribe_job_queue_oldest_seconds"
 JOBS_RUNNING = "radscribe_jobs_running"
-OUTBOX_BACKLOG = "radscribe_hl7_outbox_backlog_messages"
-OUTBOX_OLDEST = "radscribe_hl7_outbox_oldest_unacked_seconds"
+OUTBOX_MESSAGES = "radscribe_hl7_outbox_messages"
+OUTBOX_OLDEST = "radscribe_hl7_outbox_oldest_seconds"
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -70,7 +72,7 @@ def read_queues(factory: sessionmaker[Session]) -> QueueReading:
             reading.jobs_running[priority] = int(count)
         for status, count, first in session.execute(
             select(OutboxMessage.status, func.count(), func.min(OutboxMessage.created_at))
-            .where(OutboxMessage.status.in_(UNACKED_OUTBOX))
+            .where(OutboxMessage.status.in_(OPEN_OUTBOX))
             .group_by(OutboxMessage.status)
         ):
             reading.outbox[status] = (int(count), _age(now, first))
@@ -89,8 +91,13 @@ class QueueCollector(Collector):
             (QUEUE_DEPTH, "Drafting jobs waiting to run now, by priority.", "priority"),
             (QUEUE_OLDEST, "Age of the oldest drafting job due to run, by priority.", "priority"),
             (JOBS_RUNNING, "Drafting jobs running, by priority.", "priority"),
-            (OUTBOX_BACKLOG, "Outbound HL7 messages not yet acknowledged, by status.", "status"),
-            (OUTBOX_OLDEST, "Age of the oldest unacknowledged outbound HL7 message.", "status"),
+            (
+                OUTBOX_MESSAGES,
+                "Outbound HL7 messages not acknowledged: the backlog (pending, sent, retrying) "
+                "and dead letters (dead: a signed report that needs a person), by status.",
+                "status",
+            ),
+            (OUTBOX_OLDEST, "Age of the oldest outbound HL7 message in each status.", "status"),
         )
         return {name: GaugeMetricFamily(name, text, labels=[label]) for name, text, label in specs}
 
@@ -113,9 +120,9 @@ class QueueCollector(Collector):
             families[QUEUE_OLDEST].add_metric([priority.value], age)
             running = reading.jobs_running.get(priority, 0)
             families[JOBS_RUNNING].add_metric([priority.value], running)
-        for status in UNACKED_OUTBOX:
+        for status in OPEN_OUTBOX:
             count, age = reading.outbox.get(status, (0, 0.0))
-            families[OUTBOX_BACKLOG].add_metric([status.value], count)
+            families[OUTBOX_MESSAGES].add_metric([status.value], count)
             families[OUTBOX_OLDEST].add_metric([status.value], age)
         yield from families.values()
 

@@ -118,13 +118,14 @@ def test_outbox_backlog_counts_what_the_emr_has_not_acknowledged(
 
     def backlog(status: OutboxStatus) -> float | None:
         labels = {"status": status.value}
-        return registry.get_sample_value("radscribe_hl7_outbox_backlog_messages", labels)
+        return registry.get_sample_value("radscribe_hl7_outbox_messages", labels)
 
     assert backlog(OutboxStatus.PENDING) == 1
     assert backlog(OutboxStatus.RETRYING) == 2
     assert backlog(OutboxStatus.SENT) == 0
-    assert backlog(OutboxStatus.ACKED) is None and backlog(OutboxStatus.DEAD) is None
+    assert backlog(OutboxStatus.DEAD) == 1, "dead letters, whichever process sends"
+    assert backlog(OutboxStatus.ACKED) is None
     oldest = registry.get_sample_value(
-        "radscribe_hl7_outbox_oldest_unacked_seconds", {"status": "retrying"}
+        "radscribe_hl7_outbox_oldest_seconds", {"status": "retrying"}
     )
     assert oldest is not None and AGE_SECONDS <= oldest < AGE_SECONDS + 60
