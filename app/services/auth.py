@@ -118,7 +118,7 @@ def authenticate(
     else:
         ok = verify_password(user, password)
     if not ok or user is None:
-        audit.record(
+        failed = audit.record(
             session,
             actor=name or "-",
             action=LOGIN_FAILED,
@@ -127,6 +127,7 @@ def authenticate(
             user_id=user.id if user else None,
             client_address=client_address,
         )
+        failed.at = now  # the slow-down measures from the same clock
         session.flush()
         raise LoginRefused("Wrong user name or password.")
     user.last_login_at = now
