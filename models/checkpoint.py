@@ -241,3 +241,26 @@ def load_checkpoint(path: Path, *, device: str | torch.device = "cpu") -> Loaded
     model.eval().to(device)
     logger.info("loaded checkpoint %s (model %s)", weights_path.name, meta.model_version)
     return LoadedCheckpoint(model=model, meta=meta, path=weights_path)
+
+
+DEMO_MODEL_VERSION = "demo-untrained-0"
+DEMO_SEED = 0
+
+
+def demo_checkpoint(*, config: ModelConfig | None = None) -> LoadedCheckpoint:
+    """An untrained, seeded model for demos and pipeline tests (``allow_demo_model``).
+
+    Its outputs are meaningless; the model version says so on every result.
+    """
+    torch.manual_seed(DEMO_SEED)
+    config = config or ModelConfig()
+    model = RadscribeModel(config).eval()
+    meta = CheckpointMeta(
+        model_version=DEMO_MODEL_VERSION,
+        model_config=config,
+        preprocess_spec=PreprocessSpec(),
+        thresholds=default_thresholds(),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        training={"note": "untrained demo weights: outputs carry no meaning"},
+    )
+    return LoadedCheckpoint(model=model, meta=meta, path=Path(DEMO_MODEL_VERSION))

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.cli.serve",
     "app.cli.web",
     "app.cli.hl7",
+    "app.cli.draft",
 )
 
 

@@ -36,8 +36,12 @@ def minilm_path() -> Path:
 
 
 def _offline() -> None:
+    """Never reach for the Hub, and keep progress bars out of service logs."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
 
 class TextTokenizer:
