@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.cli.serve",
     "app.cli.web",
     "app.cli.hl7",
+    "app.cli.dicom",
+    "app.cli.studies",
     "app.cli.draft",
 )
 

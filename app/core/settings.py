@@ -61,11 +61,51 @@ class Settings(BaseSettings):
     dicom_host: str = "0.0.0.0"
     dicom_port: int = 11112
     dicom_ae_title: str = "RADSCRIBE"
-    dicom_allowed_aes: Annotated[tuple[str, ...], NoDecode] = ()
-    dicom_quiet_seconds: float = 2.0
-    dicom_max_associations: int = 16
-    dicom_max_pdu: int = 262_144
-    dicom_min_free_bytes: int = 1_000_000_000
+    dicom_allowed_aes: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Calling AE titles allowed to send, comma-separated: AET, AET@host (the "
+        "peer's address must match too) or * for anyone. Unknown callers are rejected at "
+        "association. Empty means: nobody in production, anyone (*) in development (see "
+        "dicom_effective_allowed_aes).",
+    )
+    dicom_quiet_seconds: float = Field(
+        default=2.0,
+        description="A series is ready once its association has ended and no instance arrived "
+        "for this long.",
+    )
+    dicom_stale_seconds: float = Field(
+        default=300.0,
+        description="A series whose association never ended (for example the receiver died) "
+        "is ready after this long without new instances.",
+    )
+    dicom_max_associations: int = Field(
+        default=16, description="Concurrent associations, summed over receiver processes."
+    )
+    dicom_max_pdu: int = Field(
+        default=262_144, description="Largest PDU the node accepts (bytes; 0 = unlimited)."
+    )
+    dicom_min_free_bytes: int = Field(
+        default=1_000_000_000,
+        description="Below this much free disk the node refuses instances (out of resources).",
+    )
+    dicom_workers: int = Field(
+        default=1,
+        description="Receiver processes of `radscribe dicom serve`, sharing the port "
+        "(SO_REUSEPORT).",
+    )
+    dicom_min_series_slices: int = Field(
+        default=20, description="Fewer slices than this and a CT series is not drafted."
+    )
+    dicom_tls_certificate: Path | None = Field(
+        default=None, description="PEM certificate (chain) for DICOM TLS; unset = no TLS."
+    )
+    dicom_tls_private_key: Path | None = Field(
+        default=None, description="PEM private key of dicom_tls_certificate."
+    )
+    dicom_tls_client_ca: Path | None = Field(
+        default=None,
+        description="PEM CA bundle; when set, DICOM callers must present a certificate it signed.",
+    )
 
     hl7_host: str = "0.0.0.0"
     hl7_port: int = 2575
@@ -172,7 +212,45 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("dicom_quiet_seconds", "order_wait_seconds")
+    @field_validator("dicom_allowed_aes")
+    @classmethod
+    def _check_allowed_aes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            title, sep, host = entry.partition("@")
+            title = title.strip()
+            if entry.strip() == "*":
+                continue
+            if not 1 <= len(title) <= 16 or not title.isascii() or "\\" in title:
+                raise ValueError(f"{entry!r}: expected *, AET or AET@host (AET: 1-16 ASCII)")
+            if sep and not host.strip():
+                raise ValueError(f"{entry!r}: host after '@' is empty")
+        return value
+
+    @field_validator("dicom_workers", "dicom_max_associations", "dicom_min_series_slices")
+    @classmethod
+    def _check_dicom_count(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("dicom_max_pdu")
+    @classmethod
+    def _check_max_pdu(cls, value: int) -> int:
+        if value != 0 and not 4096 <= value <= 2**32 - 1:
+            raise ValueError("0 (unlimited) or 4096..4294967295 bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _check_dicom_tls(self) -> Settings:
+        if (self.dicom_tls_certificate is None) != (self.dicom_tls_private_key is None):
+            raise ValueError(
+                "RADSCRIBE_DICOM_TLS_CERTIFICATE and RADSCRIBE_DICOM_TLS_PRIVATE_KEY go together"
+            )
+        if self.dicom_tls_client_ca is not None and self.dicom_tls_certificate is None:
+            raise ValueError("RADSCRIBE_DICOM_TLS_CLIENT_CA needs a DICOM TLS certificate")
+        return self
+
+    @field_validator("dicom_quiet_seconds", "dicom_stale_seconds", "order_wait_seconds")
     @classmethod
     def _check_non_negative(cls, value: float) -> float:
         if value < 0:
@@ -292,6 +370,14 @@ class Settings(BaseSettings):
     @property
     def dicom_storage_dir(self) -> Path:
         return self.data_dir / "dicom"
+
+    @property
+    def dicom_effective_allowed_aes(self) -> tuple[str, ...]:
+        """The allowed-AE rules in force: an empty setting allows nobody in production
+        and anyone in development (so the demo works out of the box)."""
+        if self.dicom_allowed_aes:
+            return self.dicom_allowed_aes
+        return () if self.is_production else ("*",)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -205,6 +205,8 @@ class StudyStatusChange(Base):
 
 class Series(TimestampMixin, Base):
     __tablename__ = "series"
+    # The ready scan looks for quiet series whose last instance is old enough.
+    __table_args__ = (Index(None, "state", "last_instance_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
@@ -239,6 +241,7 @@ class Instance(Base):
     transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
     storage_path: Mapped[str] = mapped_column(String(1024))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+    # SHA-256 of the data set bytes as the sender sent them (after the File Meta).
     sha256: Mapped[str] = mapped_column(String(64))
     instance_number: Mapped[int | None]
     slice_position: Mapped[float | None] = mapped_column(Float)

@@ -1,10 +1,12 @@
-"""dicom node: schema changes owned by this area (empty until it needs one)
+"""dicom node: index for the series-ready scan
 
 Revision ID: 0002
 Revises: 0001
 """
 
 from collections.abc import Sequence
+
+from alembic import op
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -13,8 +15,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("series") as batch:
+        batch.create_index("ix_series_state_last_instance_at", ["state", "last_instance_at"])
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("series") as batch:
+        batch.drop_index("ix_series_state_last_instance_at")

@@ -1,0 +1,448 @@
+"""The DICOM node's index over Radscribe's tables (studies, series, instances).
+
+:class:`SqlInstanceIndex` implements :class:`dicom_node.index.InstanceIndex`.
+Every call is its own short transaction; concurrent receivers (threads or
+processes) are safe because the UIDs are unique keys (a lost insert race is
+retried), counters are updated in SQL and state changes are guarded UPDATEs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.db import updated_rows
+from app.core.domain import SeriesState, StudyStatus
+from app.core.tables import Instance, Series, Study, StudyStatusChange
+from app.services import audit
+from dicom_node.header import InstanceHeader
+from dicom_node.index import (
+    KnownInstance,
+    ReadySeries,
+    RecordOutcome,
+    RecordResult,
+    SeriesDecision,
+    SeriesFile,
+    StoredInstance,
+)
+
+log = logging.getLogger(__name__)
+
+INSERT_RETRIES = 3
+CLAIM_BATCH = 100
+ACTOR_PREFIX = "dicom:"
+REPLACED_ACTION = "dicom.instance_replaced"
+_OPEN_STATES = (SeriesState.RECEIVING, SeriesState.QUIET)
+_DONE_STATES = (SeriesState.READY, SeriesState.SELECTED, SeriesState.SKIPPED)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _cut(value: str | None, length: int) -> str | None:
+    return None if value is None else value[:length]
+
+
+def _sop_of(storage_path: str) -> str:
+    """``<study>/<series>/<sop>.<digest>.dcm`` -> ``<sop>``."""
+    name = storage_path.rsplit("/", 1)[-1]
+    return name.rsplit(".", 2)[0]
+
+
+@dataclass(frozen=True)
+class _Ids:
+    study_id: int
+    series_id: int
+
+
+class SqlInstanceIndex:
+    """``InstanceIndex`` over SQLAlchemy sessions from ``session_factory``."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._factory = session_factory
+        # UID -> id, filled only after commits (rows are never deleted by the node).
+        self._study_ids: dict[str, int] = {}
+        self._series_ids: dict[str, int] = {}
+
+    # -- receiving ---------------------------------------------------------------
+    def find_instance(self, sop_instance_uid: str) -> KnownInstance | None:
+        with self._factory() as session:
+            row = session.execute(
+                select(Instance.sha256, Instance.storage_path).where(
+                    Instance.sop_instance_uid == sop_instance_uid
+                )
+            ).first()
+        return None if row is None else KnownInstance(row.sha256, row.storage_path)
+
+    def record_instance(self, instance: StoredInstance) -> RecordResult:
+        for attempt in range(INSERT_RETRIES):
+            created: dict[str, int] = {}
+            try:
+                with self._factory() as session, session.begin():
+                    result = self._record(session, instance, created)
+            except IntegrityError:
+                # Another receiver inserted the same study, series or instance first.
+                self._study_ids.pop(instance.header.study_instance_uid, None)
+                self._series_ids.pop(instance.header.series_instance_uid, None)
+                if attempt == INSERT_RETRIES - 1:
+                    raise
+                continue
+            for key, id_ in created.items():
+                kind, uid = key.split(":", 1)
+                (self._study_ids if kind == "study" else self._series_ids)[uid] = id_
+            return result
+        raise RuntimeError("unreachable")  # pragma: no cover
+
+    def _ids(self, session: Session, header: InstanceHeader, created: dict[str, int]) -> _Ids:
+        study_id = self._study_ids.get(header.study_instance_uid)
+        if study_id is None:
+            study_id = session.scalar(
+                select(Study.id).where(Study.study_instance_uid == header.study_instance_uid)
+            )
+            if study_id is None:
+                study_id = self._insert_study(session, header)
+            created[f"study:{header.study_instance_uid}"] = study_id
+        series_id = self._series_ids.get(header.series_instance_uid)
+        if series_id is None:
+            series_id = session.scalar(
+                select(Series.id).where(Series.series_instance_uid == header.series_instance_uid)
+            )
+            if series_id is None:
+                series_id = self._insert_series(session, header, study_id)
+            created[f"series:{header.series_instance_uid}"] = series_id
+        return _Ids(study_id, series_id)
+
+    @staticmethod
+    def _insert_study(session: Session, header: InstanceHeader) -> int:
+        now = _now()
+        study_id = session.scalar(
+            insert(Study)
+            .values(
+                study_instance_uid=header.study_instance_uid,
+                dicom_patient_id=_cut(header.patient_id, 64) or "",
+                dicom_patient_name=_cut(header.patient_name, 255) or "",
+                dicom_birth_date=_cut(header.patient_birth_date, 8),
+                dicom_sex=_cut(header.patient_sex, 16),
+                accession_number=_cut(header.accession_number, 64) or "",
+                study_date=_cut(header.study_date, 8),
+                study_time=_cut(header.study_time, 16),
+                study_description=_cut(header.study_description, 255) or "",
+                status=StudyStatus.RECEIVING,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(Study.id)
+        )
+        assert study_id is not None
+        session.execute(
+            insert(StudyStatusChange).values(
+                study_id=study_id, from_status=None, to_status=StudyStatus.RECEIVING, at=now
+            )
+        )
+        return int(study_id)
+
+    @staticmethod
+    def _insert_series(session: Session, header: InstanceHeader, study_id: int) -> int:
+        now = _now()
+        series_id = session.scalar(
+            insert(Series)
+            .values(
+                study_id=study_id,
+                series_instance_uid=header.series_instance_uid,
+                modality=_cut(header.modality, 16) or "",
+                series_number=header.series_number,
+                series_description=_cut(header.series_description, 255) or "",
+                state=SeriesState.RECEIVING,
+                content_version=0,
+                instance_count=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(Series.id)
+        )
+        assert series_id is not None
+        return int(series_id)
+
+    def _record(
+        self, session: Session, instance: StoredInstance, created: dict[str, int]
+    ) -> RecordResult:
+        header = instance.header
+        ids = self._ids(session, header, created)
+        now = _now()
+        values: dict[str, Any] = {
+            "series_id": ids.series_id,
+            "sop_class_uid": header.sop_class_uid,
+            "transfer_syntax_uid": header.transfer_syntax_uid[:64],
+            "storage_path": instance.storage_path,
+            "size_bytes": instance.size_bytes,
+            "sha256": instance.sha256,
+            "instance_number": header.instance_number,
+            "slice_position": header.slice_position,
+            "calling_ae": instance.calling_ae[:16] or None,
+            "received_at": now,
+        }
+        existing = session.execute(
+            select(Instance.id, Instance.sha256, Instance.storage_path, Instance.series_id).where(
+                Instance.sop_instance_uid == header.sop_instance_uid
+            )
+        ).first()
+        if existing is None:
+            session.execute(
+                insert(Instance).values(sop_instance_uid=header.sop_instance_uid, **values)
+            )
+            self._bump_series(session, ids.series_id, now, added=1)
+            self._reopen_study(session, ids.study_id, now)
+            return RecordResult(RecordOutcome.NEW)
+        if existing.sha256 == instance.sha256:
+            if existing.storage_path != instance.storage_path:
+                session.execute(
+                    update(Instance)
+                    .where(Instance.id == existing.id)
+                    .values(storage_path=instance.storage_path)
+                )
+                return RecordResult(RecordOutcome.IDENTICAL, previous_path=existing.storage_path)
+            return RecordResult(RecordOutcome.IDENTICAL)
+        session.execute(update(Instance).where(Instance.id == existing.id).values(**values))
+        moved = existing.series_id != ids.series_id
+        if moved:
+            self._bump_series(session, existing.series_id, now, added=-1)
+        self._bump_series(session, ids.series_id, now, added=1 if moved else 0)
+        self._reopen_study(session, ids.study_id, now)
+        audit.record(
+            session,
+            actor=f"{ACTOR_PREFIX}{instance.calling_ae}",
+            action=REPLACED_ACTION,
+            object_type="instance",
+            object_id=header.sop_instance_uid,
+            study_id=ids.study_id,
+            client_address=instance.peer_address or None,
+            detail={
+                "series_instance_uid": header.series_instance_uid,
+                "previous_sha256": existing.sha256,
+                "sha256": instance.sha256,
+                "previous_path": existing.storage_path,
+                "storage_path": instance.storage_path,
+            },
+        )
+        log.info(
+            "instance %s replaced by a corrected version; series %s reopened",
+            header.sop_instance_uid,
+            header.series_instance_uid,
+        )
+        return RecordResult(RecordOutcome.REPLACED, previous_path=existing.storage_path)
+
+    @staticmethod
+    def _bump_series(session: Session, series_id: int, now: datetime, *, added: int) -> None:
+        session.execute(
+            update(Series)
+            .where(Series.id == series_id)
+            .values(
+                content_version=Series.content_version + 1,
+                instance_count=Series.instance_count + added,
+                last_instance_at=now,
+                state=SeriesState.RECEIVING,
+                updated_at=now,
+            )
+        )
+
+    @staticmethod
+    def _reopen_study(session: Session, study_id: int, now: datetime) -> None:
+        """A study that was ready receives more: back to receiving."""
+        reopened = updated_rows(
+            session.execute(
+                update(Study)
+                .where(Study.id == study_id, Study.status == StudyStatus.READY)
+                .values(status=StudyStatus.RECEIVING, updated_at=now)
+            )
+        )
+        if reopened:
+            session.execute(
+                insert(StudyStatusChange).values(
+                    study_id=study_id,
+                    from_status=StudyStatus.READY,
+                    to_status=StudyStatus.RECEIVING,
+                    at=now,
+                )
+            )
+
+    def close_series(self, series_instance_uids: Collection[str]) -> None:
+        uids = list(series_instance_uids)
+        if not uids:
+            return
+        with self._factory() as session, session.begin():
+            session.execute(
+                update(Series)
+                .where(Series.series_instance_uid.in_(uids), Series.state == SeriesState.RECEIVING)
+                .values(state=SeriesState.QUIET, updated_at=_now())
+            )
+
+    # -- ready and selection -----------------------------------------------------
+    def claim_ready_series(
+        self, *, quiet_before: datetime, stale_before: datetime
+    ) -> list[ReadySeries]:
+        now = _now()
+        claimed: list[ReadySeries] = []
+        with self._factory() as session, session.begin():
+            candidates = session.execute(
+                select(
+                    Series.id,
+                    Series.series_instance_uid,
+                    Series.content_version,
+                    Series.modality,
+                    Study.study_instance_uid,
+                )
+                .join(Study, Study.id == Series.study_id)
+                .where(
+                    or_(
+                        and_(
+                            Series.state == SeriesState.QUIET,
+                            Series.last_instance_at <= quiet_before,
+                        ),
+                        and_(
+                            Series.state == SeriesState.RECEIVING,
+                            Series.last_instance_at <= stale_before,
+                        ),
+                    ),
+                    or_(
+                        Series.ready_version.is_(None),
+                        Series.ready_version != Series.content_version,
+                    ),
+                )
+                .order_by(Series.last_instance_at)
+                .limit(CLAIM_BATCH)
+            ).all()
+            for row in candidates:
+                won = updated_rows(
+                    session.execute(
+                        update(Series)
+                        .where(
+                            Series.id == row.id,
+                            Series.content_version == row.content_version,
+                            Series.state.in_(_OPEN_STATES),
+                        )
+                        .values(
+                            state=SeriesState.READY,
+                            ready_version=row.content_version,
+                            ready_at=now,
+                            updated_at=now,
+                        )
+                    )
+                )
+                if won:
+                    claimed.append(
+                        ReadySeries(
+                            study_instance_uid=row.study_instance_uid,
+                            series_instance_uid=row.series_instance_uid,
+                            content_version=row.content_version,
+                            modality=row.modality,
+                        )
+                    )
+        return claimed
+
+    def series_files(self, series_instance_uid: str) -> list[SeriesFile]:
+        with self._factory() as session:
+            rows = session.execute(
+                select(
+                    Instance.sop_instance_uid,
+                    Instance.storage_path,
+                    Instance.instance_number,
+                    Instance.slice_position,
+                )
+                .join(Series, Series.id == Instance.series_id)
+                .where(Series.series_instance_uid == series_instance_uid)
+                .order_by(
+                    Instance.slice_position.is_(None),
+                    Instance.slice_position,
+                    Instance.instance_number,
+                    Instance.sop_instance_uid,
+                )
+            ).all()
+        return [
+            SeriesFile(r.sop_instance_uid, r.storage_path, r.instance_number, r.slice_position)
+            for r in rows
+        ]
+
+    def ready_series_of_study(self, study_instance_uid: str) -> list[ReadySeries]:
+        with self._factory() as session:
+            rows = session.execute(
+                select(Series.series_instance_uid, Series.content_version, Series.modality)
+                .join(Study, Study.id == Series.study_id)
+                .where(
+                    Study.study_instance_uid == study_instance_uid,
+                    Series.state.in_(_DONE_STATES),
+                    Series.ready_version == Series.content_version,
+                )
+                .order_by(Series.series_number, Series.series_instance_uid)
+            ).all()
+        return [
+            ReadySeries(study_instance_uid, r.series_instance_uid, r.content_version, r.modality)
+            for r in rows
+        ]
+
+    def record_selection(
+        self, study_instance_uid: str, decisions: Sequence[SeriesDecision]
+    ) -> None:
+        now = _now()
+        with self._factory() as session, session.begin():
+            for decision in decisions:
+                session.execute(
+                    update(Series)
+                    .where(
+                        Series.series_instance_uid == decision.series_instance_uid,
+                        Series.content_version == decision.content_version,
+                        Series.ready_version == decision.content_version,
+                    )
+                    .values(
+                        state=SeriesState.SELECTED if decision.selected else SeriesState.SKIPPED,
+                        skip_reason=decision.skip_reason,
+                        selection_score=decision.score,
+                        selection_notes=decision.notes,
+                        updated_at=now,
+                    )
+                )
+            study_id = session.scalar(
+                select(Study.id).where(Study.study_instance_uid == study_instance_uid)
+            )
+            if study_id is None:
+                return
+            still_open = exists().where(Series.study_id == study_id, Series.state.in_(_OPEN_STATES))
+            ready = updated_rows(
+                session.execute(
+                    update(Study)
+                    .where(
+                        Study.id == study_id,
+                        Study.status == StudyStatus.RECEIVING,
+                        ~still_open,
+                    )
+                    .values(status=StudyStatus.READY, updated_at=now)
+                )
+            )
+            if ready:
+                session.execute(
+                    insert(StudyStatusChange).values(
+                        study_id=study_id,
+                        from_status=StudyStatus.RECEIVING,
+                        to_status=StudyStatus.READY,
+                        at=now,
+                    )
+                )
+
+    # -- recovery ----------------------------------------------------------------
+    def unindexed_paths(self, storage_paths: Sequence[str]) -> set[str]:
+        by_sop = {_sop_of(path): path for path in storage_paths}
+        with self._factory() as session:
+            rows = session.execute(
+                select(Instance.sop_instance_uid, Instance.storage_path).where(
+                    Instance.sop_instance_uid.in_(list(by_sop))
+                )
+            ).all()
+        indexed = {row.storage_path for row in rows}
+        return {path for path in storage_paths if path not in indexed}

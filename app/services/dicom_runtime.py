@@ -1,0 +1,343 @@
+"""The DICOM node wired to Radscribe: settings, tables, ready scan, receiver processes.
+
+``build_node(settings, session_factory)`` returns a :class:`DicomComponent`
+(``start``/``stop``/``describe``, like every runtime component) that runs
+the storage SCP on a thread and, unless told otherwise, the series-ready scan
+on another.  ``radscribe serve`` runs it in-process; ``radscribe dicom serve
+--workers N`` runs N receiver processes on one port (``SO_REUSEPORT``) and
+the scan and metrics in the parent (:func:`serve_receivers`).
+
+The ready scan is safe with several processes (claims are guarded UPDATEs)
+and additionally runs under a database lease, so one process at a time ranks
+a study's series.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from prometheus_client import CollectorRegistry, multiprocess
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.db import make_engine, make_session_factory
+from app.core.logging import configure_logging
+from app.core.settings import Settings
+from app.services import leases
+from app.services.dicom_index import SqlInstanceIndex
+from dicom_node.access import AccessPolicy
+from dicom_node.metrics import ReadyMetrics, ReceiveMetrics
+from dicom_node.recovery import RecoveryReport, recover_storage
+from dicom_node.selection import SelectionRules
+from dicom_node.series import DEFAULT_SCAN_INTERVAL, ReadyScanner, SeriesReadyEvent
+from dicom_node.server import DicomNode, NodeConfig, TlsConfig
+from dicom_node.storage import InstanceStore
+
+log = logging.getLogger(__name__)
+
+READY_SCAN_LEASE = "dicom-ready-scan"
+READY_SCAN_LEASE_SECONDS = 15.0
+WORKER_STOP_SECONDS = 10.0
+SUPERVISE_SECONDS = 1.0
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+ReadyCallback = Callable[[SeriesReadyEvent], None]
+
+
+def tls_config(settings: Settings) -> TlsConfig | None:
+    if settings.dicom_tls_certificate is None or settings.dicom_tls_private_key is None:
+        return None
+    return TlsConfig(
+        certificate=settings.dicom_tls_certificate,
+        private_key=settings.dicom_tls_private_key,
+        client_ca=settings.dicom_tls_client_ca,
+    )
+
+
+def node_config(
+    settings: Settings,
+    *,
+    port: int | None = None,
+    ae_title: str | None = None,
+    reuse_port: bool = False,
+    max_associations: int | None = None,
+) -> NodeConfig:
+    return NodeConfig(
+        ae_title=ae_title or settings.dicom_ae_title,
+        host=settings.dicom_host,
+        port=settings.dicom_port if port is None else port,
+        access=AccessPolicy.from_entries(settings.dicom_effective_allowed_aes),
+        max_associations=max_associations or settings.dicom_max_associations,
+        max_pdu=settings.dicom_max_pdu,
+        tls=tls_config(settings),
+        reuse_port=reuse_port,
+    )
+
+
+def selection_rules(settings: Settings) -> SelectionRules:
+    return SelectionRules(min_slices=settings.dicom_min_series_slices)
+
+
+def instance_store(settings: Settings) -> InstanceStore:
+    return InstanceStore(
+        root=settings.dicom_storage_dir, min_free_bytes=settings.dicom_min_free_bytes
+    )
+
+
+@dataclass
+class DicomComponent:
+    """The DICOM node as a runtime component (receiver and/or ready scan)."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    on_ready: ReadyCallback | None = None
+    registry: CollectorRegistry | None = None
+    port: int | None = None
+    ae_title: str | None = None
+    receive: bool = True
+    recover: bool = True
+    scan: bool = True
+    reuse_port: bool = False
+    max_associations: int | None = None
+    scan_interval: float = DEFAULT_SCAN_INTERVAL
+    name: str = "dicom"
+    recovery: RecoveryReport | None = field(default=None, init=False)
+    node: DicomNode | None = field(default=None, init=False)
+    scanner: ReadyScanner | None = field(default=None, init=False)
+    _store: InstanceStore | None = field(default=None, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _scan_thread: threading.Thread | None = field(default=None, init=False)
+    _owner: str = field(default_factory=leases.process_identity, init=False)
+
+    def start(self) -> None:
+        store = self._store = instance_store(self.settings)
+        index = SqlInstanceIndex(self.session_factory)
+        if self.recover:
+            self.recovery = recover_storage(store, index)
+        if self.receive:
+            if not self.settings.dicom_effective_allowed_aes:
+                log.warning(
+                    "RADSCRIBE_DICOM_ALLOWED_AES is empty: every association will be rejected"
+                )
+            self.node = DicomNode(
+                config=node_config(
+                    self.settings,
+                    port=self.port,
+                    ae_title=self.ae_title,
+                    reuse_port=self.reuse_port,
+                    max_associations=self.max_associations,
+                ),
+                store=store,
+                index=index,
+                metrics=ReceiveMetrics(self.registry),
+            )
+            self.node.start()
+        self.scanner = ReadyScanner(
+            index=index,
+            store=store,
+            quiet_seconds=self.settings.dicom_quiet_seconds,
+            stale_seconds=self.settings.dicom_stale_seconds,
+            rules=selection_rules(self.settings),
+            on_ready=self.on_ready,
+            metrics=ReadyMetrics(self.registry),
+        )
+        if self.scan:
+            self._stop.clear()
+            self._scan_thread = threading.Thread(
+                target=self._scan_loop, name="dicom-ready-scan", daemon=True
+            )
+            self._scan_thread.start()
+
+    def scan_ready(self) -> list[SeriesReadyEvent]:
+        """One ready scan, if this process holds the scan lease (call it periodically)."""
+        if self.scanner is None:
+            raise RuntimeError("the DICOM component is not started")
+        if not leases.acquire(
+            self.session_factory,
+            READY_SCAN_LEASE,
+            self._owner,
+            ttl_seconds=READY_SCAN_LEASE_SECONDS,
+        ):
+            return []
+        return self.scanner.scan_once()
+
+    def _scan_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.scan_ready()
+            except Exception:
+                log.exception("ready scan failed")
+            self._stop.wait(self.scan_interval)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self.node is None:
+            raise RuntimeError("the DICOM node is not receiving")
+        return self.node.address
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._scan_thread is not None:
+            self._scan_thread.join(timeout=WORKER_STOP_SECONDS)
+            self._scan_thread = None
+        if self.node is not None:
+            self.node.stop()
+            self.node = None
+        if self._store is not None:
+            self._store.close()
+        if self.scanner is not None:
+            try:
+                leases.release(self.session_factory, READY_SCAN_LEASE, self._owner)
+            except Exception:
+                log.warning("could not release the ready-scan lease")
+
+    def describe(self) -> str:
+        if self.node is None:
+            return "dicom    ready scan only"
+        host, port = self.address
+        title = self.node.config.ae_title
+        tls = " TLS" if self.node.config.tls else ""
+        return f"dicom    {title}@{host}:{port}{tls} (storage {self.settings.dicom_storage_dir})"
+
+
+def build_node(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    *,
+    on_ready: ReadyCallback | None = None,
+    registry: CollectorRegistry | None = None,
+    **options: Any,
+) -> DicomComponent:
+    """The DICOM node for ``settings``; call ``start()``/``stop()`` (it runs on threads).
+
+    Pass ``registry=prometheus_client.REGISTRY`` to expose its metrics with the
+    process's others (a fresh registry is used otherwise, so tests can build many).
+    """
+    return DicomComponent(
+        settings, session_factory, on_ready=on_ready, registry=registry, **options
+    )
+
+
+# -- several receiver processes ------------------------------------------------------
+
+
+def _worker_main(
+    settings_values: dict[str, Any], port: int, ae_title: str | None, max_associations: int
+) -> None:
+    """Entry point of one receiver process (spawned)."""
+    settings = Settings(**settings_values)
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    engine = make_engine(settings.effective_database_url)
+    stop = threading.Event()
+
+    def _handle(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handle)
+    signal.signal(signal.SIGINT, _handle)
+    component = DicomComponent(
+        settings,
+        make_session_factory(engine),
+        port=port,
+        ae_title=ae_title,
+        recover=False,
+        scan=False,
+        reuse_port=True,
+        max_associations=max_associations,
+    )
+    try:
+        component.start()
+        stop.wait()
+    finally:
+        component.stop()
+        engine.dispose()
+
+
+@dataclass
+class ReceiverPool:
+    """N receiver processes on one port, plus the ready scan in this process."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    workers: int
+    port: int
+    ae_title: str | None = None
+    on_ready: ReadyCallback | None = None
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    _processes: list[BaseProcess] = field(default_factory=list, init=False)
+    _scan: DicomComponent | None = field(default=None, init=False)
+    _metrics_dir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        # Recovery once, before any receiver writes; then the scan runs here.
+        self._scan = DicomComponent(
+            self.settings,
+            self.session_factory,
+            on_ready=self.on_ready,
+            registry=self.registry,
+            receive=False,
+        )
+        self._scan.start()
+        self._metrics_dir = tempfile.TemporaryDirectory(prefix="radscribe-dicom-metrics-")
+        os.environ[MULTIPROC_ENV] = self._metrics_dir.name
+        multiprocess.MultiProcessCollector(self.registry, path=self._metrics_dir.name)
+        for _ in range(self.workers):
+            self._processes.append(self._spawn())
+
+    def _spawn(self) -> BaseProcess:
+        per_worker = max(1, self.settings.dicom_max_associations // self.workers)
+        process = multiprocessing.get_context("spawn").Process(
+            target=_worker_main,
+            args=(self.settings.model_dump(), self.port, self.ae_title, per_worker),
+            name="dicom-receiver",
+            daemon=False,
+        )
+        process.start()
+        return process
+
+    def supervise(self) -> None:
+        """Restart receivers that died (call periodically)."""
+        for position, process in enumerate(self._processes):
+            if not process.is_alive():
+                log.error(
+                    "receiver process %s exited (%s); restarting", process.pid, process.exitcode
+                )
+                if self._metrics_dir is not None and process.pid is not None:
+                    multiprocess.mark_process_dead(process.pid, self._metrics_dir.name)
+                self._processes[position] = self._spawn()
+
+    def stop(self) -> None:
+        for process in self._processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in self._processes:
+            process.join(timeout=WORKER_STOP_SECONDS)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        self._processes.clear()
+        if self._scan is not None:
+            self._scan.stop()
+        os.environ.pop(MULTIPROC_ENV, None)
+        if self._metrics_dir is not None:
+            self._metrics_dir.cleanup()
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes if p.pid is not None]
+
+    def describe(self) -> str:
+        title = self.ae_title or self.settings.dicom_ae_title
+        return (
+            f"dicom    {title}@{self.settings.dicom_host}:{self.port} "
+            f"({self.workers} receiver processes, storage {Path(self.settings.dicom_storage_dir)})"
+        )

@@ -1,0 +1,324 @@
+"""Event handlers of the storage SCP: plain functions bound to their dependencies.
+
+:func:`store_instance` is the receive path without pynetdicom: check free
+space, parse and check the header, write the file durably, index it, and
+name the status to return.  The ``handle_*`` functions adapt pynetdicom
+events to it; none lets an exception escape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import cast
+
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_ASSOCIATE
+
+from dicom_node.access import AccessPolicy
+from dicom_node.contexts import widen_for_offered
+from dicom_node.header import InstanceHeader, RejectedInstance, encode_file_meta, parse_instance
+from dicom_node.index import InstanceIndex, RecordOutcome, StoredInstance
+from dicom_node.metrics import ReceiveMetrics
+from dicom_node.status import ECHO_SUCCESS, StoreStatus
+from dicom_node.storage import InstanceStore, instance_relative_path
+
+log = logging.getLogger(__name__)
+
+# A-ASSOCIATE-RJ fields (PS3.8 9.3.4).
+REJECTED_PERMANENT = 0x01
+SOURCE_SERVICE_USER = 0x01
+DIAGNOSTIC_CALLING_AE_NOT_RECOGNIZED = 0x03
+SOURCE_PRESENTATION = 0x03
+DIAGNOSTIC_LOCAL_LIMIT_EXCEEDED = 0x02
+STATE_AWAITING_CLOSE = "Sta13"
+REJECT_FLUSH_SECONDS = 2.0
+POLL_SECONDS = 0.005
+
+
+@dataclass
+class _AssociationRecord:
+    calling_ae: str
+    established: bool = False
+    series: set[str] = field(default_factory=set)
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+class AssociationTracker:
+    """Open associations of this process and the series each has changed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[int, _AssociationRecord] = {}
+
+    def established(self, key: int, calling_ae: str) -> None:
+        with self._lock:
+            self._open[key] = _AssociationRecord(calling_ae, established=True)
+
+    def count(self, key: int, outcome: str, series_uid: str | None) -> None:
+        with self._lock:
+            record = self._open.get(key)
+            if record is None:
+                return
+            record.outcomes[outcome] += 1
+            if series_uid is not None:
+                record.series.add(series_uid)
+
+    def ended(self, key: int) -> tuple[_AssociationRecord | None, set[str]]:
+        """Forget an association; return it and the series no other open one touches."""
+        with self._lock:
+            record = self._open.pop(key, None)
+            if record is None:
+                return None, set()
+            still_open: set[str] = set()
+            for other in self._open.values():
+                still_open |= other.series
+            return record, record.series - still_open
+
+    def open_count(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+
+@dataclass
+class NodeServices:
+    """The dependencies every handler receives."""
+
+    store: InstanceStore
+    index: InstanceIndex
+    metrics: ReceiveMetrics
+    access: AccessPolicy
+    tracker: AssociationTracker = field(default_factory=AssociationTracker)
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    status: StoreStatus
+    outcome: RecordOutcome | None = None
+    header: InstanceHeader | None = None
+    detail: str = ""
+
+
+def store_instance(
+    services: NodeServices,
+    *,
+    encoded: bytes,
+    transfer_syntax_uid: str,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    calling_ae: str,
+    peer_address: str = "",
+) -> StoreOutcome:
+    """Validate, store durably and index one received data set.
+
+    Success is returned only after the file is fsynced and renamed into place,
+    its folder fsynced and its index row committed.
+
+    ``encoded`` is the data set exactly as the sender encoded it; the file
+    written is our File Meta followed by these bytes.
+    """
+    started = time.perf_counter()
+    metrics = services.metrics
+    try:
+        if not services.store.has_room(len(encoded)):
+            raise RejectedInstance(
+                StoreStatus.OUT_OF_RESOURCES,
+                f"free disk space is below the floor of {services.store.min_free_bytes} bytes",
+            )
+        meta = encode_file_meta(
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            source_ae=calling_ae,
+        )
+        header = parse_instance(
+            meta + encoded,
+            transfer_syntax_uid=transfer_syntax_uid,
+            affected_sop_class_uid=sop_class_uid,
+            affected_sop_instance_uid=sop_instance_uid,
+        )
+        digest = hashlib.sha256(encoded).hexdigest()
+        # The path carries the digest: an identical re-send rewrites the same file
+        # (harmless) and the index answers "identical"; a corrected instance gets a
+        # new file and the old one is removed once the index points at the new one.
+        relative = instance_relative_path(
+            study_instance_uid=header.study_instance_uid,
+            series_instance_uid=header.series_instance_uid,
+            sop_instance_uid=header.sop_instance_uid,
+            digest=digest,
+        )
+        stored = services.store.write(relative, (meta, encoded))
+        result = services.index.record_instance(
+            StoredInstance(
+                header=header,
+                storage_path=stored.relative_path,
+                size_bytes=stored.size_bytes,
+                sha256=digest,
+                calling_ae=calling_ae,
+                peer_address=peer_address,
+            )
+        )
+        outcome = result.outcome
+        if result.previous_path and result.previous_path != stored.relative_path:
+            _remove_superseded(services.store, result.previous_path)
+    except RejectedInstance as rejected:
+        metrics.failures.labels(rejected.status.reason).inc()
+        log.warning(
+            "C-STORE %s from %s refused with 0x%04X (%s): %s",
+            sop_instance_uid,
+            calling_ae,
+            rejected.status,
+            rejected.status.reason,
+            _loggable(rejected),
+        )
+        log.debug("C-STORE %s rejection detail: %s", sop_instance_uid, rejected.detail)
+        return StoreOutcome(rejected.status, detail=rejected.detail)
+    except Exception as exc:  # storage or index failure: the sender must retry
+        status = StoreStatus.PROCESSING_FAILURE
+        metrics.failures.labels(status.reason).inc()
+        log.error(
+            "C-STORE %s from %s failed with 0x%04X (%s): %s",
+            sop_instance_uid,
+            calling_ae,
+            status,
+            status.reason,
+            type(exc).__name__,
+        )
+        log.debug("C-STORE %s failure", sop_instance_uid, exc_info=True)
+        return StoreOutcome(status, detail=type(exc).__name__)
+    metrics.instances.labels(outcome.value).inc()
+    metrics.bytes.inc(len(encoded))
+    metrics.store_seconds.observe(time.perf_counter() - started)
+    log.debug("C-STORE %s from %s: %s", header.sop_instance_uid, calling_ae, outcome.value)
+    return StoreOutcome(StoreStatus.SUCCESS, outcome=outcome, header=header)
+
+
+def _loggable(rejected: RejectedInstance) -> str:
+    """The detail, except for parse errors: their messages may quote header values."""
+    if rejected.status is not StoreStatus.UNPARSEABLE_DATASET:
+        return rejected.detail
+    cause = rejected.__cause__
+    return f"data set cannot be parsed ({type(cause).__name__ if cause else 'error'})"
+
+
+def _remove_superseded(store: InstanceStore, relative_path: str) -> None:
+    try:
+        store.remove(relative_path)
+    except Exception as exc:  # the new file is committed; an old one left over is harmless
+        log.warning("could not remove superseded file %s: %s", relative_path, type(exc).__name__)
+
+
+def handle_store(event: Event, services: NodeServices) -> int:
+    request = cast(C_STORE, event.request)
+    assoc = event.assoc
+    calling_ae = str(assoc.requestor.ae_title).strip()
+    try:
+        encoded = event.encoded_dataset(include_meta=False)
+        transfer_syntax = str(event.context.transfer_syntax)
+        sop_class = str(request.AffectedSOPClassUID)
+        sop_instance = str(request.AffectedSOPInstanceUID)
+    except Exception as exc:
+        services.metrics.failures.labels(StoreStatus.UNPARSEABLE_DATASET.reason).inc()
+        log.warning("C-STORE from %s without a usable request: %s", calling_ae, type(exc).__name__)
+        return int(StoreStatus.UNPARSEABLE_DATASET)
+    result = store_instance(
+        services,
+        encoded=encoded,
+        transfer_syntax_uid=transfer_syntax,
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        calling_ae=calling_ae,
+        peer_address=str(assoc.requestor.address),
+    )
+    changed = result.outcome in (RecordOutcome.NEW, RecordOutcome.REPLACED)
+    services.tracker.count(
+        id(assoc),
+        result.outcome.value if result.outcome else result.status.reason,
+        result.header.series_instance_uid if changed and result.header else None,
+    )
+    return int(result.status)
+
+
+def handle_echo(event: Event) -> int:
+    return ECHO_SUCCESS
+
+
+def handle_requested(event: Event, services: NodeServices) -> None:
+    """Before negotiation: check the caller, and accept non-image syntaxes as offered."""
+    assoc = event.assoc
+    try:
+        primitive = cast(A_ASSOCIATE, assoc.requestor.primitive)
+        calling_ae = str(primitive.calling_ae_title).strip()
+        peer = str(assoc.requestor.address)
+        if not services.access.allows(calling_ae, peer):
+            services.metrics.rejected_associations.labels("calling_ae_not_allowed").inc()
+            log.warning(
+                "association from %r at %s rejected: calling AE title not allowed", calling_ae, peer
+            )
+            assoc.acse.send_reject(
+                REJECTED_PERMANENT, SOURCE_SERVICE_USER, DIAGNOSTIC_CALLING_AE_NOT_RECOGNIZED
+            )
+            _wait_for_reject_sent(assoc)
+            return
+        offered = primitive.presentation_context_definition_list
+        assoc.acceptor.supported_contexts = widen_for_offered(
+            assoc.acceptor.supported_contexts, offered
+        )
+    except Exception:
+        log.exception("association request handling failed")
+
+
+def _wait_for_reject_sent(assoc: object) -> None:
+    """Give the DUL thread time to put the A-ASSOCIATE-RJ on the wire."""
+    deadline = time.monotonic() + REJECT_FLUSH_SECONDS
+    dul = getattr(assoc, "dul", None)
+    while dul is not None and time.monotonic() < deadline:
+        if dul.state_machine.current_state == STATE_AWAITING_CLOSE:
+            return
+        time.sleep(POLL_SECONDS)
+
+
+def handle_established(event: Event, services: NodeServices) -> None:
+    calling_ae = str(event.assoc.requestor.ae_title).strip()
+    services.tracker.established(id(event.assoc), calling_ae)
+    services.metrics.associations.inc()
+    services.metrics.active_associations.inc()
+    log.debug("association from %s at %s established", calling_ae, event.assoc.requestor.address)
+
+
+def handle_rejected(event: Event, services: NodeServices) -> None:
+    """pynetdicom's own rejections (for example the association limit)."""
+    primitive = event.assoc.acceptor.primitive
+    source = getattr(primitive, "result_source", None)
+    diagnostic = getattr(primitive, "diagnostic", None)
+    if (source, diagnostic) == (SOURCE_PRESENTATION, DIAGNOSTIC_LOCAL_LIMIT_EXCEEDED):
+        reason = "association_limit"
+    else:
+        reason = "negotiation"
+    services.metrics.rejected_associations.labels(reason).inc()
+    log.warning(
+        "association from %s at %s rejected: %s",
+        event.assoc.requestor.ae_title,
+        event.assoc.requestor.address,
+        reason.replace("_", " "),
+    )
+
+
+def handle_connection_closed(event: Event, services: NodeServices) -> None:
+    """End of an association: its series may now go quiet."""
+    record, series = services.tracker.ended(id(event.assoc))
+    if record is None:
+        return
+    services.metrics.active_associations.dec()
+    summary = ", ".join(f"{name} {count}" for name, count in sorted(record.outcomes.items()))
+    log.info("association from %s closed: %s", record.calling_ae, summary or "nothing stored")
+    if series:
+        try:
+            services.index.close_series(series)
+        except Exception as exc:  # the stale window still makes them ready later
+            log.error("could not mark %d series quiet: %s", len(series), type(exc).__name__)

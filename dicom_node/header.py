@@ -1,0 +1,410 @@
+"""Read and check the header of a received instance without decoding pixels.
+
+:func:`parse_instance` turns the encoded data set (as the sender sent it) into
+an :class:`InstanceHeader`, the summary the index and series selection use,
+or raises :class:`RejectedInstance` with the status to send back.  Text
+attributes are decoded with the data set's Specific Character Set.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID, generate_uid
+
+from dicom_node.status import StoreStatus
+
+log = logging.getLogger(__name__)
+
+PREAMBLE = b"\x00" * 128 + b"DICM"
+# Conformant UIDs are digits and dots; real archives also hold letters, dashes
+# and underscores (anonymisers, old systems).  Any of these is accepted, as it
+# cannot form a path outside the storage root; "/", "\\", ".." and the like are not.
+UID_PATTERN = re.compile(r"^[0-9A-Za-z_-][0-9A-Za-z._-]*$")
+UNDEFINED_LENGTH = 0xFFFFFFFF
+MAX_UID_LENGTH = 64
+# Natively encoded pixel data is checked against these; compressed data
+# (which cannot be sized without decoding) only against the dimensions.
+MAX_ROWS_OR_COLUMNS = 16_384
+MAX_FRAMES = 100_000
+MAX_SAMPLES_PER_PIXEL = 4
+ALLOWED_BITS_ALLOCATED = frozenset({1, 8, 16, 32, 64})
+MAX_DECODED_BYTES = 8 * 1024**3
+NATIVE_TRANSFER_SYNTAXES = frozenset(
+    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
+)
+PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# A UUID-derived (2.25) UID, stable across runs, naming the writer of the File Meta.
+RADSCRIBE_IMPLEMENTATION_UID = generate_uid(prefix=None, entropy_srcs=["Radscribe DICOM node"])
+RADSCRIBE_IMPLEMENTATION_VERSION = "RADSCRIBE_1"
+
+
+class RejectedInstance(Exception):
+    """The instance cannot be stored; ``status`` goes back to the sender."""
+
+    def __init__(self, status: StoreStatus, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    """What the node needs from one instance's header (no pixel values)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    modality: str = ""
+    patient_id: str = ""
+    patient_name: str = ""
+    patient_birth_date: str | None = None
+    patient_sex: str | None = None
+    accession_number: str = ""
+    study_date: str | None = None
+    study_time: str | None = None
+    study_description: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+    instance_number: int | None = None
+    image_type: tuple[str, ...] = ()
+    rows: int | None = None
+    columns: int | None = None
+    frames: int = 1
+    image_position: tuple[float, float, float] | None = None
+    image_orientation: tuple[float, float, float, float, float, float] | None = None
+    pixel_spacing: tuple[float, float] | None = None
+    slice_thickness: float | None = None
+    convolution_kernel: str = ""
+    gantry_tilt: float | None = None
+    body_part: str = ""
+    has_pixel_data: bool = False
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def slice_normal(self) -> tuple[float, float, float] | None:
+        return slice_normal(self.image_orientation)
+
+    @property
+    def slice_position(self) -> float | None:
+        """Position along the slice normal (mm); orders slices, also when tilted."""
+        normal = self.slice_normal
+        if normal is None or self.image_position is None:
+            return None
+        return sum(p * n for p, n in zip(self.image_position, normal, strict=True))
+
+
+def slice_normal(
+    orientation: Sequence[float] | None,
+) -> tuple[float, float, float] | None:
+    if orientation is None or len(orientation) != 6:
+        return None
+    rx, ry, rz, cx, cy, cz = orientation
+    nx, ny, nz = ry * cz - rz * cy, rz * cx - rx * cz, rx * cy - ry * cx
+    length = math.sqrt(nx * nx + ny * ny + nz * nz)
+    if not length or not math.isfinite(length):
+        return None
+    return (nx / length, ny / length, nz / length)
+
+
+def encode_file_meta(
+    *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str
+) -> bytes:
+    """Preamble, ``DICM`` and File Meta Information for a received data set."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
+    meta.ImplementationClassUID = RADSCRIBE_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = RADSCRIBE_IMPLEMENTATION_VERSION
+    if source_ae:
+        meta.SourceApplicationEntityTitle = source_ae.strip()[:16]
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = True
+    buffer.is_implicit_VR = False
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    return PREAMBLE + buffer.getvalue()
+
+
+def check_uid(value: object, keyword: str) -> str:
+    if value is None or str(value).strip("\x00 ") == "":
+        raise RejectedInstance(StoreStatus.MISSING_REQUIRED_UID, f"{keyword} is missing")
+    uid = str(value).strip("\x00 ")
+    if len(uid) > MAX_UID_LENGTH or not UID_PATTERN.match(uid) or ".." in uid:
+        raise RejectedInstance(StoreStatus.UNSAFE_UID, f"{keyword} {uid[:80]!r} is not a valid UID")
+    return uid
+
+
+def parse_instance(
+    part10: bytes,
+    *,
+    transfer_syntax_uid: str,
+    affected_sop_class_uid: str,
+    affected_sop_instance_uid: str,
+) -> InstanceHeader:
+    """Parse and check a received instance: File Meta from :func:`encode_file_meta`
+    followed by the data set exactly as the sender encoded it."""
+    dataset = _read(io.BytesIO(part10), what="received data set")
+    header = _summarize_checked(dataset, transfer_syntax_uid=transfer_syntax_uid)
+    if header.sop_class_uid != str(affected_sop_class_uid):
+        raise RejectedInstance(
+            StoreStatus.SOP_CLASS_MISMATCH,
+            f"SOPClassUID {header.sop_class_uid} differs from the request's "
+            f"{affected_sop_class_uid}",
+        )
+    if header.sop_instance_uid != str(affected_sop_instance_uid).strip("\x00 "):
+        raise RejectedInstance(
+            StoreStatus.SOP_INSTANCE_MISMATCH,
+            f"SOPInstanceUID {header.sop_instance_uid} differs from the request's "
+            f"{affected_sop_instance_uid}",
+        )
+    return header
+
+
+def read_header_file(path: Path) -> InstanceHeader:
+    """Read a stored Part 10 file's header (pixels are not decoded)."""
+    with path.open("rb") as handle:
+        dataset = _read(handle, what=str(path), stop_before_pixels=True)
+    transfer_syntax = str(getattr(dataset.file_meta, "TransferSyntaxUID", "") or "")
+    return _summarize_checked(dataset, transfer_syntax_uid=transfer_syntax, check_pixels=False)
+
+
+def _summarize_checked(
+    dataset: Dataset, *, transfer_syntax_uid: str, check_pixels: bool = True
+) -> InstanceHeader:
+    """:func:`summarize`, with errors of pydicom's lazy element decoding made a status."""
+    try:
+        if check_pixels:
+            _check_not_truncated(dataset)
+        return summarize(
+            dataset, transfer_syntax_uid=transfer_syntax_uid, check_pixels=check_pixels
+        )
+    except RejectedInstance:
+        raise
+    except Exception as exc:
+        raise RejectedInstance(
+            StoreStatus.UNPARSEABLE_DATASET,
+            f"data set cannot be decoded: {type(exc).__name__}: {exc}",
+        ) from exc
+
+
+def _read(source: Any, *, what: str, stop_before_pixels: bool = False) -> Dataset:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = dcmread(source, stop_before_pixels=stop_before_pixels)
+    except Exception as exc:  # pydicom raises many kinds of errors on bad input
+        raise RejectedInstance(
+            StoreStatus.UNPARSEABLE_DATASET, f"{what} cannot be parsed: {type(exc).__name__}: {exc}"
+        ) from exc
+    return dataset
+
+
+def _check_not_truncated(dataset: Dataset) -> None:
+    """pydicom keeps a last element that is shorter than its declared length; refuse it."""
+    tags = list(dataset.keys())
+    if not tags:
+        return
+    last = dataset.get_item(tags[-1])
+    if isinstance(last, RawDataElement) and last.length != UNDEFINED_LENGTH:
+        present = len(last.value or b"")
+        if present < last.length:
+            raise RejectedInstance(
+                StoreStatus.UNPARSEABLE_DATASET,
+                f"data set is truncated: element {last.tag} declares {last.length} bytes, "
+                f"{present} present",
+            )
+
+
+def _text(dataset: Dataset, keyword: str) -> str:
+    try:
+        value = dataset.get(keyword)
+    except Exception:  # a value that cannot be decoded in its character set
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("latin-1", "replace").strip("\x00 ")
+    try:
+        return str(value).strip("\x00 ")
+    except Exception:
+        return ""
+
+
+def _optional_text(dataset: Dataset, keyword: str) -> str | None:
+    return _text(dataset, keyword) or None
+
+
+def _int(dataset: Dataset, keyword: str) -> int | None:
+    value = dataset.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or number != int(number):
+        return None
+    return int(number)
+
+
+def _float(dataset: Dataset, keyword: str) -> float | None:
+    value = dataset.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _floats(dataset: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
+    value = dataset.get(keyword)
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(item) for item in value)
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) != count or not all(math.isfinite(n) for n in numbers):
+        return None
+    return numbers
+
+
+def _strings(dataset: Dataset, keyword: str) -> tuple[str, ...]:
+    value = dataset.get(keyword)
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    return tuple(str(item).strip().upper() for item in items)
+
+
+def _image_attributes(
+    dataset: Dataset, *, transfer_syntax_uid: str, check_pixels: bool
+) -> tuple[int | None, int | None, int, bool]:
+    """Check dimensions against limits and native pixel data against its size."""
+    pixel_keyword = next((kw for kw in PIXEL_DATA_KEYWORDS if kw in dataset), None)
+    rows_value, columns_value = dataset.get("Rows"), dataset.get("Columns")
+    frames_value = dataset.get("NumberOfFrames")
+    rows, columns = _int(dataset, "Rows"), _int(dataset, "Columns")
+    frames = 1 if frames_value in (None, "") else _int(dataset, "NumberOfFrames")
+    if pixel_keyword is None and rows_value is None and columns_value is None:
+        return None, None, frames or 1, False
+    if frames is None:
+        raise RejectedInstance(
+            StoreStatus.INVALID_IMAGE_ATTRIBUTES,
+            f"NumberOfFrames {str(frames_value)[:20]!r} is invalid",
+        )
+    if pixel_keyword is None:
+        return rows, columns, frames, False
+    samples = _int(dataset, "SamplesPerPixel") or 1
+    bits = _int(dataset, "BitsAllocated")
+    if rows is None or columns is None or bits is None:
+        raise RejectedInstance(
+            StoreStatus.INVALID_IMAGE_ATTRIBUTES,
+            "pixel data without Rows, Columns or BitsAllocated",
+        )
+    if pixel_keyword == "FloatPixelData":
+        bits = 32
+    elif pixel_keyword == "DoubleFloatPixelData":
+        bits = 64
+    if not (1 <= rows <= MAX_ROWS_OR_COLUMNS and 1 <= columns <= MAX_ROWS_OR_COLUMNS):
+        raise RejectedInstance(
+            StoreStatus.INVALID_IMAGE_ATTRIBUTES,
+            f"image size {rows}x{columns} is outside 1..{MAX_ROWS_OR_COLUMNS}",
+        )
+    if not 1 <= frames <= MAX_FRAMES:
+        raise RejectedInstance(
+            StoreStatus.INVALID_IMAGE_ATTRIBUTES,
+            f"NumberOfFrames {frames} is outside 1..{MAX_FRAMES}",
+        )
+    if not 1 <= samples <= MAX_SAMPLES_PER_PIXEL or bits not in ALLOWED_BITS_ALLOCATED:
+        raise RejectedInstance(
+            StoreStatus.INVALID_IMAGE_ATTRIBUTES,
+            f"SamplesPerPixel {samples} / BitsAllocated {bits} are not supported",
+        )
+    expected_bits = rows * columns * frames * samples * bits
+    expected = (expected_bits + 7) // 8
+    if expected > MAX_DECODED_BYTES:
+        raise RejectedInstance(
+            StoreStatus.INVALID_IMAGE_ATTRIBUTES,
+            f"decoded pixel data would be {expected} bytes (limit {MAX_DECODED_BYTES})",
+        )
+    if check_pixels and transfer_syntax_uid in NATIVE_TRANSFER_SYNTAXES:
+        actual = len(dataset[pixel_keyword].value or b"")
+        # Native pixel data is padded to an even length.
+        if actual < expected or actual > expected + 1:
+            raise RejectedInstance(
+                StoreStatus.PIXEL_DATA_LENGTH_MISMATCH,
+                f"{pixel_keyword} holds {actual} bytes but {rows}x{columns}x{frames} "
+                f"x{samples}x{bits} bits need {expected}",
+            )
+    return rows, columns, frames, True
+
+
+def summarize(
+    dataset: Dataset, *, transfer_syntax_uid: str, check_pixels: bool = True
+) -> InstanceHeader:
+    """Build the checked header summary of a parsed data set."""
+    sop_instance = check_uid(dataset.get("SOPInstanceUID"), "SOPInstanceUID")
+    sop_class = check_uid(dataset.get("SOPClassUID"), "SOPClassUID")
+    study = check_uid(dataset.get("StudyInstanceUID"), "StudyInstanceUID")
+    series = check_uid(dataset.get("SeriesInstanceUID"), "SeriesInstanceUID")
+    rows, columns, frames, has_pixels = _image_attributes(
+        dataset, transfer_syntax_uid=transfer_syntax_uid, check_pixels=check_pixels
+    )
+    spacing = _floats(dataset, "PixelSpacing", 2)
+    position = _floats(dataset, "ImagePositionPatient", 3)
+    orientation = _floats(dataset, "ImageOrientationPatient", 6)
+    kernel_value = dataset.get("ConvolutionKernel")
+    if kernel_value is not None and not isinstance(kernel_value, str):
+        kernel = "\\".join(str(item) for item in kernel_value)
+    else:
+        kernel = _text(dataset, "ConvolutionKernel")
+    return InstanceHeader(
+        sop_instance_uid=sop_instance,
+        sop_class_uid=sop_class,
+        study_instance_uid=study,
+        series_instance_uid=series,
+        transfer_syntax_uid=str(UID(transfer_syntax_uid)) if transfer_syntax_uid else "",
+        modality=_text(dataset, "Modality").upper(),
+        patient_id=_text(dataset, "PatientID"),
+        patient_name=_text(dataset, "PatientName"),
+        patient_birth_date=_optional_text(dataset, "PatientBirthDate"),
+        patient_sex=_optional_text(dataset, "PatientSex"),
+        accession_number=_text(dataset, "AccessionNumber"),
+        study_date=_optional_text(dataset, "StudyDate"),
+        study_time=_optional_text(dataset, "StudyTime"),
+        study_description=_text(dataset, "StudyDescription"),
+        series_number=_int(dataset, "SeriesNumber"),
+        series_description=_text(dataset, "SeriesDescription"),
+        instance_number=_int(dataset, "InstanceNumber"),
+        image_type=_strings(dataset, "ImageType"),
+        rows=rows,
+        columns=columns,
+        frames=frames,
+        image_position=position,  # type: ignore[arg-type]
+        image_orientation=orientation,  # type: ignore[arg-type]
+        pixel_spacing=spacing,  # type: ignore[arg-type]
+        slice_thickness=_float(dataset, "SliceThickness"),
+        convolution_kernel=kernel,
+        gantry_tilt=_float(dataset, "GantryDetectorTilt"),
+        body_part=_text(dataset, "BodyPartExamined").upper(),
+        has_pixel_data=has_pixels,
+    )

@@ -1,0 +1,195 @@
+"""The Application Entity: C-ECHO and C-STORE for every storage SOP class.
+
+:class:`DicomNode` sets up a pynetdicom ``AE`` from a :class:`NodeConfig`,
+binds the handlers of :mod:`dicom_node.handlers` to their dependencies
+through pynetdicom's handler arguments, and runs the association server on a
+thread.  With ``reuse_port`` the listening socket sets ``SO_REUSEPORT`` so
+several receiver processes can share one port (the kernel spreads
+connections over them).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import AE, _config, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicom_node import handlers
+from dicom_node.access import AccessPolicy
+from dicom_node.contexts import build_supported_contexts
+from dicom_node.handlers import NodeServices
+from dicom_node.index import InstanceIndex
+from dicom_node.metrics import ReceiveMetrics
+from dicom_node.storage import InstanceStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 11112
+DEFAULT_MAX_PDU = 262_144
+# The DUL thread polls its socket; between PDUs it sleeps this long.  pynetdicom's
+# default (1 ms) adds up to a millisecond to every request/response turn.
+DUL_POLL_SECONDS = 0.0002
+STOP_POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    certificate: Path
+    private_key: Path
+    client_ca: Path | None = None  # when set, callers must present a certificate it signed
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.certificate, self.private_key)
+        if self.client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cafile=self.client_ca)
+        return context
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    ae_title: str = "RADSCRIBE"
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    access: AccessPolicy = field(default_factory=AccessPolicy)
+    max_associations: int = 16
+    max_pdu: int = DEFAULT_MAX_PDU
+    tls: TlsConfig | None = None
+    reuse_port: bool = False
+    network_timeout: float = 60.0
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+
+
+class _ReusePortServer(ThreadedAssociationServer):
+    """An association server whose socket may share its port with other processes."""
+
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        if self.socket is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+class _Server(ThreadedAssociationServer):
+    daemon_threads = True
+
+
+def _tune_dul(event: evt.Event) -> None:
+    event.assoc.dul._run_loop_delay = DUL_POLL_SECONDS
+
+
+class DicomNode:
+    """A running storage SCP; :meth:`start` returns once it listens."""
+
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        store: InstanceStore,
+        index: InstanceIndex,
+        metrics: ReceiveMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.services = NodeServices(
+            store=store,
+            index=index,
+            metrics=metrics if metrics is not None else ReceiveMetrics(),
+            access=config.access,
+        )
+        self._server: ThreadedAssociationServer | None = None
+        self._thread: threading.Thread | None = None
+        self.ae = self._build_ae()
+
+    def _build_ae(self) -> AE:
+        # pynetdicom's per-PDU logging handlers cost CPU on every PDU even when
+        # their output is filtered; the node logs per association instead.
+        _config.LOG_HANDLER_LEVEL = "none"
+        ae = AE(ae_title=self.config.ae_title)
+        ae.maximum_associations = self.config.max_associations
+        ae.maximum_pdu_size = self.config.max_pdu
+        ae.network_timeout = self.config.network_timeout
+        ae.acse_timeout = self.config.acse_timeout
+        ae.dimse_timeout = self.config.dimse_timeout
+        ae.require_called_aet = False
+        ae.supported_contexts = build_supported_contexts()
+        return ae
+
+    def _handlers(self) -> list[Any]:
+        services = self.services
+        return [
+            (evt.EVT_CONN_OPEN, _tune_dul),
+            (evt.EVT_REQUESTED, handlers.handle_requested, [services]),
+            (evt.EVT_ESTABLISHED, handlers.handle_established, [services]),
+            (evt.EVT_REJECTED, handlers.handle_rejected, [services]),
+            (evt.EVT_C_ECHO, handlers.handle_echo),
+            (evt.EVT_C_STORE, handlers.handle_store, [services]),
+            (evt.EVT_CONN_CLOSE, handlers.handle_connection_closed, [services]),
+        ]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._server is None:
+            raise RuntimeError("the DICOM node is not running")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("the DICOM node is already running")
+        ssl_context = self.config.tls.server_context() if self.config.tls else None
+        server_class = _ReusePortServer if self.config.reuse_port else _Server
+        server = self.ae.make_server(
+            (self.config.host, self.config.port),
+            ae_title=self.config.ae_title,
+            ssl_context=ssl_context,
+            evt_handlers=self._handlers(),
+            server_class=server_class,
+        )
+        self.ae._servers.append(server)  # as AE.start_server does, so shutdown() finds it
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="dicom-node-accept", daemon=True
+        )
+        self._thread.start()
+        host, port = self.address
+        log.info(
+            "DICOM node %s listening on %s:%d (TLS %s)",
+            self.config.ae_title,
+            host,
+            port,
+            "on" if ssl_context else "off",
+        )
+
+    def stop(self, grace_seconds: float = 5.0) -> None:
+        """Stop accepting, let open associations finish (up to the grace), then abort them."""
+        server = self._server
+        if server is None:
+            return
+        # Stop accepting first (serve_forever returns, the listening socket closes),
+        # then give open associations the grace period before aborting them.
+        socketserver.BaseServer.shutdown(server)
+        server.server_close()
+        deadline = time.monotonic() + grace_seconds
+        while server.active_associations and time.monotonic() < deadline:
+            time.sleep(STOP_POLL_SECONDS)
+        for assoc in server.active_associations:
+            assoc.abort()
+        server.shutdown()  # pynetdicom's: also forgets the server in the AE
+        if self._thread is not None:
+            self._thread.join(timeout=grace_seconds)
+        self._server = None
+        self.services.store.close()
+        log.info("DICOM node %s stopped", self.config.ae_title)

@@ -1,0 +1,235 @@
+"""Durable instance files: write to a temporary name, fsync, rename, fsync the folder.
+
+Files live at ``<root>/<study UID>/<series UID>/<SOP instance UID>.<digest>.dcm``.
+UIDs are checked to be digits and dots before they become path parts, so a
+path can never leave the storage root.  The digest (the first hex digits of
+the SHA-256 of the data set bytes) makes a corrected instance a new file, so
+the old one stays intact until the index points at the new one.
+
+Each writer (one per process) keeps its temporary files in
+``<root>/.incoming/<writer>/`` and holds an exclusive ``flock`` on a lock file
+there while it lives.  :meth:`InstanceStore.clean_interrupted_writes` removes
+the folders of writers that are gone, which is what an interrupted write
+leaves behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import socket
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from dicom_node.header import MAX_UID_LENGTH, UID_PATTERN
+
+log = logging.getLogger(__name__)
+
+INCOMING_DIR = ".incoming"
+LOCK_NAME = ".lock"
+TEMP_SUFFIX = ".tmp"
+INSTANCE_SUFFIX = ".dcm"
+DIGEST_CHARS = 16
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+
+
+class UnsafePathError(ValueError):
+    """A UID or stored path that would not stay inside the storage root."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    relative_path: str
+    size_bytes: int
+
+
+def _safe_uid(uid: str) -> str:
+    if not uid or len(uid) > MAX_UID_LENGTH or not UID_PATTERN.match(uid) or ".." in uid:
+        raise UnsafePathError(f"{uid[:80]!r} is not a UID that can name a file")
+    return uid
+
+
+def instance_relative_path(
+    *, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str, digest: str
+) -> str:
+    """The storage path of an instance, relative to the root (POSIX form)."""
+    if len(digest) < DIGEST_CHARS or not all(c in "0123456789abcdef" for c in digest):
+        raise UnsafePathError("digest must be lower-case hex")
+    name = f"{_safe_uid(sop_instance_uid)}.{digest[:DIGEST_CHARS]}{INSTANCE_SUFFIX}"
+    return f"{_safe_uid(study_instance_uid)}/{_safe_uid(series_instance_uid)}/{name}"
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, chunks: Sequence[bytes]) -> int:
+    total = 0
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            written = os.write(fd, view)
+            total += written
+            view = view[written:]
+    return total
+
+
+class InstanceStore:
+    """Instance files under one root, written so that an acknowledged file survives."""
+
+    def __init__(self, *, root: Path, min_free_bytes: int = 0) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root.resolve()
+        self.min_free_bytes = min_free_bytes
+        self._incoming = self.root / INCOMING_DIR
+        self._incoming.mkdir(exist_ok=True)
+        self._writer_dir: Path | None = None
+        self._lock_fd: int | None = None
+        self._known_dirs: set[Path] = set()
+        self._mutex = threading.Lock()
+
+    # -- paths -----------------------------------------------------------------
+    def absolute(self, relative_path: str) -> Path:
+        """The absolute path of a stored file; refuses anything outside the root."""
+        parts = PurePosixPath(relative_path).parts
+        if (
+            not parts
+            or PurePosixPath(relative_path).is_absolute()
+            or any(part in ("", ".", "..") for part in parts)
+            or parts[0] == INCOMING_DIR
+        ):
+            raise UnsafePathError(f"{relative_path!r} is not a stored instance path")
+        path = self.root.joinpath(*parts)
+        if self.root not in path.parents:
+            raise UnsafePathError(f"{relative_path!r} leaves the storage root")
+        return path
+
+    def exists(self, relative_path: str) -> bool:
+        return self.absolute(relative_path).is_file()
+
+    # -- space -----------------------------------------------------------------
+    def free_bytes(self) -> int:
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
+
+    def has_room(self, incoming_bytes: int) -> bool:
+        """True while writing ``incoming_bytes`` keeps free space above the floor."""
+        return self.free_bytes() - incoming_bytes >= self.min_free_bytes
+
+    # -- writing ---------------------------------------------------------------
+    def _writer(self) -> Path:
+        with self._mutex:
+            if self._writer_dir is None:
+                name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                writer = self._incoming / name
+                writer.mkdir(mode=DIR_MODE)
+                fd = os.open(writer / LOCK_NAME, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock_fd, self._writer_dir = fd, writer
+            return self._writer_dir
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory in self._known_dirs:
+            return
+        missing: list[Path] = []
+        current = directory
+        while current != self.root and not current.is_dir():
+            missing.append(current)
+            current = current.parent
+        for path in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                path.mkdir(mode=DIR_MODE)
+            # The new entry is durable only once its parent is synced.
+            fsync_directory(path.parent)
+        self._known_dirs.add(directory)
+
+    def write(self, relative_path: str, chunks: Sequence[bytes]) -> StoredFile:
+        """Write ``chunks`` durably at ``relative_path`` (replacing any file there)."""
+        destination = self.absolute(relative_path)
+        temporary = self._writer() / f"{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            try:
+                size = _write_all(fd, chunks)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._ensure_dir(destination.parent)
+            os.replace(temporary, destination)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        fsync_directory(destination.parent)
+        return StoredFile(relative_path, size)
+
+    def remove(self, relative_path: str) -> None:
+        path = self.absolute(relative_path)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_directory(path.parent)
+
+    def close(self) -> None:
+        """Release this writer's temporary folder (it is empty between writes)."""
+        with self._mutex:
+            if self._writer_dir is not None:
+                shutil.rmtree(self._writer_dir, ignore_errors=True)
+                self._writer_dir = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    # -- recovery --------------------------------------------------------------
+    def clean_interrupted_writes(self) -> int:
+        """Remove temporary files of writers that no longer run; return how many."""
+        removed = 0
+        for writer in sorted(self._incoming.iterdir()):
+            if writer == self._writer_dir:
+                continue
+            if not writer.is_dir():
+                writer.unlink(missing_ok=True)
+                removed += 1
+                continue
+            try:
+                fd = os.open(writer / LOCK_NAME, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+            except OSError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                        continue  # a live writer
+                    raise
+                removed += sum(1 for item in writer.iterdir() if item.name != LOCK_NAME)
+                shutil.rmtree(writer, ignore_errors=True)
+            finally:
+                os.close(fd)
+        if removed:
+            fsync_directory(self._incoming)
+        return removed
+
+    def iter_instance_files(self) -> Iterator[str]:
+        """Relative paths of every stored instance file (``*.dcm``)."""
+        for study in sorted(os.scandir(self.root), key=lambda entry: entry.name):
+            if study.name == INCOMING_DIR or not study.is_dir(follow_symlinks=False):
+                continue
+            for series in os.scandir(study.path):
+                if not series.is_dir(follow_symlinks=False):
+                    continue
+                for item in os.scandir(series.path):
+                    if item.name.endswith(INSTANCE_SUFFIX) and item.is_file(follow_symlinks=False):
+                        yield f"{study.name}/{series.name}/{item.name}"

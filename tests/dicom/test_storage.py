@@ -1,0 +1,113 @@
+"""Durable instance files: safe paths, atomic writes, cleanup after interrupted writes."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import pytest
+
+from dicom_node.storage import (
+    INCOMING_DIR,
+    LOCK_NAME,
+    InstanceStore,
+    UnsafePathError,
+    instance_relative_path,
+)
+
+DIGEST = "ab" * 32
+
+
+def test_paths_come_from_uids_and_stay_under_the_root(tmp_path: Path) -> None:
+    store = InstanceStore(root=tmp_path / "dicom")
+    relative = instance_relative_path(
+        study_instance_uid="1.2.3",
+        series_instance_uid="1.2.3.4",
+        sop_instance_uid="1.2.3.4.5",
+        digest=DIGEST,
+    )
+    assert relative == f"1.2.3/1.2.3.4/1.2.3.4.5.{DIGEST[:16]}.dcm"
+    assert store.root in store.absolute(relative).parents
+
+
+@pytest.mark.parametrize("uid", ["..", "../x", "1.2/3", "/etc", "1\\2", "", "1..2", ".hidden"])
+def test_uids_that_could_escape_are_refused(uid: str) -> None:
+    with pytest.raises(UnsafePathError):
+        instance_relative_path(
+            study_instance_uid=uid, series_instance_uid="1.2", sop_instance_uid="1.3", digest=DIGEST
+        )
+
+
+@pytest.mark.parametrize(
+    "relative", ["../x.dcm", "/etc/passwd", "a/../../x.dcm", f"{INCOMING_DIR}/w/x.tmp", ""]
+)
+def test_stored_paths_outside_the_root_are_refused(tmp_path: Path, relative: str) -> None:
+    store = InstanceStore(root=tmp_path / "dicom")
+    with pytest.raises(UnsafePathError):
+        store.absolute(relative)
+
+
+def test_a_write_lands_whole_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    store = InstanceStore(root=tmp_path / "dicom")
+    stored = store.write("1.2/1.3/1.4.x.dcm", (b"head", b"body" * 1000))
+    path = store.absolute(stored.relative_path)
+    assert path.read_bytes() == b"head" + b"body" * 1000
+    assert stored.size_bytes == 4004
+    writers = list((store.root / INCOMING_DIR).iterdir())
+    assert all({p.name for p in w.iterdir()} == {LOCK_NAME} for w in writers)
+    # Writing again replaces the file atomically.
+    store.write("1.2/1.3/1.4.x.dcm", (b"new",))
+    assert path.read_bytes() == b"new"
+    store.close()
+
+
+def test_interrupted_writes_of_dead_writers_are_cleaned_but_live_ones_kept(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "dicom"
+    live = InstanceStore(root=root)
+    live.write("1.2/1.3/1.4.x.dcm", (b"x",))
+    live_dir = next((root / INCOMING_DIR).iterdir())
+    (live_dir / "inflight.tmp").write_bytes(b"half")
+    # A writer that died mid-write: its folder, its lock file (unlocked), a partial file.
+    dead_dir = root / INCOMING_DIR / "host-999999-dead"
+    dead_dir.mkdir()
+    (dead_dir / LOCK_NAME).touch()
+    (dead_dir / "abc.tmp").write_bytes(b"partial")
+    restarted = InstanceStore(root=root)
+    assert restarted.clean_interrupted_writes() == 1
+    assert not dead_dir.exists()
+    assert (live_dir / "inflight.tmp").exists()
+    # Once the live writer is gone, its leftovers go too.
+    live.close()
+    assert not live_dir.exists()
+
+
+def test_a_held_lock_is_what_keeps_a_writer_alive(tmp_path: Path) -> None:
+    root = tmp_path / "dicom"
+    store = InstanceStore(root=root)
+    writer = root / INCOMING_DIR / "other"
+    writer.mkdir()
+    fd = os.open(writer / LOCK_NAME, os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    (writer / "f.tmp").write_bytes(b"x")
+    try:
+        assert store.clean_interrupted_writes() == 0
+        assert writer.exists()
+    finally:
+        os.close(fd)
+    assert store.clean_interrupted_writes() == 1
+
+
+def test_free_space_floor(tmp_path: Path) -> None:
+    assert InstanceStore(root=tmp_path, min_free_bytes=0).has_room(1_000)
+    assert not InstanceStore(root=tmp_path, min_free_bytes=2**62).has_room(1_000)
+
+
+def test_stored_files_are_listed(tmp_path: Path) -> None:
+    store = InstanceStore(root=tmp_path / "dicom")
+    store.write("1.2/1.3/a.dcm", (b"a",))
+    store.write("1.2/1.4/b.dcm", (b"b",))
+    (store.root / "1.2" / "1.3" / "notes.txt").write_text("x")
+    assert sorted(store.iter_instance_files()) == ["1.2/1.3/a.dcm", "1.2/1.4/b.dcm"]
