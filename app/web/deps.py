@@ -6,12 +6,13 @@ clock, to walk past the idle time-out).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.core.domain import Role
 from app.core.settings import Settings
@@ -52,21 +53,26 @@ class CsrfFailed(Exception):
     """An unsafe request without the session's CSRF token."""
 
 
-def get_settings(request: Request) -> Settings:
+# Trivial dependencies are async so they run on the event loop, not a worker thread.
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    with request.app.state.session_factory() as session:
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """A session per request; it connects on first use, in the handler's thread."""
+    session: Session = request.app.state.session_factory()
+    try:
         yield session
+    finally:
+        await run_in_threadpool(session.close)
 
 
-def get_now() -> datetime:
+async def get_now() -> datetime:
     return datetime.now(UTC)
 
 
-def get_codec(request: Request) -> SessionCodec:
+async def get_codec(request: Request) -> SessionCodec:
     codec: SessionCodec = request.app.state.session_codec
     return codec
 
@@ -76,7 +82,7 @@ def get_revoked(request: Request) -> RevokedSessions:
     return revoked
 
 
-def client_address(request: Request) -> str | None:
+async def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
@@ -166,7 +172,8 @@ async def verify_csrf(request: Request, user: UserDep, codec: CodecDep) -> None:
 
 def csrf_token_for(request: Request) -> str:
     data: SessionData = request.state.session
-    return get_codec(request).csrf_token(data.sid)
+    codec: SessionCodec = request.app.state.session_codec
+    return codec.csrf_token(data.sid)
 
 
 def require_roles(*roles: Role) -> Any:

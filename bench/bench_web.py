@@ -1,0 +1,312 @@
+"""Web benchmark: open-loop load on the worklist page and API with 10,000 studies.
+
+Run from the repository root::
+
+    .venv/bin/python bench/bench_web.py                 # 100 req/s for 60 s
+    .venv/bin/python bench/bench_web.py --rate 50 --seconds 20
+
+A fresh PostgreSQL database (127.0.0.1:5432, dropped afterwards) is migrated
+and filled with ``--studies`` studies (10% STAT, every status, some claimed).
+``radscribe web`` serves it in its own process, with auditing on: every
+worklist view writes its audit event.  The load generator logs in once and
+sends requests on a fixed schedule (open loop: a slow answer does not delay
+the next request), mixing the worklist page (GET /worklist), the API
+(GET /api/worklist) and a search (POST /api/worklist/_search).  Latency is
+measured from each request's scheduled time, so queueing counts.
+
+Printed side by side: each request kind against /healthz, the framework's
+floor, sent on the same schedule; and against the goal: p95 <= 100 ms and no
+errors.  Both processes share this machine's cores (2 on the reference box).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+from sqlalchemy import insert
+
+from app.core import migrate
+from app.core.db import make_engine, make_session_factory, transaction
+from app.core.domain import Priority, Role, StudyStatus
+from app.core.tables import Study
+from app.services.users import create_user
+
+ADMIN_URL = os.environ.get("RADSCRIBE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+VENV_BIN = Path(sys.executable).parent
+PASSWORD = "benchmark password"
+GOAL_P95_MS = 100.0
+START_TIMEOUT = 60.0
+TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+FAMILY = ("SMITH", "JONES", "GARCIA", "MUELLER", "ROSSI", "NGUYEN", "KOWALSKI", "SILVA")
+GIVEN = ("ANNA", "BEN", "CARLA", "DAVID", "EVA", "FRANK", "GRETA", "HUGO")
+MIX = (("page", 0.4), ("api", 0.4), ("search", 0.2))
+
+
+@dataclass
+class Samples:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    def line(self, name: str) -> str:
+        if not self.latencies_ms:
+            return f"{name:<10} no samples"
+        ordered = sorted(self.latencies_ms)
+
+        def pct(p: float) -> float:
+            return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+        return (
+            f"{name:<10} {len(ordered):>6} {statistics.median(ordered):>8.1f} "
+            f"{pct(0.95):>8.1f} {pct(0.99):>8.1f} {ordered[-1]:>8.1f} {self.errors:>7}"
+        )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    name = f"radscribe_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def seed(url: str, studies: int) -> None:
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    with transaction(factory) as session:
+        readers = [
+            create_user(session, username=f"reader{i}", role=Role.RADIOLOGIST, password=PASSWORD).id
+            for i in range(5)
+        ]
+    statuses = list(StudyStatus)
+    rows = []
+    for n in range(studies):
+        claimed = rng.random() < 0.1
+        rows.append(
+            {
+                "study_instance_uid": f"2.25.{uuid.UUID(int=rng.getrandbits(128)).int}",
+                "dicom_patient_id": f"MRN{n:07d}",
+                "dicom_patient_name": f"{rng.choice(FAMILY)}^{rng.choice(GIVEN)}",
+                "accession_number": f"ACC{n:08d}",
+                "study_description": "CT CHEST WITH CONTRAST",
+                "status": rng.choice(statuses),
+                "priority": Priority.STAT if rng.random() < 0.1 else Priority.ROUTINE,
+                "acquired_at": now - timedelta(minutes=rng.uniform(1, 60 * 24 * 14)),
+                "claimed_by_id": rng.choice(readers) if claimed else None,
+                "claim_expires_at": now + timedelta(minutes=20) if claimed else None,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    with transaction(factory) as session:
+        for start in range(0, len(rows), 1000):
+            session.execute(insert(Study), rows[start : start + 1000])
+    engine.dispose()
+
+
+@contextmanager
+def web_process(url: str, port: int, data_dir: Path) -> Iterator[str]:
+    env = {
+        **os.environ,
+        "RADSCRIBE_ENV": "development",
+        "RADSCRIBE_DATABASE_URL": url,
+        "RADSCRIBE_DATA_DIR": str(data_dir),
+        "RADSCRIBE_HTTP_PORT": str(port),
+        "RADSCRIBE_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [str(VENV_BIN / "radscribe"), "web"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("radscribe web exited during start-up")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("radscribe web did not answer /healthz")
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def log_in(base: str) -> tuple[dict[str, str], str]:
+    with httpx.Client(base_url=base) as client:
+        page = client.get("/login")
+        found = TOKEN.search(page.text)
+        assert found, "login form without token"
+        response = client.post(
+            "/login",
+            data={"username": "reader0", "password": PASSWORD, "csrf_token": found[1]},
+        )
+        assert response.status_code == 303, response.text
+        worklist = client.get("/worklist")
+        token = TOKEN.search(worklist.text)
+        assert token
+        return dict(client.cookies), token[1]
+
+
+async def run_load(
+    base: str,
+    cookies: dict[str, str],
+    token: str,
+    *,
+    rate: float,
+    seconds: float,
+    kinds: Sequence[str],
+) -> dict[str, Samples]:
+    samples = {kind: Samples() for kind in set(kinds)}
+    rng = random.Random(11)
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(
+        base_url=base, cookies=cookies, limits=limits, timeout=30
+    ) as client:
+
+        async def one(kind: str, scheduled: float) -> None:
+            try:
+                if kind == "page":
+                    response = await client.get("/worklist")
+                elif kind == "api":
+                    response = await client.get("/api/worklist?page=" + str(rng.randint(1, 20)))
+                elif kind == "search":
+                    response = await client.post(
+                        "/api/worklist/_search",
+                        json={"search": rng.choice(FAMILY).lower(), "scope": "all"},
+                        headers={"X-CSRF-Token": token},
+                    )
+                else:
+                    response = await client.get("/healthz")
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            elapsed = (time.perf_counter() - scheduled) * 1000
+            samples[kind].latencies_ms.append(elapsed)
+            if not ok:
+                samples[kind].errors += 1
+
+        tasks = []
+        start = time.perf_counter() + 0.2
+        total = int(rate * seconds)
+        for i in range(total):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(kinds[i % len(kinds)], scheduled)))
+        await asyncio.gather(*tasks)
+    return samples
+
+
+def request_kinds(total: int = 100) -> list[str]:
+    kinds = [kind for kind, share in MIX for _ in range(round(share * total))]
+    random.Random(3).shuffle(kinds)
+    return kinds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--studies", type=int, default=10_000)
+    parser.add_argument("--baseline-seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+
+    with scratch_database() as url:
+        started = time.perf_counter()
+        seed(url, args.studies)
+        print(f"seeded {args.studies} studies in {time.perf_counter() - started:.1f} s")
+        data_dir = (
+            Path(os.environ.get("TMPDIR", "/tmp")) / f"radscribe-bench-{uuid.uuid4().hex[:8]}"
+        )
+        with web_process(url, free_port(), data_dir) as base:
+            cookies, token = log_in(base)
+            warm = asyncio.run(
+                run_load(base, cookies, token, rate=20, seconds=3, kinds=request_kinds())
+            )
+            del warm
+            floor = asyncio.run(
+                run_load(
+                    base,
+                    cookies,
+                    token,
+                    rate=args.rate,
+                    seconds=args.baseline_seconds,
+                    kinds=["healthz"],
+                )
+            )
+            load = asyncio.run(
+                run_load(
+                    base,
+                    cookies,
+                    token,
+                    rate=args.rate,
+                    seconds=args.seconds,
+                    kinds=request_kinds(),
+                )
+            )
+    everything = Samples(
+        latencies_ms=[ms for s in load.values() for ms in s.latencies_ms],
+        errors=sum(s.errors for s in load.values()),
+    )
+    print(
+        f"\nopen loop, {args.rate:g} req/s for {args.seconds:g} s, {args.studies} studies, "
+        f"PostgreSQL, auditing on, {os.cpu_count()} cores"
+    )
+    print(
+        f"{'request':<10} {'count':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}"
+    )
+    for kind in ("page", "api", "search"):
+        print(load[kind].line(kind))
+    print(everything.line("all"))
+    print(floor["healthz"].line("healthz") + "   <- /healthz on the same schedule (floor)")
+    p95 = sorted(everything.latencies_ms)[int(0.95 * len(everything.latencies_ms))]
+    met = p95 <= GOAL_P95_MS and everything.errors == 0
+    print(
+        f"\ngoal: p95 <= {GOAL_P95_MS:.0f} ms and no errors -> p95 {p95:.1f} ms, "
+        f"{everything.errors} errors: {'MET' if met else 'NOT MET'}"
+    )
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
