@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.settings import Settings
 from app.core.version import package_version
+from app.services.oidc import ProviderCache
 from app.services.queue_metrics import report_queues
 from app.services.slices import SliceCache
 from app.web.deps import current_user
@@ -52,6 +53,7 @@ def create_app(settings: Settings, session_factory: sessionmaker[Session]) -> Fa
     app.state.revoked_sessions = RevokedSessions()
     app.state.templates = build_templates()
     app.state.slice_cache = SliceCache()
+    app.state.oidc_providers = ProviderCache()
     install_http_metrics(app)
     report_queues(session_factory)
     app.add_middleware(

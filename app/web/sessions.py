@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SESSION_COOKIE = "radscribe_session"
 LOGIN_COOKIE = "radscribe_login"  # pre-session cookie that binds the login form's CSRF token
+OIDC_COOKIE = "radscribe_oidc"  # state, nonce and PKCE verifier between redirect and callback
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 # Requests that must not count as activity (the worklist's self-refresh).
@@ -84,6 +85,23 @@ class SessionCodec:
             )
         except (ValueError, KeyError, TypeError):
             return None
+
+    def seal(self, purpose: str, payload: dict[str, Any]) -> str:
+        """A signed (not encrypted) value for a short-lived cookie."""
+        body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+        return f"{body}.{self._sign((purpose + ':' + body).encode())}"
+
+    def unseal(self, purpose: str, value: str | None) -> dict[str, Any] | None:
+        if not value or value.count(".") != 1:
+            return None
+        body, signature = value.split(".")
+        if not hmac.compare_digest(self._sign((purpose + ":" + body).encode()), signature):
+            return None
+        try:
+            data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
 
     def password_fingerprint(self, password_hash: str | None) -> str:
         """Changes when the password does, so a new password ends old sessions."""

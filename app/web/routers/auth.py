@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from app.services import audit
-from app.services.auth import LOGOUT, LoginPolicy, LoginRefused, authenticate
+from app.services import audit, oidc
+from app.services.auth import LOGIN, LOGOUT, LoginPolicy, LoginRefused, authenticate
 from app.web.deps import (
     ClientDep,
     CodecDep,
@@ -22,6 +22,7 @@ from app.web.deps import (
 )
 from app.web.sessions import (
     LOGIN_COOKIE,
+    OIDC_COOKIE,
     STATE_CLEAR,
     STATE_SET,
     SessionData,
@@ -32,6 +33,8 @@ from app.web.templating import render
 
 router = APIRouter(tags=["auth"])
 LOGIN_COOKIE_SECONDS = 3600
+OIDC_COOKIE_SECONDS = 600
+OIDC_PURPOSE = "oidc"
 REASONS = {
     "idle": "You were logged off after a period of inactivity.",
     "expired": "Your session ended. Please log in again.",
@@ -143,11 +146,7 @@ def login(
             retry_after=refused.retry_after,
         )
     db.commit()
-    setattr(
-        request.state,
-        STATE_SET,
-        new_session(user.id, codec.password_fingerprint(user.password_hash), now.timestamp()),
-    )
+    _start_session(request, codec, user.id, user.password_hash, now.timestamp())
     response = RedirectResponse(target, status_code=303)
     response.delete_cookie(LOGIN_COOKIE)
     return response
@@ -178,3 +177,117 @@ def logout(
         delattr(request.state, STATE_SET)
     setattr(request.state, STATE_CLEAR, True)
     return RedirectResponse("/login?reason=logout", status_code=303)
+
+
+def _start_session(
+    request: Request, codec: CodecDep, user_id: int, password_hash: str | None, now: float
+) -> None:
+    setattr(
+        request.state,
+        STATE_SET,
+        new_session(user_id, codec.password_fingerprint(password_hash), now),
+    )
+
+
+@router.get("/auth/oidc/login", include_in_schema=False)
+def oidc_login(
+    request: Request, settings: SettingsDep, codec: CodecDep, next: str | None = None
+) -> Response:
+    """Send the browser to the hospital's identity provider."""
+    if not settings.oidc_issuer:
+        return Response("single sign-on is not configured", status_code=404)
+    try:
+        provider = request.app.state.oidc_providers.get(settings.oidc_issuer)
+    except oidc.OidcError as exc:
+        return _login_page(
+            request,
+            settings=settings,
+            codec=codec,
+            next_path=safe_next(next),
+            message=f"Single sign-on failed: {exc}",
+            status_code=502,
+        )
+    url, pending = oidc.start(
+        settings,
+        provider,
+        redirect_uri=str(request.url_for("oidc_callback")),
+        next_path=safe_next(next),
+    )
+    response = RedirectResponse(url, status_code=303)
+    response.set_cookie(
+        OIDC_COOKIE,
+        codec.seal(OIDC_PURPOSE, pending.__dict__),
+        max_age=OIDC_COOKIE_SECONDS,
+        httponly=True,
+        samesite="lax",
+        secure=cookie_is_secure(settings.cookie_secure, request.url.scheme),
+    )
+    return response
+
+
+@router.get("/auth/oidc/callback", include_in_schema=False, name="oidc_callback")
+def oidc_callback(
+    request: Request,
+    settings: SettingsDep,
+    codec: CodecDep,
+    db: DbDep,
+    now: NowDep,
+    client: ClientDep,
+    code: str = "",
+    state: str = "",
+) -> Response:
+    """The provider's answer: check it, then log the matching user in."""
+    sealed = codec.unseal(OIDC_PURPOSE, request.cookies.get(OIDC_COOKIE))
+    next_path = safe_next(sealed.get("next_path") if sealed else None)
+    try:
+        if not settings.oidc_issuer:
+            raise oidc.OidcError("single sign-on is not configured")
+        if sealed is None or not code or not codec.check(str(sealed.get("state", "")), state):
+            raise oidc.OidcError("the sign-on answer does not match this browser; try again")
+        pending = oidc.Pending(**{k: str(v) for k, v in sealed.items()})
+        provider = request.app.state.oidc_providers.get(settings.oidc_issuer)
+        user = oidc.finish(
+            db,
+            settings,
+            provider,
+            code=code,
+            pending=pending,
+            redirect_uri=str(request.url_for("oidc_callback")),
+            now=now.timestamp(),
+        )
+    except (oidc.OidcError, TypeError) as exc:
+        audit.record(
+            db,
+            actor="-",
+            action="auth.sso_failed",
+            object_type="user",
+            client_address=client,
+            detail={"reason": str(exc)},
+        )
+        db.commit()
+        response = _login_page(
+            request,
+            settings=settings,
+            codec=codec,
+            next_path=next_path,
+            message=f"Single sign-on failed: {exc}",
+            status_code=401,
+        )
+        response.delete_cookie(OIDC_COOKIE)
+        return response
+    user.last_login_at = now
+    audit.record(
+        db,
+        actor=user.username,
+        action=LOGIN,
+        object_type="user",
+        object_id=user.id,
+        user_id=user.id,
+        client_address=client,
+        detail={"method": "oidc"},
+    )
+    db.commit()
+    _start_session(request, codec, user.id, user.password_hash, now.timestamp())
+    response = RedirectResponse(next_path, status_code=303)
+    response.delete_cookie(OIDC_COOKIE)
+    return response
