@@ -36,7 +36,10 @@ def identity_provider(tmp_path: Path) -> Iterator[str]:
     pytest.importorskip("nanoidp")
     config = tmp_path / "idp"
     subprocess.run(
-        [sys.executable, "-m", "nanoidp", "init", str(config)], check=True, capture_output=True
+        [sys.executable, "-m", "nanoidp", "init", str(config)],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
     )
     port = _free_port()
     issuer = f"http://127.0.0.1:{port}"
@@ -54,6 +57,7 @@ def identity_provider(tmp_path: Path) -> Iterator[str]:
     (config / "users.yaml").write_text(yaml.safe_dump(users))
     process = subprocess.Popen(
         [sys.executable, "-m", "nanoidp", "--config", str(config), "--port", str(port)],
+        cwd=tmp_path,  # it writes its signing keys to the working folder
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
