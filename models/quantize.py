@@ -8,6 +8,7 @@
   float before calibration).
 * ``compile``: ``torch.compile`` of the image encoder and the fusion (the parts
   with fixed shapes); the text encoder sees variable lengths and stays eager.
+* every form keeps the 3D CNN's weights channels-last (``channels_last_3d``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from models.networks.image_encoder import channels_last_weights
 from models.networks.model import RadscribeModel
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ def prepare_for_inference(
         model = model.to(device=device, dtype=torch.float32)
     else:
         raise ValueError(f"precision must be one of {PRECISIONS}")
+    # Weights in the layout the encoder's input uses (see ImageEncoder.forward).
+    channels_last_weights(model.image_encoder)
     if compile_model:
         model.image_encoder = torch.compile(model.image_encoder)  # type: ignore[assignment]
         model.fusion = torch.compile(model.fusion)  # type: ignore[assignment]

@@ -91,14 +91,20 @@ class ModelOutput:
 
 
 class RadscribeModel(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        from models.networks.text_encoder import TextEncoder  # transformers only when built
+    """The whole network.  ``with_text_encoder=False`` leaves the text encoder out: the
+    model then takes precomputed text embeddings only (training with a frozen encoder,
+    and the GPU box, which has torch but not transformers)."""
 
+    def __init__(self, config: ModelConfig, *, with_text_encoder: bool = True) -> None:
+        super().__init__()
         self.config = config
         d = config.d_model
         self.image_encoder = ImageEncoder(config)
-        self.text_encoder = TextEncoder(config)
+        self.text_encoder: nn.Module | None = None
+        if with_text_encoder:
+            from models.networks.text_encoder import TextEncoder  # imports transformers
+
+            self.text_encoder = TextEncoder(config)
         self.text_project = nn.Linear(config.text_dim, d)
         self.text_norm = nn.LayerNorm(d)
         self.type_embedding = nn.Embedding(5, d)
@@ -116,7 +122,10 @@ class RadscribeModel(nn.Module):
     @torch.no_grad()
     def encode_text(self, token_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Contextual embeddings (B, L, text_dim) for precomputing with a frozen encoder."""
-        return self.text_encoder(token_ids, attention_mask)
+        if self.text_encoder is None:
+            raise RuntimeError("this model was built without its text encoder")
+        hidden: torch.Tensor = self.text_encoder(token_ids, attention_mask)
+        return hidden
 
     def _text_hidden(
         self, text: TextInput, present: torch.Tensor
@@ -143,6 +152,8 @@ class RadscribeModel(nn.Module):
             empty_mask[:, :2] = True
             ids = torch.where(keep, text.token_ids, empty)
             encoder_mask = torch.where(keep, text.attention_mask, empty_mask)
+            if self.text_encoder is None:
+                raise RuntimeError("built without a text encoder: pass text embeddings")
             hidden = self.text_encoder(ids, encoder_mask)
         else:
             assert text.embeddings is not None
