@@ -36,8 +36,12 @@ def _metric(node: RunningNode, name: str, labels: dict[str, str] | None = None) 
     return float(value or 0.0)
 
 
-def test_echo_and_a_series_stored_byte_for_byte(start_node: StartNode, tmp_path: Path) -> None:
-    node = start_node()
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_echo_and_a_series_stored_byte_for_byte(
+    start_node: StartNode, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    url = None if backend == "sqlite" else str(request.getfixturevalue("postgres_url"))
+    node = start_node(database_url=url)
     echo = run_tool([ECHOSCU, "-aec", "RADSCRIBE", "127.0.0.1", str(node.port)])
     assert echo.returncode == 0, echo.stderr
 

@@ -1,0 +1,156 @@
+"""`radscribe dicom send`, `radscribe studies list --json` and `dicom serve --workers N`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app.cli.main import main as radscribe
+from app.core.db import make_engine, make_session_factory
+from app.core.domain import SeriesState
+from app.core.tables import Instance, Series
+from tests.conftest import free_port
+
+from .conftest import (  # type: ignore[import-not-found]
+    ECHOSCU,
+    STORESCU,
+    RunningNode,
+    run_tool,
+    wait_until,
+    write_ct_series,
+)
+from .test_crash_safety import NodeProcess  # type: ignore[import-not-found]
+
+StartNode = Callable[..., RunningNode]
+
+
+def test_send_then_list_studies(
+    start_node: StartNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    node = start_node()
+    axial = write_ct_series(tmp_path / "study" / "axial", slices=8)
+    write_ct_series(
+        tmp_path / "study" / "scout",
+        slices=1,
+        study_uid=axial.study_uid,
+        series_number=1,
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+    )
+    to = f"127.0.0.1:{node.port}"
+    assert radscribe(["dicom", "send", str(tmp_path / "study"), "--to", to, "--quiet"]) == 0
+    assert "sent 9 of 9 files" in capsys.readouterr().out
+
+    refused = radscribe(
+        [
+            "dicom",
+            "send",
+            str(tmp_path / "study"),
+            "--to",
+            to,
+            "--calling-aet",
+            "STRANGER",
+            "--quiet",
+        ]
+    )
+    assert refused == 1
+    assert "FAILED association rejected" in capsys.readouterr().out
+
+    node.wait_ready(axial.series_uid)
+    wait_until(lambda: all(s["ready"] for s in _listed(monkeypatch, node, capsys)[0]["series"]))
+    [study] = _listed(monkeypatch, node, capsys)
+    assert study["study_instance_uid"] == axial.study_uid
+    assert study["instance_count"] == 9
+    assert study["status"] == "ready"
+    assert study["selected_series_uid"] == axial.series_uid
+    by_number = {s["series_number"]: s for s in study["series"]}
+    assert by_number[2]["selected"] and by_number[2]["instance_count"] == 8
+    assert not by_number[1]["selected"] and "localizer" in by_number[1]["skip_reason"]
+    assert "dicom_patient_name" not in json.dumps(study)
+
+
+def _listed(
+    monkeypatch: pytest.MonkeyPatch, node: RunningNode, capsys: pytest.CaptureFixture[str]
+) -> list[dict]:  # type: ignore[type-arg]
+    monkeypatch.setenv("RADSCRIBE_ENV", "development")
+    monkeypatch.setenv("RADSCRIBE_DATA_DIR", str(node.settings.data_dir))
+    monkeypatch.setenv("RADSCRIBE_DATABASE_URL", node.settings.effective_database_url)
+    capsys.readouterr()
+    assert radscribe(["studies", "list", "--json"]) == 0
+    studies: list[dict] = json.loads(capsys.readouterr().out)["studies"]  # type: ignore[type-arg]
+    return studies
+
+
+def test_several_receiver_processes_share_one_port(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'node.db'}"
+    env = {
+        **os.environ,
+        "RADSCRIBE_ENV": "development",
+        "RADSCRIBE_DATA_DIR": str(tmp_path / "data"),
+        "RADSCRIBE_DATABASE_URL": database,
+        "RADSCRIBE_DICOM_ALLOWED_AES": "STORESCU,ECHOSCU",
+        "RADSCRIBE_DICOM_QUIET_SECONDS": "0.3",
+        "RADSCRIBE_DICOM_MIN_SERIES_SLICES": "8",
+        "RADSCRIBE_DICOM_MIN_FREE_BYTES": "0",
+        "RADSCRIBE_LOG_LEVEL": "WARNING",
+    }
+    port = free_port()
+    series = [write_ct_series(tmp_path / f"s{i}", slices=8, seed=i) for i in range(4)]
+    node = NodeProcess(env, port, tmp_path / "node.log", workers=2)
+    try:
+        # Workers bind after the parent starts; wait until both answer.
+        wait_until(
+            lambda: (
+                run_tool(
+                    [
+                        ECHOSCU,
+                        "-aec",
+                        "RADSCRIBE",
+                        "127.0.0.1",
+                        str(port),
+                    ]
+                ).returncode
+                == 0
+            )
+        )
+        results: list[subprocess.CompletedProcess[str]] = []
+        threads = [
+            threading.Thread(
+                target=lambda s=s: results.append(
+                    run_tool(
+                        [STORESCU, "-aec", "RADSCRIBE", "127.0.0.1", str(port)]
+                        + [str(f) for f in s.files]
+                    )
+                )
+            )
+            for s in series
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+        engine = make_engine(database)
+        factory = make_session_factory(engine)
+
+        def selected() -> bool:
+            with factory() as session:
+                states = session.scalars(select(Series.state)).all()
+            return len(states) == 4 and all(s is SeriesState.SELECTED for s in states)
+
+        wait_until(selected)
+        with factory() as session:
+            assert len(session.scalars(select(Instance.id)).all()) == 32
+        engine.dispose()
+    finally:
+        node.stop()
+    assert node.process.returncode == 0
