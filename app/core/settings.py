@@ -136,9 +136,21 @@ class Settings(BaseSettings):
         default=16 * 1024 * 1024, description="Largest inbound HL7 message accepted."
     )
 
-    whisper_model_dir: Path | None = None
-    whisper_device: str = "cpu"
-    whisper_compute_type: str = "int8"
+    whisper_model_dir: Path | None = Field(
+        default=None,
+        description="CTranslate2 Whisper model: a directory, the directories of a split model "
+        "joined by ':', or a packaged model name (tiny.en, base). Default: tiny.en.",
+    )
+    whisper_device: str = Field(default="cpu", description="cpu, cuda or auto.")
+    whisper_compute_type: str = Field(
+        default="int8", description="CTranslate2 compute type: int8, int8_float16, float16, ..."
+    )
+    whisper_cpu_threads: int = Field(
+        default=0, description="CPU threads for Whisper; 0 uses one per core."
+    )
+    dictation_max_seconds: float = Field(
+        default=1200.0, description="Longest dictation accepted, in seconds."
+    )
 
     checkpoint: Path | None = None
     allow_demo_model: bool = False
@@ -249,6 +261,28 @@ class Settings(BaseSettings):
         if self.dicom_tls_client_ca is not None and self.dicom_tls_certificate is None:
             raise ValueError("RADSCRIBE_DICOM_TLS_CLIENT_CA needs a DICOM TLS certificate")
         return self
+
+    @field_validator("whisper_device")
+    @classmethod
+    def _check_whisper_device(cls, value: str) -> str:
+        device = value.strip().lower()
+        if device not in {"cpu", "cuda", "auto"}:
+            raise ValueError("Whisper runs on cpu, cuda or auto")
+        return device
+
+    @field_validator("whisper_cpu_threads")
+    @classmethod
+    def _check_whisper_threads(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must not be negative (0 uses one thread per core)")
+        return value
+
+    @field_validator("dictation_max_seconds")
+    @classmethod
+    def _check_dictation_length(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
 
     @field_validator("dicom_quiet_seconds", "dicom_stale_seconds", "order_wait_seconds")
     @classmethod

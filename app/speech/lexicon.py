@@ -1,0 +1,135 @@
+"""Radiology vocabulary for Whisper: the prompt that biases it, fixes for what it still mishears.
+
+The prompt is report text in the style we want back (digits and units, section
+words, chest CT terms); Whisper continues in the style of its prompt, so it
+writes "6 mm" and "pleural effusion" far more often.  The corrections were made
+from the errors tiny.en and base make on synthesized chest CT dictations (the
+development set in ``bench/radiology_dictations.py``); the benchmark measures
+them on dictations built from other sentence templates.
+
+A correction marked ``needs_context`` applies only where the transcript is
+about the chest (:func:`has_context`), so "module" stays "module" elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+VOCABULARY_PROMPT = (
+    "Chest CT report. Findings: Lungs: 6 mm solid pulmonary nodule in the right upper lobe; "
+    "ground-glass opacity; consolidation with air bronchograms; atelectasis; centrilobular "
+    "emphysema; bronchiectasis; peribronchial thickening; interlobular septal thickening; mosaic "
+    "attenuation; pulmonary fibrotic sequela. Pleura: pleural effusion, pneumothorax. "
+    "Mediastinum: hilar, subcarinal and paratracheal lymph nodes, lymphadenopathy. Heart: "
+    "cardiomegaly, pericardial effusion, coronary artery calcifications, arterial wall "
+    "calcification. Hiatal hernia. Degenerative changes of the thoracic spine. Cyst, 15 "
+    "Hounsfield units. Impression: 6 x 4 mm nodule. Follow-up CT in 12 months."
+)
+"""Report text in the style we want back; its terms are the 18 findings Radscribe predicts
+(``models.findings``) with the chest CT anatomy and descriptors around them."""
+
+CONTEXT_WORDS = frozenset(
+    [
+        "chest",
+        "lung",
+        "lungs",
+        "lobe",
+        "lobes",
+        "pleural",
+        "pleura",
+        "pulmonary",
+        "thorax",
+        "thoracic",
+        "mediastinal",
+        "mediastinum",
+        "hilar",
+        "airway",
+        "airways",
+        "bronchial",
+        "bronchiectasis",
+        "effusion",
+        "pneumothorax",
+        "emphysema",
+        "atelectasis",
+        "consolidation",
+        "ct",
+        "nodule",
+        "nodules",
+        "opacity",
+        "opacities",
+        "lingula",
+    ]
+)
+_WORD = re.compile(r"[a-z]+")
+
+
+def has_context(text: str) -> bool:
+    """Whether the dictation is about the chest (so chest-only corrections apply)."""
+    return any(word in CONTEXT_WORDS for word in _WORD.findall(text.lower()))
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """Replace what ``pattern`` matches (case-insensitive, whole words) with ``right``."""
+
+    pattern: re.Pattern[str]
+    right: str
+    needs_context: bool = False
+
+
+PLEURAL_EFFUSION = "pleural effusion"
+_UNIT = r"(?:millimet(?:er|re)s?|centimet(?:er|re)s?|mm|cm)"
+
+
+def _fix(wrong: str, right: str, *, chest: bool = False, before: str | None = None) -> Correction:
+    """``wrong`` is a regex over words; ``before`` a regex that must follow (not replaced)."""
+    lookahead = rf"(?=[\s,-]+{before}\b)" if before else ""
+    pattern = re.compile(rf"\b{wrong}\b{lookahead}", re.IGNORECASE)
+    return Correction(pattern=pattern, right=right, needs_context=chest)
+
+
+CORRECTIONS: tuple[Correction, ...] = (
+    # dictation commands misheard
+    _fix(r"s?c?ratch(?:ed)?\s+(?:at|that|dat|fat|mat)", "scratch that"),
+    _fix(r"crash\s+(?:at|that|fat|mat)", "scratch that"),
+    _fix(r"new\s+pair\s+of\s+graph", "new paragraph"),
+    # number words misheard before a unit
+    _fix("sick", "six", before=_UNIT),
+    _fix("sex", "six", before=_UNIT),
+    _fix("for", "four", before=_UNIT),
+    # chest words
+    _fix(r"plural\s+(?:if\s+you\s+can|a\s+fusion|infusion|diffusion|effusions?)", PLEURAL_EFFUSION),
+    _fix(r"(?:pleural|lower|clear|plural)\s+(?:a\s+fusion|infusion|diffusion)", PLEURAL_EFFUSION),
+    _fix(r"lower\s+effusion", PLEURAL_EFFUSION, chest=True),
+    _fix(r"pericard(?:ium|ic|in|al)?\s+(?:effusion|a?\s*fusion|diffusion)", "pericardial effusion"),
+    _fix(r"(?:if\s+you\s+can|a\s+fusion|infusion)", "effusion", chest=True),
+    _fix("plural", "pleural", chest=True),
+    _fix("modules", "nodules", chest=True),
+    _fix("module", "nodule", chest=True),
+    _fix(r"(?:thickulated|stipulated|speculated|sticulated)", "spiculated", chest=True),
+    _fix("lingual", "lingula", chest=True),
+    _fix(r"(?:killer|hiller|healer|filler)(?=\s+(?:lymph|nodes?|region))", "hilar", chest=True),
+    _fix("hiller", "hilar", chest=True),
+    _fix(r"mediastinum(?=\s+and\s+hilar)", "mediastinal"),
+    _fix(r"corbinary|coronery", "coronary"),
+    _fix(r"hounds?\s*(?:feel|field)", "Hounsfield"),
+    _fix(r"the\s+generative", "degenerative"),
+    _fix(r"thoracic\s+pine", "thoracic spine"),
+    _fix(r"(?:sift|sis)(?=\s+in\s+the)", "cyst", chest=True),
+    _fix(r"(?<=the\s)clean", "spleen", chest=True),
+    _fix(r"m5s?", "emphysema", chest=True),
+    _fix(r"mile(?=\s+(?:centrilobular|emphysema|bronchial|atelectasis))", "mild"),
+    _fix(r"compressiv(?:e\s+|at)e?\s*a?t?e?\s*lectasis", "compressive atelectasis"),
+    _fix(r"centri(?:l|lary)\s+(?:wave|airway|airways)", "central airways", chest=True),
+    _fix(
+        r"airways?[\s-]+(?:are|is|marpet)\s+(?:present|parent|panned|paired|pat)",
+        "airways are patent",
+    ),
+    _fix(r"cardio\w*(?:\s+area)?(?=\s+(?:ab)?normality)", "cardiopulmonary", chest=True),
+    _fix(r"(?<=cardiopulmonary\s)normality", "abnormality"),
+    # a singular noun before "are": Whisper drops the plural s it cannot hear
+    _fix(r"calcification(?=\s+are\b)", "calcifications"),
+    _fix(r"opacity(?=\s+(?:are|is\s+in\s+both)\b)", "opacities"),
+    _fix(r"airway(?=\s+are\b)", "airways"),
+)
