@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from dataclasses import asdict
@@ -14,7 +13,8 @@ from app.core.db import make_engine, make_session_factory, transaction
 from app.core.domain import OutboxStatus
 from app.core.settings import Settings
 from app.emr import mllp
-from app.emr.ack import AckError, read_ack
+from app.emr.ack import AckError, ReceivedAck
+from app.emr.client import send_messages_sync
 from app.emr.runtime import Hl7Component
 from app.services import outbox
 
@@ -73,25 +73,12 @@ def _address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def _send_all(
-    host: str, port: int, payloads: list[tuple[Path, bytes]], timeout: float
-) -> int:
+def _report(paths: list[Path], acks: list[ReceivedAck]) -> int:
     failures = 0
-    reader, writer = await mllp.open_connection(host, port, timeout=timeout)
-    try:
-        for path, payload in payloads:
-            reply = await mllp.exchange(reader, writer, payload, timeout=timeout)
-            try:
-                ack = read_ack(reply)
-            except AckError as exc:
-                print(f"{path}: unreadable reply ({exc})")
-                failures += 1
-                continue
-            print(f"{path}: {ack.code} {ack.control_id} {ack.text}".rstrip())
-            if ack.code not in ("AA", "CA"):
-                failures += 1
-    finally:
-        await mllp.close_writer(writer)
+    for path, ack in zip(paths, acks, strict=True):
+        print(f"{path}: {ack.code} {ack.control_id} {ack.text}".rstrip())
+        if ack.code not in ("AA", "CA"):
+            failures += 1
     return failures
 
 
@@ -103,10 +90,14 @@ def run_send(args: argparse.Namespace, settings: Settings) -> int:
         print(f"radscribe hl7 send: {exc}", file=sys.stderr)
         return 2
     try:
-        failures = asyncio.run(_send_all(host, port, payloads, args.timeout))
+        acks = send_messages_sync(host, port, [p for _, p in payloads], timeout=args.timeout)
+    except AckError as exc:
+        print(f"radscribe hl7 send: unreadable reply ({exc})", file=sys.stderr)
+        return 1
     except (OSError, TimeoutError, mllp.MllpError) as exc:
         print(f"radscribe hl7 send: {host}:{port}: {exc or type(exc).__name__}", file=sys.stderr)
         return 1
+    failures = _report([path for path, _ in payloads], acks)
     return 1 if failures else 0
 
 

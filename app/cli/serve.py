@@ -7,6 +7,8 @@ import signal
 import threading
 from types import FrameType
 
+from prometheus_client import REGISTRY
+
 from app.core.settings import Settings
 from app.services.runtime import build_runtime
 
@@ -30,7 +32,7 @@ def wait_for_signal() -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    runtime = build_runtime(settings)
+    runtime = build_runtime(settings, metrics_registry=REGISTRY)
     try:
         runtime.start()
         print("Radscribe is running:")

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from app.core.domain import FlagKind, FlagStatus, OrderStatus, Role, StudyStatus
 from app.core.tables import Order, Patient, ReportFlag, Study, StudyStatusChange, User
 from app.services import audit
+from app.services.study_status import change_status
 
 log = logging.getLogger(__name__)
 
@@ -176,18 +177,7 @@ def _change_status(
     user: User | None,
     now: datetime | None,
 ) -> None:
-    if study.status is status:
-        return
-    session.add(
-        StudyStatusChange(
-            study_id=study.id,
-            from_status=study.status,
-            to_status=status,
-            at=now or datetime.now(UTC),
-            user_id=user.id if user else None,
-        )
-    )
-    study.status = status
+    change_status(session, study, status, user=user, now=now)
 
 
 def _status_before_reconciliation(session: Session, study: Study) -> StudyStatus:

@@ -7,20 +7,31 @@ settings and run them side by side; a deployment runs them apart.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import uvicorn
-from sqlalchemy import Engine
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core import migrate
 from app.core.db import make_engine, make_session_factory
 from app.core.settings import Settings
+from app.core.tables import Study
+from app.emr.runtime import Hl7Component
+from app.services import drafting, linking
+from app.services.dicom_runtime import build_node
+from app.services.drafting import DraftingServices
+from app.services.model_loading import get_drafter
+from app.services.workers import PeriodicDuty, WorkerPool
+from app.speech.transcriber import Transcriber
+from dicom_node.series import SeriesReadyEvent
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +117,80 @@ class Runtime:
         return [component.describe() for component in self.components]
 
 
-def build_runtime(settings: Settings, *, only: Sequence[str] | None = None) -> Runtime:
-    """Migrate the database and assemble every component that exists."""
+def _on_series_ready(factory: sessionmaker[Session]) -> Callable[[SeriesReadyEvent], None]:
+    """When a series is ready: link its study to its order, then ask for a draft."""
+
+    def handle(event: SeriesReadyEvent) -> None:
+        with factory() as session, session.begin():
+            study = session.scalar(
+                select(Study).where(Study.study_instance_uid == event.study_instance_uid)
+            )
+            if study is None:
+                return
+            linking.link_study(session, study)
+            study_id = study.id
+        drafting.request_drafts(factory, [study_id])
+
+    return handle
+
+
+def drafting_services(settings: Settings, factory: sessionmaker[Session]) -> DraftingServices:
+    """The drafting job's dependencies, each loaded once per process on first use."""
+
+    @functools.cache
+    def transcriber() -> Transcriber:
+        from app.services.dictation import make_transcriber
+
+        return make_transcriber(settings)
+
+    def transcribe(dictation_id: int) -> None:
+        from app.services.dictation import transcribe_dictation
+
+        transcribe_dictation(
+            factory,
+            dictation_id=dictation_id,
+            transcriber=transcriber(),
+            data_dir=settings.data_dir,
+        )
+
+    return DraftingServices(
+        settings=settings,
+        session_factory=factory,
+        drafter=lambda: get_drafter(settings),
+        transcribe=transcribe,
+    )
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    only: Sequence[str] | None = None,
+    metrics_registry: CollectorRegistry | None = None,
+) -> Runtime:
+    """Migrate the database and assemble every component of the embedded system.
+
+    Pass ``metrics_registry=prometheus_client.REGISTRY`` in a process that serves
+    ``/metrics`` (one runtime per process); tests leave it out.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
     factory = make_session_factory(engine)
-    candidates: list[Component] = [WebComponent(settings, factory)]
+    services = drafting_services(settings, factory)
+    pool = WorkerPool(factory, lambda claimed: drafting.run_draft_job(services, claimed), threads=1)
+
+    def request_and_wake() -> None:
+        if drafting.request_drafts(factory):
+            pool.wake()
+
+    candidates: list[Component] = [
+        WebComponent(settings, factory),
+        build_node(
+            settings, factory, on_ready=_on_series_ready(factory), registry=metrics_registry
+        ),
+        Hl7Component(settings, factory),
+        pool,
+        PeriodicDuty(factory, "draft-requests", request_and_wake, interval_seconds=1.0),
+    ]
     components = [c for c in candidates if only is None or c.name in only]
     return Runtime(settings=settings, engine=engine, session_factory=factory, components=components)

@@ -18,7 +18,7 @@ from app.services import jobs, leases
 
 log = logging.getLogger(__name__)
 
-JobHandler = Callable[[jobs.ClaimedJob], None]
+JobHandler = Callable[[jobs.ClaimedJob], object]
 
 
 @dataclass
