@@ -29,6 +29,7 @@ from app.core.domain import (
     FlagKind,
     FlagStatus,
     JobState,
+    Priority,
     ReportKind,
     SeriesState,
     StudyStatus,
@@ -137,9 +138,14 @@ def content_key(session: Session, study: Study) -> tuple[str, Series] | None:
     return key, series
 
 
-def request_drafts(factory: sessionmaker[Session], study_ids: Sequence[int] | None = None) -> int:
-    """Enqueue a job for every draftable study whose content has no job yet."""
-    created = 0
+def request_drafts(
+    factory: sessionmaker[Session], study_ids: Sequence[int] | None = None
+) -> list[tuple[int, Priority]]:
+    """Enqueue a job for every draftable study whose content has no job yet.
+
+    Returns the new jobs (id, priority), for a dispatcher to hand out.
+    """
+    created: list[tuple[int, Priority]] = []
     with factory() as session, session.begin():
         query = select(Study).where(Study.status.in_(DRAFTABLE))
         if study_ids is not None:
@@ -149,7 +155,7 @@ def request_drafts(factory: sessionmaker[Session], study_ids: Sequence[int] | No
             if keyed is None:
                 continue
             key, series = keyed
-            _, new = jobs.enqueue(
+            job, new = jobs.enqueue(
                 session,
                 study_id=study.id,
                 series_id=series.id,
@@ -157,7 +163,8 @@ def request_drafts(factory: sessionmaker[Session], study_ids: Sequence[int] | No
                 priority=study.priority,
             )
             if new:
-                created += 1
+                session.flush()
+                created.append((job.id, job.priority))
                 if study.status in (StudyStatus.READY, StudyStatus.DRAFT_READY, StudyStatus.FAILED):
                     change_status(session, study, StudyStatus.QUEUED)
     return created

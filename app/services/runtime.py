@@ -26,6 +26,7 @@ from app.core.settings import Settings
 from app.core.tables import Study
 from app.emr.runtime import Hl7Component
 from app.services import drafting, linking
+from app.services.celery_app import dispatcher_for
 from app.services.dicom_runtime import build_node
 from app.services.drafting import DraftingServices
 from app.services.model_loading import get_drafter
@@ -177,20 +178,37 @@ def build_runtime(
     engine = make_engine(settings.effective_database_url)
     factory = make_session_factory(engine)
     services = drafting_services(settings, factory)
-    pool = WorkerPool(factory, lambda claimed: drafting.run_draft_job(services, claimed), threads=1)
-
-    def request_and_wake() -> None:
-        if drafting.request_drafts(factory):
-            pool.wake()
-
     candidates: list[Component] = [
         WebComponent(settings, factory),
         build_node(
             settings, factory, on_ready=_on_series_ready(factory), registry=metrics_registry
         ),
         Hl7Component(settings, factory),
-        pool,
-        PeriodicDuty(factory, "draft-requests", request_and_wake, interval_seconds=1.0),
     ]
+    celery = dispatcher_for(settings)
+    if celery is None:  # embedded: jobs run on in-process workers
+        pool = WorkerPool(
+            factory, lambda claimed: drafting.run_draft_job(services, claimed), threads=1
+        )
+
+        def request_and_wake() -> None:
+            if drafting.request_drafts(factory):
+                pool.wake()
+
+        candidates += [
+            pool,
+            PeriodicDuty(factory, "draft-requests", request_and_wake, interval_seconds=1.0),
+        ]
+    else:  # scale-out: jobs go to Celery workers (`radscribe worker`)
+        dispatcher = celery
+
+        def request_and_dispatch() -> None:
+            for job_id, priority in drafting.request_drafts(factory):
+                dispatcher.dispatch(job_id, priority)
+            dispatcher.redispatch_stale(factory)
+
+        candidates.append(
+            PeriodicDuty(factory, "draft-requests", request_and_dispatch, interval_seconds=1.0)
+        )
     components = [c for c in candidates if only is None or c.name in only]
     return Runtime(settings=settings, engine=engine, session_factory=factory, components=components)
