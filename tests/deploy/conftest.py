@@ -8,12 +8,6 @@ import pytest
 
 from app.cli.main import build_parser
 
-# Commands the deployment runs that are not written yet, and why.  A test fails (strict
-# xfail) as soon as one exists, so the entry is removed and the command checked like the rest.
-PENDING_COMMANDS: dict[str, str] = {
-    "worker": "`radscribe worker` (the Celery drafting worker) is a later issue",
-}
-
 
 def radscribe_command_error(args: Sequence[str]) -> str | None:
     """None when ``radscribe ARGS`` names a sub-command that exists, else why not."""
@@ -28,16 +22,7 @@ def radscribe_command_error(args: Sequence[str]) -> str | None:
     return None
 
 
-def pending(args: Sequence[str]) -> bool:
-    """A command listed in PENDING_COMMANDS that does not exist yet."""
-    return bool(args) and args[0] in PENDING_COMMANDS and radscribe_command_error(args) is not None
-
-
 @pytest.fixture
 def check_radscribe_command() -> Callable[[Sequence[str]], str | None]:
-    """None for a real command, or one still pending (see test_pending_commands_exist)."""
-
-    def check(args: Sequence[str]) -> str | None:
-        return None if pending(args) else radscribe_command_error(args)
-
-    return check
+    """None for a real `radscribe` command line, else why it is not one."""
+    return radscribe_command_error
