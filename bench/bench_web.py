@@ -134,7 +134,7 @@ def seed(url: str, studies: int) -> None:
 
 
 @contextmanager
-def web_process(url: str, port: int, data_dir: Path) -> Iterator[str]:
+def web_process(url: str, port: int, data_dir: Path, workers: int) -> Iterator[str]:
     env = {
         **os.environ,
         "RADSCRIBE_ENV": "development",
@@ -144,7 +144,10 @@ def web_process(url: str, port: int, data_dir: Path) -> Iterator[str]:
         "RADSCRIBE_LOG_LEVEL": "WARNING",
     }
     process = subprocess.Popen(
-        [str(VENV_BIN / "radscribe"), "web"], env=env, stdout=subprocess.PIPE, text=True
+        [str(VENV_BIN / "radscribe"), "web", "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -249,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--studies", type=int, default=10_000)
     parser.add_argument("--baseline-seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=2, help="radscribe web --workers")
     args = parser.parse_args(argv)
 
     with scratch_database() as url:
@@ -258,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir = (
             Path(os.environ.get("TMPDIR", "/tmp")) / f"radscribe-bench-{uuid.uuid4().hex[:8]}"
         )
-        with web_process(url, free_port(), data_dir) as base:
+        with web_process(url, free_port(), data_dir, args.workers) as base:
             cookies, token = log_in(base)
             warm = asyncio.run(
                 run_load(base, cookies, token, rate=20, seconds=3, kinds=request_kinds())
@@ -290,11 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"\nopen loop, {args.rate:g} req/s for {args.seconds:g} s, {args.studies} studies, "
-        f"PostgreSQL, auditing on, {os.cpu_count()} cores"
+        f"PostgreSQL, auditing on, {args.workers} web processes, {os.cpu_count()} cores"
     )
-    print(
-        f"{'request':<10} {'count':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}"
-    )
+    columns = ("p50 ms", "p95 ms", "p99 ms", "max ms")
+    print(f"{'request':<10} {'count':>6} " + " ".join(f"{c:>8}" for c in columns) + " errors")
     for kind in ("page", "api", "search"):
         print(load[kind].line(kind))
     print(everything.line("all"))

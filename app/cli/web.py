@@ -4,26 +4,53 @@ from __future__ import annotations
 
 import argparse
 
+import uvicorn
+
 from app.cli.serve import wait_for_signal
+from app.core import migrate
 from app.core.settings import Settings
 from app.services.runtime import build_runtime
+
+MAX_WORKERS = 64
+
+
+def _workers(value: str) -> int:
+    count = int(value)
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"workers is 1-{MAX_WORKERS}")
+    return count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("web", help="serve only the web app (worklist, study view, JSON API)")
-    parser.add_argument("--host", help="listen address (default RADSCRIBE_HTTP_HOST)")
-    parser.add_argument("--port", type=int, help="listen port (default RADSCRIBE_HTTP_PORT)")
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="web processes sharing the port (default 1; use the number of cores)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    overrides = {
-        key: value
-        for key, value in (("http_host", args.host), ("http_port", args.port))
-        if value is not None
-    }
-    if overrides:
-        settings = settings.model_copy(update=overrides)
+    if args.workers > 1:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade(settings.effective_database_url)
+        print(
+            f"Radscribe web on http://{settings.http_host}:{settings.http_port}/ "
+            f"({args.workers} processes). Stop with Ctrl-C.",
+            flush=True,
+        )
+        uvicorn.run(
+            "app.web.factory:app_from_environment",
+            factory=True,
+            host=settings.http_host,
+            port=settings.http_port,
+            workers=args.workers,
+            log_level="warning",
+            access_log=False,
+        )
+        return 0
     runtime = build_runtime(settings, only=("web",))
     try:
         runtime.start()

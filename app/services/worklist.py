@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from app.core.domain import Priority, StudyStatus
@@ -178,6 +178,27 @@ def _ordered(statement: Select[Any], sort: Sort) -> Select[Any]:
     return statement.order_by(Study.accession_number, Study.id)
 
 
+_READER = aliased(User)
+# Built once: the page's rows by id (the statement is compiled and cached once, too).
+_PAGE_ROWS = (
+    select(
+        Study.id,
+        Study.status,
+        Study.priority,
+        _ACQUIRED.label("acquired"),
+        Study.dicom_patient_name,
+        Study.dicom_patient_id,
+        Study.accession_number,
+        Study.study_description,
+        Study.claimed_by_id,
+        _READER.display_name,
+        Study.claim_expires_at,
+    )
+    .outerjoin(_READER, _READER.id == Study.claimed_by_id)
+    .where(Study.id.in_(bindparam("ids", expanding=True)))
+)
+
+
 def query_worklist(
     session: Session, query: WorklistQuery, *, user_id: int, now: datetime
 ) -> WorklistPage:
@@ -195,25 +216,7 @@ def query_worklist(
         counted.limit(query.page_size).offset((query.page - 1) * query.page_size)
     ).all()
     ids = [row.id for row in found]
-    reader = aliased(User)
-    statement = (
-        select(
-            Study.id,
-            Study.status,
-            Study.priority,
-            _ACQUIRED.label("acquired"),
-            Study.dicom_patient_name,
-            Study.dicom_patient_id,
-            Study.accession_number,
-            Study.study_description,
-            Study.claimed_by_id,
-            reader.display_name,
-            Study.claim_expires_at,
-        )
-        .outerjoin(reader, reader.id == Study.claimed_by_id)
-        .where(Study.id.in_(ids))
-    )
-    by_id = {r.id: r for r in session.execute(statement)} if ids else {}
+    by_id = {r.id: r for r in session.execute(_PAGE_ROWS, {"ids": ids})} if ids else {}
     ordered_ids = [i for i in ids if i in by_id]
     rows = []
     for study_id in ordered_ids:
