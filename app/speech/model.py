@@ -227,6 +227,10 @@ _load_lock = threading.Lock()
 
 def load_model(location: ModelLocation, options: ModelOptions) -> WhisperModel:
     """The process's one loaded copy of this model with these options (loaded on first use)."""
+    threads = options.cpu_threads or (os.cpu_count() or 1)
+    options = ModelOptions(
+        device=options.device, compute_type=options.compute_type, cpu_threads=threads
+    )
     key = (location.directory.resolve(), options)
     with _load_lock:
         model = _loaded.get(key)
@@ -238,7 +242,7 @@ def load_model(location: ModelLocation, options: ModelOptions) -> WhisperModel:
                     str(location.directory),
                     device=options.device,
                     compute_type=options.compute_type,
-                    cpu_threads=options.cpu_threads or (os.cpu_count() or 1),
+                    cpu_threads=options.cpu_threads,
                     local_files_only=True,
                 )
             except (RuntimeError, ValueError, OSError) as exc:

@@ -290,6 +290,8 @@ class _Assembler:
 
     def _spoken_mark(self, mark: str, tokens: Sequence[Token], index: int) -> int:
         removed = self._drop_trailing_marks() if mark != "(" else ""
+        if mark != "(" and not self._ends_with_text():
+            return _skip_marks(tokens, index)  # nothing to punctuate
         self._add(ItemKind.MARK, mark, glued=mark != "(")
         self.lower_next = mark in LOWERING_MARKS and bool(removed) and removed in SENTENCE_END
         return _skip_marks(tokens, index) if mark != "(" else index
@@ -301,11 +303,15 @@ class _Assembler:
             removed = self.items.pop().text
         return removed
 
+    def _ends_with_text(self) -> bool:
+        last = self.items[-1] if self.items else None
+        return last is not None and (last.kind is ItemKind.WORD or _is_mark(last, ")%"))
+
     def _close_sentence(self) -> None:
         """End the sentence being dictated with a period (before a heading or paragraph)."""
         while self.items and _is_mark(self.items[-1], ",;:"):
             self.items.pop()
-        if self.items and (self.items[-1].kind is ItemKind.WORD or _is_mark(self.items[-1], ")%")):
+        if self._ends_with_text():
             self._add(ItemKind.MARK, ".", glued=True)
 
     def _scratch(self) -> None:

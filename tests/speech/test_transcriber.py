@@ -1,0 +1,137 @@
+"""Whisper on real and synthesized speech: corrected sections, quality signals, long audio."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.speech.audio import SAMPLE_RATE, DecodedAudio, NoSpeechError, decode_audio
+from app.speech.transcriber import CHUNK_SECONDS, Transcriber
+from app.speech.transcript import Transcript
+
+JFK_REFERENCE = (  # /work/shared/data/SOURCES.md
+    "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
+Speak = Callable[[str, Path], Path]
+Convert = Callable[[Path, str], Path]
+AddNoise = Callable[[DecodedAudio, float], DecodedAudio]
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+(?:\.[0-9]+)?", text.lower())
+
+
+def _wer(reference: str, hypothesis: str) -> float:
+    ref, hyp = _words(reference), _words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, word in enumerate(ref, start=1):
+        previous, row[0] = row[0], i
+        for j, other in enumerate(hyp, start=1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (word != other))
+    return row[-1] / len(ref)
+
+
+def test_dictation_becomes_report_sections(chest_transcript: Transcript) -> None:
+    sections = chest_transcript.sections
+    assert list(sections) == ["findings", "impression"]
+    findings, impression = sections["findings"], sections["impression"]
+    assert "6 mm" in findings
+    assert "nodule in the right upper lobe" in findings
+    assert "No pleural effusion." in findings
+    assert "enlarged" not in findings  # "scratch that" took it back
+    assert "6 mm right upper lobe nodule" in impression
+    for spoken in ("period", "scratch", "millimeter"):
+        assert spoken not in chest_transcript.text.lower()
+    assert chest_transcript.text.startswith("Findings: ")
+    assert "\n\nImpression: " in chest_transcript.text
+
+
+def test_raw_text_is_whispers_own(chest_transcript: Transcript) -> None:
+    assert "period" in chest_transcript.raw_text.lower()
+    assert chest_transcript.raw_text != chest_transcript.text
+    assert chest_transcript.model_name == "tiny.en"
+
+
+def test_quality_signals_of_a_clean_dictation(chest_transcript: Transcript) -> None:
+    quality = chest_transcript.quality
+    assert -1.0 < quality.mean_logprob < 0.0
+    assert 0.0 <= quality.no_speech_prob < 0.3
+    assert quality.snr_db > 30.0  # synthesized speech with digital silence between words
+    assert 0.8 * chest_transcript.duration < quality.speech_seconds <= chest_transcript.duration
+    assert 0.6 < quality.confidence <= 1.0
+    assert set(quality.to_dict()) == {
+        "mean_logprob",
+        "no_speech_prob",
+        "snr_db",
+        "speech_seconds",
+        "confidence",
+    }
+
+
+def test_noise_lowers_snr_and_confidence(
+    transcriber: Transcriber, chest_wav: Path, chest_transcript: Transcript, add_noise: AddNoise
+) -> None:
+    noisy = transcriber.transcribe(add_noise(decode_audio(chest_wav), 5.0))
+    assert noisy.quality.snr_db == pytest.approx(5.0, abs=4.0)
+    assert noisy.quality.confidence < chest_transcript.quality.confidence - 0.2
+    assert 0.0 <= noisy.quality.confidence <= 1.0
+
+
+def test_browser_webm_gives_the_same_sections(
+    transcriber: Transcriber, chest_wav: Path, convert: Convert, chest_transcript: Transcript
+) -> None:
+    webm = transcriber.transcribe(decode_audio(convert(chest_wav, ".webm")))
+    assert list(webm.sections) == ["findings", "impression"]
+    assert "6 mm" in webm.sections["findings"]
+    assert _wer(chest_transcript.text, webm.text) < 0.15
+
+
+def test_jfk(transcriber: Transcriber, shared_data: Path) -> None:
+    transcript = transcriber.transcribe(decode_audio(shared_data / "audio" / "jfk.flac"))
+    assert _wer(JFK_REFERENCE, transcript.text) <= 0.10
+    assert transcript.quality.confidence > 0.6
+    assert 8.0 < transcript.quality.speech_seconds <= 11.0
+
+
+LONG_FINDINGS = [
+    "The lungs are clear.",
+    "There is no pleural effusion.",
+    "The heart is normal in size.",
+    "There is no pericardial effusion.",
+    "The thoracic aorta is normal in caliber.",
+    "The central airways are patent.",
+    "There is no pneumothorax.",
+    "The thyroid gland is normal.",
+    "The visualized upper abdomen is unremarkable.",
+    "The bones show mild degenerative change.",
+    "There is no axillary lymph node enlargement.",
+    "The esophagus is normal.",
+    "The pulmonary arteries are normal in size.",
+    "There is no hiatal hernia.",
+    "The liver and spleen are unremarkable.",
+]
+
+
+def test_long_dictation_is_transcribed_segment_by_segment(
+    transcriber: Transcriber, speak: Speak, tmp_path: Path
+) -> None:
+    spoken = "Findings. " + " ".join(LONG_FINDINGS) + " Impression. Normal chest CT."
+    audio = decode_audio(speak(spoken, tmp_path / "long.wav"))
+    assert audio.duration > CHUNK_SECONDS + 5.0  # at least two chunks
+    transcript = transcriber.transcribe(audio)
+    findings = transcript.sections["findings"]
+    assert findings.startswith("The lungs are clear.")
+    assert findings.endswith("are unremarkable.")  # the last chunk too
+    assert _wer(" ".join(LONG_FINDINGS), findings) < 0.2  # nothing skipped at chunk edges
+    assert transcript.sections["impression"] == "Normal chest CT."
+
+
+def test_noise_without_speech_is_refused(transcriber: Transcriber) -> None:
+    noise = np.random.default_rng(1).normal(0.0, 0.03, 5 * SAMPLE_RATE).astype(np.float32)
+    with pytest.raises(NoSpeechError, match="no speech"):
+        transcriber.transcribe(DecodedAudio(samples=noise, container="wav", codec="pcm_f32le"))
