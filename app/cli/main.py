@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.cli.dicom",
     "app.cli.studies",
     "app.cli.draft",
+    "app.cli.transcribe",
 )
 
 
