@@ -4,6 +4,8 @@ and AI drafts written as the real services write them, and a logged-in test clie
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -353,3 +355,21 @@ def web(
     app: FastAPI, web_factory: sessionmaker[Session], seed: Seeder, web_config: Settings
 ) -> Web:
     return Web(app=app, factory=web_factory, seed=seed, settings=web_config)
+
+
+DICTATION_TEXT = "Findings. Small right pleural effusion. Impression. Pleural effusion."
+
+
+@pytest.fixture(scope="session")
+def dictation_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short chest dictation spoken by espeak-ng."""
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        pytest.skip("espeak-ng is not installed")
+    path = tmp_path_factory.mktemp("dictation") / "dictation.wav"
+    subprocess.run(
+        [espeak, "-v", "en-us", "-s", "150", "-w", str(path), DICTATION_TEXT],
+        check=True,
+        timeout=30,
+    )
+    return path

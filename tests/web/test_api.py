@@ -274,3 +274,22 @@ def test_openapi_lists_the_api(web) -> None:
     assert client.get("/docs").status_code == 200
     assert client.get("/healthz").text == "ok"
     assert "radscribe_http_requests_total" in client.get("/metrics").text
+
+
+def test_dictation_upload_needs_the_claim_and_real_audio(web, dictation_wav) -> None:
+    client, headers = _reader(web)
+    study = web.seed.study()
+    audio = {"audio": ("dictation.wav", dictation_wav.read_bytes(), "audio/wav")}
+    refused = client.post(f"/api/studies/{study}/dictations", files=audio, headers=headers)
+    assert refused.status_code == 409  # not claimed
+    client.post(f"/api/studies/{study}/claim", headers=headers)
+    stored = client.post(f"/api/studies/{study}/dictations", files=audio, headers=headers)
+    assert stored.status_code == 201, stored.text
+    assert stored.json()["status"] == "pending" and stored.json()["duration_seconds"] > 1
+    noise = {"audio": ("x.wav", b"RIFF not really audio", "audio/wav")}
+    bad = client.post(f"/api/studies/{study}/dictations", files=noise, headers=headers)
+    assert bad.status_code == 422
+    listed = client.get(f"/api/studies/{study}/dictations").json()
+    assert [d["id"] for d in listed] == [stored.json()["id"]]
+    no_token = client.post(f"/api/studies/{study}/dictations", files=audio)
+    assert no_token.status_code == 403

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from sqlalchemy import select
 
-from app.core.domain import Priority, Role, StudyStatus
+from app.core.domain import DictationStatus, Priority, Role, StudyStatus
+from app.core.tables import Dictation
+from app.services.dictation import transcribe_dictation
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -76,7 +79,22 @@ def log_in(page: object, base: str, username: str) -> None:
     page.wait_for_url(f"{base}/worklist")  # type: ignore[attr-defined]
 
 
-def test_read_a_study_from_login_to_signature(web: object, server: str, browser: object) -> None:
+@pytest.fixture(scope="module")
+def transcriber(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """The packaged tiny.en Whisper model: the worker's transcriber."""
+    from app.speech.model import ModelOptions
+    from app.speech.transcriber import Transcriber
+
+    return Transcriber.load(
+        spec=None,
+        cache_dir=tmp_path_factory.mktemp("whisper-cache"),
+        options=ModelOptions(cpu_threads=2),
+    )
+
+
+def test_read_a_study_from_login_to_signature(
+    web: object, server: str, browser: object, dictation_wav: Path, transcriber: object
+) -> None:
     seed = web.seed  # type: ignore[attr-defined]
     seed.user("rad", Role.RADIOLOGIST)
     seed.user("admin", Role.ADMIN)
@@ -132,11 +150,34 @@ def test_read_a_study_from_login_to_signature(web: object, server: str, browser:
     assert page.inner_text("#slice-label") == "8 / 12"
     shot(page, "02-study")
 
+    # Upload a dictation; the worker transcribes it; its sections go into the editor.
+    page.click(".tabs button[data-tab='dictation']")
+    page.set_input_files("#dictation-upload input[type=file]", str(dictation_wav))
+    page.click("#dictation-upload button[type=submit]")
+    page.wait_for_url(f"{server}/studies/{study}?done=dictation")
+    page.click(".tabs button[data-tab='dictation']")
+    assert "pending" in page.inner_text("[data-pane='dictation'] .dictation")
+    with web.factory() as session:  # type: ignore[attr-defined]
+        pending = session.scalars(select(Dictation.id)).one()
+    result = transcribe_dictation(
+        web.factory,  # type: ignore[attr-defined]
+        dictation_id=pending,
+        transcriber=transcriber,  # type: ignore[arg-type]
+        data_dir=web.settings.data_dir,  # type: ignore[attr-defined]
+    )
+    assert result.status is DictationStatus.DONE
+    page.reload()
+    page.click(".tabs button[data-tab='dictation']")
+    assert "pleural effusion" in page.inner_text("[data-pane='dictation'] .transcript").lower()
+    shot(page, "03-dictation")
+    page.click("[data-pane='dictation'] button[data-insert]")
+    assert "pleural effusion" in page.input_value("#section__pleura").lower()
+
     # The draft tab shows probabilities and modality weights.
     page.click(".tabs button[data-tab='draft']")
     assert "0.91" in page.inner_text("[data-pane='draft']")
     assert "image" in page.inner_text("[data-pane='draft'] .weights")
-    shot(page, "03-draft")
+    shot(page, "04-draft")
     page.click(".tabs button[data-tab='report']")
 
     # Signing is refused while the verify flag is open, and says why.
@@ -146,7 +187,7 @@ def test_read_a_study_from_login_to_signature(web: object, server: str, browser:
     assert "open flag" in page.inner_text("#error")
     # ...and the text typed before the refusal is kept.
     assert "pleural effusion" in page.input_value("#section__impression")
-    shot(page, "04-sign-refused")
+    shot(page, "05-sign-refused")
 
     # Resolve the flag, edit, save, sign.
     page.locator("#flags form button[value='accepted']").first.click()
@@ -162,7 +203,7 @@ def test_read_a_study_from_login_to_signature(web: object, server: str, browser:
     page.click(".tabs button[data-tab='delivery']")
     assert "ORU^R01" in page.inner_text("#deliveries")
     page.click(".tabs button[data-tab='history']")
-    shot(page, "05-signed-history")
+    shot(page, "06-signed-history")
 
     # The admin finds the audit entries of this study.
     page.click("#logout-form button")
@@ -178,8 +219,8 @@ def test_read_a_study_from_login_to_signature(web: object, server: str, browser:
         "report.sign_final",
     ):
         assert action in table, action
-    shot(page, "06-audit")
+    shot(page, "07-audit")
     page.goto(f"{server}/stats")
     assert page.locator("#turnaround-chart").count() == 1
-    shot(page, "07-stats")
+    shot(page, "08-stats")
     context.close()
