@@ -8,11 +8,13 @@ events to it; none lets an exception escape.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -26,7 +28,7 @@ from dicom_node.header import InstanceHeader, RejectedInstance, encode_file_meta
 from dicom_node.index import InstanceIndex, RecordOutcome, StoredInstance
 from dicom_node.metrics import ReceiveMetrics
 from dicom_node.status import ECHO_SUCCESS, StoreStatus
-from dicom_node.storage import InstanceStore, instance_relative_path
+from dicom_node.storage import InstanceStore, TemporaryFile, instance_relative_path
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ DIAGNOSTIC_CALLING_AE_NOT_RECOGNIZED = 0x03
 SOURCE_PRESENTATION = 0x03
 DIAGNOSTIC_LOCAL_LIMIT_EXCEEDED = 0x02
 STATE_AWAITING_CLOSE = "Sta13"
+IO_THREADS = 8
 REJECT_FLUSH_SECONDS = 2.0
 POLL_SECONDS = 0.005
 
@@ -94,6 +97,10 @@ class NodeServices:
     metrics: ReceiveMetrics
     access: AccessPolicy
     tracker: AssociationTracker = field(default_factory=AssociationTracker)
+    # Threads for file writes and folder fsyncs that overlap the handler's own work.
+    io: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(IO_THREADS, thread_name_prefix="dicom-io")
+    )
 
 
 @dataclass(frozen=True)
@@ -117,18 +124,21 @@ def store_instance(
     """Validate, store durably and index one received data set.
 
     Success is returned only after the file is fsynced and renamed into place,
-    its folder fsynced and its index row committed.
+    its folder fsynced and its index row committed.  A failure leaves no
+    partial file behind (at most a complete file without a row, which is
+    never acknowledged and which start-up recovery reconciles).
 
     ``encoded`` is the data set exactly as the sender encoded it; the file
     written is our File Meta followed by these bytes.
     """
     started = time.perf_counter()
     metrics = services.metrics
+    store = services.store
     try:
-        if not services.store.has_room(len(encoded)):
+        if not store.has_room(len(encoded)):
             raise RejectedInstance(
                 StoreStatus.OUT_OF_RESOURCES,
-                f"free disk space is below the floor of {services.store.min_free_bytes} bytes",
+                f"free disk space is below the floor of {store.min_free_bytes} bytes",
             )
         meta = encode_file_meta(
             sop_class_uid=sop_class_uid,
@@ -136,13 +146,20 @@ def store_instance(
             transfer_syntax_uid=transfer_syntax_uid,
             source_ae=calling_ae,
         )
-        header = parse_instance(
-            meta + encoded,
-            transfer_syntax_uid=transfer_syntax_uid,
-            affected_sop_class_uid=sop_class_uid,
-            affected_sop_instance_uid=sop_instance_uid,
-        )
-        digest = hashlib.sha256(encoded).hexdigest()
+        # The file is written and fsynced on an I/O thread while this one parses
+        # and hashes; a rejected instance's temporary file is then dropped.
+        writing = services.io.submit(store.write_temporary, (meta, encoded))
+        try:
+            header = parse_instance(
+                meta + encoded,
+                transfer_syntax_uid=transfer_syntax_uid,
+                affected_sop_class_uid=sop_class_uid,
+                affected_sop_instance_uid=sop_instance_uid,
+            )
+            digest = hashlib.sha256(encoded).hexdigest()
+        except BaseException:
+            _drop(store, writing)
+            raise
         # The path carries the digest: an identical re-send rewrites the same file
         # (harmless) and the index answers "identical"; a corrected instance gets a
         # new file and the old one is removed once the index points at the new one.
@@ -152,20 +169,26 @@ def store_instance(
             sop_instance_uid=header.sop_instance_uid,
             digest=digest,
         )
-        stored = services.store.write(relative, (meta, encoded))
-        result = services.index.record_instance(
-            StoredInstance(
-                header=header,
-                storage_path=stored.relative_path,
-                size_bytes=stored.size_bytes,
-                sha256=digest,
-                calling_ae=calling_ae,
-                peer_address=peer_address,
+        stored = store.place(writing.result(), relative)
+        # The folder fsync (making the rename durable) runs beside the index commit;
+        # both finish before Success.  Recovery completes a rename a power loss undid.
+        syncing = services.io.submit(store.sync_directory_of, relative)
+        try:
+            result = services.index.record_instance(
+                StoredInstance(
+                    header=header,
+                    storage_path=stored.relative_path,
+                    size_bytes=stored.size_bytes,
+                    sha256=digest,
+                    calling_ae=calling_ae,
+                    peer_address=peer_address,
+                )
             )
-        )
+        finally:
+            syncing.result()
         outcome = result.outcome
         if result.previous_path and result.previous_path != stored.relative_path:
-            _remove_superseded(services.store, result.previous_path)
+            _remove_superseded(store, result.previous_path)
     except RejectedInstance as rejected:
         metrics.failures.labels(rejected.status.reason).inc()
         log.warning(
@@ -196,6 +219,12 @@ def store_instance(
     metrics.store_seconds.observe(time.perf_counter() - started)
     log.debug("C-STORE %s from %s: %s", header.sop_instance_uid, calling_ae, outcome.value)
     return StoreOutcome(StoreStatus.SUCCESS, outcome=outcome, header=header)
+
+
+def _drop(store: InstanceStore, writing: Future[TemporaryFile]) -> None:
+    """Remove the temporary file of an instance that will not be stored."""
+    with contextlib.suppress(Exception):  # a failed write left nothing to remove
+        store.discard(writing.result())
 
 
 def _loggable(rejected: RejectedInstance) -> str:

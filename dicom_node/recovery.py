@@ -1,12 +1,17 @@
 """Start-up recovery: clean up after an interrupted write, reconcile files and rows.
 
-A crash can leave two things behind: a temporary file of an unfinished write
-(removed), and a complete file whose index row was never committed.  No
-such file was ever acknowledged (Success goes back only after the commit), so
-nothing acknowledged is lost either way.  An orphan whose SOP Instance UID
-has no row is indexed (it is a complete, checked instance); one whose UID
-already has a row is the loser of a replacement and is removed, as is an
-orphan that does not parse.
+A crash can leave three things behind:
+
+- a temporary file of an unfinished write: removed;
+- a temporary file whose rename was lost although its index row committed
+  (the folder fsync and the commit run side by side; a power loss between
+  them can undo the rename): moved into the place its row names;
+- a complete file whose index row was never committed.  No such file was ever
+  acknowledged (Success goes back only after the commit), so nothing
+  acknowledged is lost.  An orphan whose SOP Instance UID has no row is
+  indexed (it is a complete, checked instance); one whose UID already has a
+  row is the loser of a replacement and is removed, as is an orphan that does
+  not parse.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pynetdicom.dsutils import split_dataset
 
-from dicom_node.header import parse_instance
+from dicom_node.header import InstanceHeader, parse_instance
 from dicom_node.index import InstanceIndex, StoredInstance
-from dicom_node.storage import InstanceStore
+from dicom_node.storage import InstanceStore, instance_relative_path
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,7 @@ PATH_BATCH = 500
 @dataclass
 class RecoveryReport:
     temporary_removed: int = 0
+    salvaged: int = 0
     files_checked: int = 0
     reindexed: int = 0
     removed: int = 0
@@ -38,7 +45,8 @@ class RecoveryReport:
 
 def recover_storage(store: InstanceStore, index: InstanceIndex) -> RecoveryReport:
     """Clean interrupted writes and reconcile files without rows (run before serving)."""
-    report = RecoveryReport(temporary_removed=store.clean_interrupted_writes())
+    cleanup = store.clean_interrupted_writes(salvage=lambda path: _salvage(store, index, path))
+    report = RecoveryReport(temporary_removed=cleanup.removed, salvaged=cleanup.salvaged)
     batch: list[str] = []
     for relative in store.iter_instance_files():
         batch.append(relative)
@@ -50,14 +58,49 @@ def recover_storage(store: InstanceStore, index: InstanceIndex) -> RecoveryRepor
     if report.series:
         # No association is open for them: let the quiet window make them ready.
         index.close_series(report.series)
-    if report.temporary_removed or report.reindexed or report.removed:
+    if report.temporary_removed or report.salvaged or report.reindexed or report.removed:
         log.info(
-            "storage recovery: %d interrupted writes cleaned, %d files re-indexed, %d removed",
+            "storage recovery: %d interrupted writes cleaned, %d renames completed, "
+            "%d files re-indexed, %d removed",
             report.temporary_removed,
+            report.salvaged,
             report.reindexed,
             report.removed,
         )
     return report
+
+
+def _read(path: Path) -> tuple[InstanceHeader, bytes, bytes, str]:
+    """Header, whole file, data set bytes and source AE of a stored or temporary file."""
+    meta, offset = split_dataset(path)
+    data = path.read_bytes()
+    header = parse_instance(
+        data,
+        transfer_syntax_uid=str(meta.get("TransferSyntaxUID", "")),
+        affected_sop_class_uid=str(meta.get("MediaStorageSOPClassUID", "")),
+        affected_sop_instance_uid=str(meta.get("MediaStorageSOPInstanceUID", "")),
+    )
+    source = str(meta.get("SourceApplicationEntityTitle", "") or "").strip()
+    return header, data, data[offset:], source
+
+
+def _salvage(store: InstanceStore, index: InstanceIndex, path: Path) -> str | None:
+    """The stored path a leftover temporary file belongs at, if its row says so."""
+    try:
+        header, _data, encoded, _source = _read(path)
+    except Exception:  # an unfinished write does not parse: drop it
+        return None
+    digest = hashlib.sha256(encoded).hexdigest()
+    relative = instance_relative_path(
+        study_instance_uid=header.study_instance_uid,
+        series_instance_uid=header.series_instance_uid,
+        sop_instance_uid=header.sop_instance_uid,
+        digest=digest,
+    )
+    known = index.find_instance(header.sop_instance_uid)
+    if known is None or known.storage_path != relative or known.sha256 != digest:
+        return None
+    return None if store.exists(relative) else relative
 
 
 def _reconcile(
@@ -67,14 +110,7 @@ def _reconcile(
     for relative in sorted(index.unindexed_paths(paths)):
         path = store.absolute(relative)
         try:
-            meta, offset = split_dataset(path)
-            data = path.read_bytes()
-            header = parse_instance(
-                data,
-                transfer_syntax_uid=str(meta.get("TransferSyntaxUID", "")),
-                affected_sop_class_uid=str(meta.get("MediaStorageSOPClassUID", "")),
-                affected_sop_instance_uid=str(meta.get("MediaStorageSOPInstanceUID", "")),
-            )
+            header, data, encoded, source = _read(path)
         except Exception as exc:  # pydicom raises several kinds on broken files
             log.warning("removing unreadable orphan file %s: %s", relative, type(exc).__name__)
             store.remove(relative)
@@ -85,14 +121,13 @@ def _reconcile(
             store.remove(relative)
             report.removed += 1
             continue
-        encoded = data[offset:]
         index.record_instance(
             StoredInstance(
                 header=header,
                 storage_path=relative,
                 size_bytes=len(data),
                 sha256=hashlib.sha256(encoded).hexdigest(),
-                calling_ae=str(meta.get("SourceApplicationEntityTitle", "") or "").strip(),
+                calling_ae=source,
             )
         )
         report.reindexed += 1

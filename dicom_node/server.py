@@ -191,5 +191,6 @@ class DicomNode:
         if self._thread is not None:
             self._thread.join(timeout=grace_seconds)
         self._server = None
+        self.services.io.shutdown(wait=True)
         self.services.store.close()
         log.info("DICOM node %s stopped", self.config.ae_title)

@@ -24,7 +24,7 @@ import shutil
 import socket
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -49,6 +49,22 @@ class UnsafePathError(ValueError):
 class StoredFile:
     relative_path: str
     size_bytes: int
+
+
+@dataclass(frozen=True)
+class TemporaryFile:
+    path: Path
+    size_bytes: int
+
+
+@dataclass
+class CleanupReport:
+    removed: int = 0
+    salvaged: int = 0
+
+
+# Given a leftover temporary file, the stored path it belongs at, or None to drop it.
+Salvage = Callable[[Path], str | None]
 
 
 def _safe_uid(uid: str) -> str:
@@ -155,9 +171,8 @@ class InstanceStore:
             fsync_directory(path.parent)
         self._known_dirs.add(directory)
 
-    def write(self, relative_path: str, chunks: Sequence[bytes]) -> StoredFile:
-        """Write ``chunks`` durably at ``relative_path`` (replacing any file there)."""
-        destination = self.absolute(relative_path)
+    def write_temporary(self, chunks: Sequence[bytes]) -> TemporaryFile:
+        """Step 1: write ``chunks`` under a temporary name and fsync it."""
         temporary = self._writer() / f"{uuid.uuid4().hex}{TEMP_SUFFIX}"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
@@ -166,13 +181,34 @@ class InstanceStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            self._ensure_dir(destination.parent)
-            os.replace(temporary, destination)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        fsync_directory(destination.parent)
-        return StoredFile(relative_path, size)
+        return TemporaryFile(temporary, size)
+
+    def place(self, temporary: TemporaryFile, relative_path: str) -> StoredFile:
+        """Step 2: rename a synced temporary file into its place (atomic)."""
+        destination = self.absolute(relative_path)
+        try:
+            self._ensure_dir(destination.parent)
+            os.replace(temporary.path, destination)
+        except BaseException:
+            temporary.path.unlink(missing_ok=True)
+            raise
+        return StoredFile(relative_path, temporary.size_bytes)
+
+    def sync_directory_of(self, relative_path: str) -> None:
+        """Step 3: fsync the folder, so the rename survives a power loss."""
+        fsync_directory(self.absolute(relative_path).parent)
+
+    def discard(self, temporary: TemporaryFile) -> None:
+        temporary.path.unlink(missing_ok=True)
+
+    def write(self, relative_path: str, chunks: Sequence[bytes]) -> StoredFile:
+        """All three steps: ``chunks`` durably at ``relative_path`` (replacing any file)."""
+        stored = self.place(self.write_temporary(chunks), relative_path)
+        self.sync_directory_of(relative_path)
+        return stored
 
     def remove(self, relative_path: str) -> None:
         path = self.absolute(relative_path)
@@ -193,15 +229,20 @@ class InstanceStore:
                 self._lock_fd = None
 
     # -- recovery --------------------------------------------------------------
-    def clean_interrupted_writes(self) -> int:
-        """Remove temporary files of writers that no longer run; return how many."""
-        removed = 0
+    def clean_interrupted_writes(self, salvage: Salvage | None = None) -> CleanupReport:
+        """Deal with temporary files of writers that no longer run.
+
+        ``salvage`` may claim a leftover for a stored path (a write whose index
+        row committed while its rename was lost); it is then moved into place.
+        Every other leftover is removed.
+        """
+        report = CleanupReport()
         for writer in sorted(self._incoming.iterdir()):
             if writer == self._writer_dir:
                 continue
             if not writer.is_dir():
                 writer.unlink(missing_ok=True)
-                removed += 1
+                report.removed += 1
                 continue
             try:
                 fd = os.open(writer / LOCK_NAME, os.O_WRONLY | os.O_CREAT, FILE_MODE)
@@ -214,13 +255,22 @@ class InstanceStore:
                     if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
                         continue  # a live writer
                     raise
-                removed += sum(1 for item in writer.iterdir() if item.name != LOCK_NAME)
+                for item in sorted(writer.iterdir()):
+                    if item.name == LOCK_NAME:
+                        continue
+                    target = salvage(item) if salvage and item.is_file() else None
+                    if target is not None:
+                        self.place(TemporaryFile(item, item.stat().st_size), target)
+                        self.sync_directory_of(target)
+                        report.salvaged += 1
+                    else:
+                        report.removed += 1
                 shutil.rmtree(writer, ignore_errors=True)
             finally:
                 os.close(fd)
-        if removed:
+        if report.removed or report.salvaged:
             fsync_directory(self._incoming)
-        return removed
+        return report
 
     def iter_instance_files(self) -> Iterator[str]:
         """Relative paths of every stored instance file (``*.dcm``)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -63,31 +63,65 @@ class _Ids:
     series_id: int
 
 
+# Statements of the receive path, built once (every instance runs them).
+_FIND_INSTANCE = select(
+    Instance.id, Instance.sha256, Instance.storage_path, Instance.series_id
+).where(Instance.sop_instance_uid == bindparam("sop"))
+_INSERT_INSTANCE = insert(Instance)
+_UPDATE_INSTANCE = update(Instance).where(Instance.id == bindparam("instance_pk"))
+_BUMP_SERIES = (
+    update(Series)
+    .where(Series.id == bindparam("series_pk"))
+    .values(
+        content_version=Series.content_version + 1,
+        instance_count=Series.instance_count + bindparam("added"),
+        last_instance_at=bindparam("now"),
+        state=SeriesState.RECEIVING,
+        updated_at=bindparam("now"),
+    )
+)
+_REOPEN_STUDY = (
+    update(Study)
+    .where(Study.id == bindparam("study_pk"), Study.status == StudyStatus.READY)
+    .values(status=StudyStatus.RECEIVING, updated_at=bindparam("now"))
+)
+_STUDY_ID = select(Study.id).where(Study.study_instance_uid == bindparam("uid"))
+_SERIES_ID = select(Series.id).where(Series.series_instance_uid == bindparam("uid"))
+
+
+def _engine_of(session_factory: sessionmaker[Session]) -> Engine:
+    bind = session_factory.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError("the session factory must be bound to an Engine")
+    return bind
+
+
 class SqlInstanceIndex:
-    """``InstanceIndex`` over SQLAlchemy sessions from ``session_factory``."""
+    """``InstanceIndex`` over the engine of ``session_factory``.
+
+    The receive path runs prebuilt Core statements on a connection (one
+    transaction per instance); the rest uses sessions.
+    """
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._factory = session_factory
+        self._engine = _engine_of(session_factory)
         # UID -> id, filled only after commits (rows are never deleted by the node).
         self._study_ids: dict[str, int] = {}
         self._series_ids: dict[str, int] = {}
 
     # -- receiving ---------------------------------------------------------------
     def find_instance(self, sop_instance_uid: str) -> KnownInstance | None:
-        with self._factory() as session:
-            row = session.execute(
-                select(Instance.sha256, Instance.storage_path).where(
-                    Instance.sop_instance_uid == sop_instance_uid
-                )
-            ).first()
+        with self._engine.connect() as conn:
+            row = conn.execute(_FIND_INSTANCE, {"sop": sop_instance_uid}).first()
         return None if row is None else KnownInstance(row.sha256, row.storage_path)
 
     def record_instance(self, instance: StoredInstance) -> RecordResult:
         for attempt in range(INSERT_RETRIES):
             created: dict[str, int] = {}
             try:
-                with self._factory() as session, session.begin():
-                    result = self._record(session, instance, created)
+                with self._engine.begin() as conn:
+                    result = self._record(conn, instance, created)
             except IntegrityError:
                 # Another receiver inserted the same study, series or instance first.
                 self._study_ids.pop(instance.header.study_instance_uid, None)
@@ -101,29 +135,25 @@ class SqlInstanceIndex:
             return result
         raise RuntimeError("unreachable")  # pragma: no cover
 
-    def _ids(self, session: Session, header: InstanceHeader, created: dict[str, int]) -> _Ids:
+    def _ids(self, conn: Connection, header: InstanceHeader, created: dict[str, int]) -> _Ids:
         study_id = self._study_ids.get(header.study_instance_uid)
         if study_id is None:
-            study_id = session.scalar(
-                select(Study.id).where(Study.study_instance_uid == header.study_instance_uid)
-            )
+            study_id = conn.scalar(_STUDY_ID, {"uid": header.study_instance_uid})
             if study_id is None:
-                study_id = self._insert_study(session, header)
+                study_id = self._insert_study(conn, header)
             created[f"study:{header.study_instance_uid}"] = study_id
         series_id = self._series_ids.get(header.series_instance_uid)
         if series_id is None:
-            series_id = session.scalar(
-                select(Series.id).where(Series.series_instance_uid == header.series_instance_uid)
-            )
+            series_id = conn.scalar(_SERIES_ID, {"uid": header.series_instance_uid})
             if series_id is None:
-                series_id = self._insert_series(session, header, study_id)
+                series_id = self._insert_series(conn, header, study_id)
             created[f"series:{header.series_instance_uid}"] = series_id
         return _Ids(study_id, series_id)
 
     @staticmethod
-    def _insert_study(session: Session, header: InstanceHeader) -> int:
+    def _insert_study(conn: Connection, header: InstanceHeader) -> int:
         now = _now()
-        study_id = session.scalar(
+        study_id = conn.scalar(
             insert(Study)
             .values(
                 study_instance_uid=header.study_instance_uid,
@@ -142,7 +172,7 @@ class SqlInstanceIndex:
             .returning(Study.id)
         )
         assert study_id is not None
-        session.execute(
+        conn.execute(
             insert(StudyStatusChange).values(
                 study_id=study_id, from_status=None, to_status=StudyStatus.RECEIVING, at=now
             )
@@ -150,9 +180,9 @@ class SqlInstanceIndex:
         return int(study_id)
 
     @staticmethod
-    def _insert_series(session: Session, header: InstanceHeader, study_id: int) -> int:
+    def _insert_series(conn: Connection, header: InstanceHeader, study_id: int) -> int:
         now = _now()
-        series_id = session.scalar(
+        series_id = conn.scalar(
             insert(Series)
             .values(
                 study_id=study_id,
@@ -172,10 +202,10 @@ class SqlInstanceIndex:
         return int(series_id)
 
     def _record(
-        self, session: Session, instance: StoredInstance, created: dict[str, int]
+        self, conn: Connection, instance: StoredInstance, created: dict[str, int]
     ) -> RecordResult:
         header = instance.header
-        ids = self._ids(session, header, created)
+        ids = self._ids(conn, header, created)
         now = _now()
         values: dict[str, Any] = {
             "series_id": ids.series_id,
@@ -189,49 +219,44 @@ class SqlInstanceIndex:
             "calling_ae": instance.calling_ae[:16] or None,
             "received_at": now,
         }
-        existing = session.execute(
-            select(Instance.id, Instance.sha256, Instance.storage_path, Instance.series_id).where(
-                Instance.sop_instance_uid == header.sop_instance_uid
-            )
-        ).first()
+        existing = conn.execute(_FIND_INSTANCE, {"sop": header.sop_instance_uid}).first()
         if existing is None:
-            session.execute(
-                insert(Instance).values(sop_instance_uid=header.sop_instance_uid, **values)
-            )
-            self._bump_series(session, ids.series_id, now, added=1)
-            self._reopen_study(session, ids.study_id, now)
+            conn.execute(_INSERT_INSTANCE, {"sop_instance_uid": header.sop_instance_uid, **values})
+            self._bump_series(conn, ids.series_id, now, added=1)
+            self._reopen_study(conn, ids.study_id, now)
             return RecordResult(RecordOutcome.NEW)
         if existing.sha256 == instance.sha256:
             if existing.storage_path != instance.storage_path:
-                session.execute(
-                    update(Instance)
-                    .where(Instance.id == existing.id)
-                    .values(storage_path=instance.storage_path)
+                conn.execute(
+                    _UPDATE_INSTANCE,
+                    {"instance_pk": existing.id, "storage_path": instance.storage_path},
                 )
                 return RecordResult(RecordOutcome.IDENTICAL, previous_path=existing.storage_path)
             return RecordResult(RecordOutcome.IDENTICAL)
-        session.execute(update(Instance).where(Instance.id == existing.id).values(**values))
+        conn.execute(_UPDATE_INSTANCE, {"instance_pk": existing.id, **values})
         moved = existing.series_id != ids.series_id
         if moved:
-            self._bump_series(session, existing.series_id, now, added=-1)
-        self._bump_series(session, ids.series_id, now, added=1 if moved else 0)
-        self._reopen_study(session, ids.study_id, now)
-        audit.record(
-            session,
-            actor=f"{ACTOR_PREFIX}{instance.calling_ae}",
-            action=REPLACED_ACTION,
-            object_type="instance",
-            object_id=header.sop_instance_uid,
-            study_id=ids.study_id,
-            client_address=instance.peer_address or None,
-            detail={
-                "series_instance_uid": header.series_instance_uid,
-                "previous_sha256": existing.sha256,
-                "sha256": instance.sha256,
-                "previous_path": existing.storage_path,
-                "storage_path": instance.storage_path,
-            },
-        )
+            self._bump_series(conn, existing.series_id, now, added=-1)
+        self._bump_series(conn, ids.series_id, now, added=1 if moved else 0)
+        self._reopen_study(conn, ids.study_id, now)
+        with Session(bind=conn) as session:
+            audit.record(
+                session,
+                actor=f"{ACTOR_PREFIX}{instance.calling_ae}",
+                action=REPLACED_ACTION,
+                object_type="instance",
+                object_id=header.sop_instance_uid,
+                study_id=ids.study_id,
+                client_address=instance.peer_address or None,
+                detail={
+                    "series_instance_uid": header.series_instance_uid,
+                    "previous_sha256": existing.sha256,
+                    "sha256": instance.sha256,
+                    "previous_path": existing.storage_path,
+                    "storage_path": instance.storage_path,
+                },
+            )
+            session.flush()
         log.info(
             "instance %s replaced by a corrected version; series %s reopened",
             header.sop_instance_uid,
@@ -240,31 +265,15 @@ class SqlInstanceIndex:
         return RecordResult(RecordOutcome.REPLACED, previous_path=existing.storage_path)
 
     @staticmethod
-    def _bump_series(session: Session, series_id: int, now: datetime, *, added: int) -> None:
-        session.execute(
-            update(Series)
-            .where(Series.id == series_id)
-            .values(
-                content_version=Series.content_version + 1,
-                instance_count=Series.instance_count + added,
-                last_instance_at=now,
-                state=SeriesState.RECEIVING,
-                updated_at=now,
-            )
-        )
+    def _bump_series(conn: Connection, series_id: int, now: datetime, *, added: int) -> None:
+        conn.execute(_BUMP_SERIES, {"series_pk": series_id, "added": added, "now": now})
 
     @staticmethod
-    def _reopen_study(session: Session, study_id: int, now: datetime) -> None:
+    def _reopen_study(conn: Connection, study_id: int, now: datetime) -> None:
         """A study that was ready receives more: back to receiving."""
-        reopened = updated_rows(
-            session.execute(
-                update(Study)
-                .where(Study.id == study_id, Study.status == StudyStatus.READY)
-                .values(status=StudyStatus.RECEIVING, updated_at=now)
-            )
-        )
+        reopened = updated_rows(conn.execute(_REOPEN_STUDY, {"study_pk": study_id, "now": now}))
         if reopened:
-            session.execute(
+            conn.execute(
                 insert(StudyStatusChange).values(
                     study_id=study_id,
                     from_status=StudyStatus.READY,

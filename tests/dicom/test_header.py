@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.dsutils import split_dataset
 
 from dicom_node.header import (
+    RADSCRIBE_IMPLEMENTATION_UID,
+    RADSCRIBE_IMPLEMENTATION_VERSION,
     InstanceHeader,
     RejectedInstance,
     encode_file_meta,
@@ -168,6 +172,28 @@ def test_text_is_decoded_with_the_specific_character_set(
     header = _parse(ds)
     assert header.patient_name == name
     assert header.study_description == description
+
+
+@pytest.mark.parametrize("title", ["STORESCU", "ODD", ""])
+def test_file_meta_matches_what_pydicom_writes(title: str) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.123"
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
+    meta.ImplementationClassUID = RADSCRIBE_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = RADSCRIBE_IMPLEMENTATION_VERSION
+    if title:
+        meta.SourceApplicationEntityTitle = title
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    ours = encode_file_meta(
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        sop_instance_uid="1.2.826.0.1.3680043.8.498.123",
+        transfer_syntax_uid="1.2.840.10008.1.2.4.90",
+        source_ae=title,
+    )
+    assert ours == b"\x00" * 128 + b"DICM" + buffer.getvalue()
 
 
 def test_a_stored_file_header_reads_back(tmp_path: Path) -> None:

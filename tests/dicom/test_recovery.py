@@ -97,3 +97,26 @@ def test_an_orphan_whose_uid_has_another_file_is_removed(
     assert not (store.root / orphan).exists()
     known = index.find_instance(sop)
     assert known is not None and known.storage_path == kept
+
+
+def test_a_rename_lost_after_its_row_committed_is_completed(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    """The folder fsync runs beside the commit; a power loss can undo the rename only."""
+    series = write_ct_series(tmp_path / "src", slices=1)
+    path = series.files[0]
+    sop = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+    store = InstanceStore(root=tmp_path / "dicom")
+    index = SqlInstanceIndex(session_factory)
+    relative = _place(store, path, sop=sop, study=series.study_uid, series=series.series_uid)
+    recover_storage(store, index)  # indexes it: the row now names `relative`
+    store.close()
+    # Undo the rename: the file is back under its temporary name in a dead writer's folder.
+    dead = store.root / INCOMING_DIR / "host-2-dead"
+    dead.mkdir()
+    (dead / LOCK_NAME).touch()
+    (store.root / relative).rename(dead / "abc.tmp")
+    report = recover_storage(InstanceStore(root=tmp_path / "dicom"), index)
+    assert (report.salvaged, report.temporary_removed) == (1, 0)
+    assert dataset_bytes(store.root / relative) == dataset_bytes(path)
+    assert not dead.exists()

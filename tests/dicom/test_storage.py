@@ -76,7 +76,7 @@ def test_interrupted_writes_of_dead_writers_are_cleaned_but_live_ones_kept(
     (dead_dir / LOCK_NAME).touch()
     (dead_dir / "abc.tmp").write_bytes(b"partial")
     restarted = InstanceStore(root=root)
-    assert restarted.clean_interrupted_writes() == 1
+    assert restarted.clean_interrupted_writes().removed == 1
     assert not dead_dir.exists()
     assert (live_dir / "inflight.tmp").exists()
     # Once the live writer is gone, its leftovers go too.
@@ -93,11 +93,11 @@ def test_a_held_lock_is_what_keeps_a_writer_alive(tmp_path: Path) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX)
     (writer / "f.tmp").write_bytes(b"x")
     try:
-        assert store.clean_interrupted_writes() == 0
+        assert store.clean_interrupted_writes().removed == 0
         assert writer.exists()
     finally:
         os.close(fd)
-    assert store.clean_interrupted_writes() == 1
+    assert store.clean_interrupted_writes().removed == 1
 
 
 def test_free_space_floor(tmp_path: Path) -> None:

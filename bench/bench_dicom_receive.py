@@ -1,0 +1,402 @@
+"""DICOM receive benchmark: images/s and MB/s of a CT series, against DCMTK and Orthanc.
+
+Run from the repository root::
+
+    .venv/bin/python bench/bench_dicom_receive.py                 # 200 x 512x512, 3 rounds
+    .venv/bin/python bench/bench_dicom_receive.py --workers 4 --rounds 5
+    .venv/bin/python bench/bench_dicom_receive.py --slices 100 --peers radscribe,orthanc
+
+The sender is always DCMTK ``storescu`` (TCP_NODELAY=1), sending the same
+generated CT series (``--slices`` slices of ``--size``x``--size``, 16 bit,
+Explicit VR Little Endian) over one association, and split into four parts
+sent by four concurrent storescu processes (four associations).  Receivers,
+each started fresh with empty storage for every measurement:
+
+- ``radscribe``: ``python -m app.cli.dicom serve`` with its durability on
+  (every file written, fsynced, renamed, its folder fsynced and its row
+  committed to SQLite with synchronous=FULL before Success); one receiver
+  process for one association, ``--workers`` processes (SO_REUSEPORT) for four;
+- ``storescp``: DCMTK's storescp writing files (``--fork`` for four associations);
+- ``orthanc``: Orthanc with its own storage and SQLite index;
+- ``pynetdicom-discard``: a pynetdicom SCP that reads each data set and
+  discards it (the network layer's ceiling in one process, for reference).
+
+Rates are from the first storescu start to the last storescu exit (so they
+include association set-up); medians over ``--rounds``, peers interleaved
+within each round.  Goals: one association at least Orthanc's rate; four
+associations at least 1.5x Orthanc and at least 0.5x ``storescp --fork``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+STORESCU = "/usr/bin/storescu"
+STORESCP = "/usr/bin/storescp"
+ECHOSCU = "/usr/bin/echoscu"
+ORTHANC = "/usr/sbin/Orthanc"
+TOOL_ENV = {**os.environ, "TCP_NODELAY": "1"}
+START_TIMEOUT = 90.0
+PEERS = ("radscribe", "storescp", "orthanc", "pynetdicom-discard")
+ASSOCIATIONS = (1, 4)
+
+DISCARD_SCP = """
+import sys
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+_config.LOG_HANDLER_LEVEL = "none"
+def on_store(event):
+    event.encoded_dataset(include_meta=False)
+    return 0x0000
+ae = AE(ae_title="DISCARD")
+ae.maximum_pdu_size = 262144
+for cx in AllStoragePresentationContexts:
+    ae.add_supported_context(cx.abstract_syntax)
+ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, on_store)])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start within {START_TIMEOUT} s")
+        time.sleep(0.05)
+
+
+def echo_ok(port: int) -> bool:
+    result = subprocess.run(
+        [ECHOSCU, "-aec", "ANY", "127.0.0.1", str(port)],
+        env=TOOL_ENV,
+        capture_output=True,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def write_series(folder: Path, slices: int, size: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    rng = np.random.default_rng(0)
+    files = []
+    for index in range(slices):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        sop = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = sop
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.Modality, ds.PatientName, ds.PatientID = "CT", "BENCH^CT", "BENCH1"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.SeriesNumber, ds.InstanceNumber, ds.SliceThickness = 2, index + 1, 1.0
+        ds.ConvolutionKernel = "B30f"
+        ds.ImagePositionPatient = [-180.0, -180.0, float(index)]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [0.7, 0.7]
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.PixelData = rng.integers(0, 2000, (size, size), dtype=np.uint16).tobytes()
+        path = folder / f"{index:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    return files
+
+
+@dataclass
+class Receiver:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    check: Callable[[int], str] | None = None  # returns a problem, or "" when all arrived
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_radscribe(work: Path, workers: int) -> Receiver:
+    port = free_port()
+    data = work / "radscribe"
+    database = data / "radscribe.db"
+    env = {
+        **os.environ,
+        "RADSCRIBE_ENV": "development",
+        "RADSCRIBE_DATA_DIR": str(data),
+        "RADSCRIBE_DATABASE_URL": f"sqlite:///{database}",
+        "RADSCRIBE_DICOM_ALLOWED_AES": "STORESCU,ECHOSCU",
+        "RADSCRIBE_DICOM_MIN_FREE_BYTES": "0",
+        "RADSCRIBE_DICOM_MAX_ASSOCIATIONS": "64",
+        "RADSCRIBE_LOG_LEVEL": "INFO",
+    }
+    log = (work / "radscribe.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.cli.dicom",
+            "serve",
+            "--port",
+            str(port),
+            "--no-metrics",
+            "--workers",
+            str(workers),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"radscribe exited: see {work / 'radscribe.log'}")
+        text = (work / "radscribe.log").read_text(errors="replace")
+        return text.count(" listening on ") >= workers
+
+    wait_for(listening, "radscribe")
+
+    def check(expected: int) -> str:
+        import sqlite3
+
+        with sqlite3.connect(database) as db:
+            (count,) = db.execute("SELECT count(*) FROM instances").fetchone()
+        return "" if count == expected else f"{count} of {expected} instances indexed"
+
+    return Receiver("radscribe", port, process, check)
+
+
+def start_storescp(work: Path, fork: bool) -> Receiver:
+    port = free_port()
+    out = work / "storescp"
+    out.mkdir()
+    process = subprocess.Popen(
+        [STORESCP, *(["--fork"] if fork else []), "-od", str(out), str(port)],
+        env=TOOL_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: echo_ok(port), "storescp")
+
+    def check(expected: int) -> str:
+        count = sum(1 for _ in out.iterdir())
+        return "" if count == expected else f"{count} of {expected} files"
+
+    return Receiver("storescp", port, process, check)
+
+
+def start_orthanc(work: Path) -> Receiver:
+    port, http_port = free_port(), free_port()
+    storage = work / "orthanc"
+    storage.mkdir()
+    config = {
+        "Name": "Bench",
+        "StorageDirectory": str(storage),
+        "IndexDirectory": str(storage),
+        "DicomAet": "ORTHANC",
+        "DicomPort": port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+        "StableAge": 3600,
+        "DicomCheckCalledAet": False,
+    }
+    config_path = work / "orthanc.json"
+    config_path.write_text(json.dumps(config))
+    process = subprocess.Popen(
+        [ORTHANC, str(config_path)],
+        env=TOOL_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: echo_ok(port), "Orthanc")
+
+    def check(expected: int) -> str:
+        url = f"http://127.0.0.1:{http_port}/statistics"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            count = json.loads(response.read())["CountInstances"]
+        return "" if count == expected else f"{count} of {expected} instances"
+
+    return Receiver("orthanc", port, process, check)
+
+
+def start_discard(work: Path) -> Receiver:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", DISCARD_SCP, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: echo_ok(port), "pynetdicom discard SCP")
+    return Receiver("pynetdicom-discard", port, process)
+
+
+def send(port: int, parts: Sequence[Sequence[Path]]) -> float:
+    """Send each part over its own association at once; seconds until all finished."""
+    started = time.perf_counter()
+    senders = [
+        subprocess.Popen(
+            [
+                STORESCU,
+                "-aet",
+                "STORESCU",
+                "-aec",
+                "RADSCRIBE",
+                "127.0.0.1",
+                str(port),
+                *map(str, part),
+            ],
+            env=TOOL_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for part in parts
+    ]
+    failures = []
+    for sender in senders:
+        _out, err = sender.communicate(timeout=600)
+        if sender.returncode != 0:
+            failures.append(err.decode(errors="replace")[-300:])
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"storescu failed: {failures[0]}")
+    return elapsed
+
+
+def split(files: Sequence[Path], parts: int) -> list[list[Path]]:
+    return [list(files[i::parts]) for i in range(parts)]
+
+
+def start(peer: str, work: Path, associations: int, workers: int) -> Receiver:
+    if peer == "radscribe":
+        return start_radscribe(work, 1 if associations == 1 else workers)
+    if peer == "storescp":
+        return start_storescp(work, fork=associations > 1)
+    if peer == "orthanc":
+        return start_orthanc(work)
+    return start_discard(work)
+
+
+def label(peer: str, associations: int, workers: int) -> str:
+    if peer == "radscribe":
+        return f"radscribe --workers {1 if associations == 1 else workers}"
+    if peer == "storescp" and associations > 1:
+        return "storescp --fork"
+    return peer
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=200)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=4, help="radscribe processes, 4 assocs")
+    parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument("--associations", default="1,4")
+    parser.add_argument("--work", type=Path, default=None, help="folder for data (default: tmp)")
+    args = parser.parse_args(argv)
+    peers = [p for p in args.peers.split(",") if p]
+    unknown = set(peers) - set(PEERS)
+    if unknown:
+        parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
+    association_counts = [int(n) for n in args.associations.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="bench-dicom-", dir=args.work) as tmp:
+        root = Path(tmp)
+        files = write_series(root / "series", args.slices, args.size)
+        megabytes = sum(p.stat().st_size for p in files) / 1e6
+        print(
+            f"series: {len(files)} slices {args.size}x{args.size}, {megabytes:.1f} MB; "
+            f"rounds: {args.rounds}; cpus: {os.cpu_count()}; "
+            f"load average: {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
+        rates: dict[tuple[str, int], list[float]] = {}
+        for round_number in range(args.rounds):
+            for associations in association_counts:
+                parts = split(files, associations)
+                order = peers[round_number % len(peers) :] + peers[: round_number % len(peers)]
+                for peer in order:
+                    work = root / f"r{round_number}-{associations}-{peer}"
+                    work.mkdir()
+                    receiver = start(peer, work, associations, args.workers)
+                    try:
+                        seconds = send(receiver.port, parts)
+                        problem = receiver.check(len(files)) if receiver.check else ""
+                    finally:
+                        receiver.stop()
+                    if problem:
+                        raise RuntimeError(f"{peer}: {problem}")
+                    rate = len(files) / seconds
+                    rates.setdefault(
+                        (label(peer, associations, args.workers), associations), []
+                    ).append(rate)
+                    print(
+                        f"  round {round_number + 1} {associations} assoc "
+                        f"{label(peer, associations, args.workers):<26} {rate:7.1f} images/s",
+                        flush=True,
+                    )
+        print()
+        print(f"{'receiver':<28}{'assocs':>7}{'images/s':>10}{'MB/s':>8}   (median of rounds)")
+        medians = {}
+        for (name, associations), values in rates.items():
+            median = statistics.median(values)
+            medians[(name.split()[0], associations)] = median
+            print(
+                f"{name:<28}{associations:>7}{median:>10.1f}{median * megabytes / len(files):>8.1f}"
+            )
+        print()
+        for associations in association_counts:
+            ours = medians.get(("radscribe", associations))
+            orthanc = medians.get(("orthanc", associations))
+            storescp = medians.get(("storescp", associations))
+            if ours is None:
+                continue
+            goals = []
+            if orthanc:
+                factor = 1.0 if associations == 1 else 1.5
+                verdict = "met" if ours >= factor * orthanc else "NOT met"
+                goals.append(f"{ours / orthanc:.2f}x Orthanc (goal >= {factor}x: {verdict})")
+            if storescp:
+                if associations > 1:
+                    verdict = "met" if ours >= 0.5 * storescp else "NOT met"
+                    goals.append(
+                        f"{ours / storescp:.2f}x storescp --fork (goal >= 0.5x: {verdict})"
+                    )
+                else:
+                    goals.append(f"{ours / storescp:.2f}x storescp")
+            print(f"{associations} association(s): radscribe " + "; ".join(goals))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
