@@ -17,6 +17,7 @@ from app.emr.ack import AckError, ReceivedAck
 from app.emr.client import send_messages_sync
 from app.emr.runtime import Hl7Component
 from app.services import outbox
+from app.services.metrics_server import MetricsServer
 
 DEFAULT_SEND_TIMEOUT = 10.0
 
@@ -56,11 +57,15 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     migrate.upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
     component = Hl7Component(settings, make_session_factory(engine), send=not args.no_send)
+    metrics = MetricsServer(settings)
     try:
         component.start()
+        metrics.start()
         print(component.describe(), flush=True)
+        print(f"metrics  {metrics.describe()}", flush=True)
         wait_for_signal()
     finally:
+        metrics.stop()
         component.stop()
         engine.dispose()
     return 0

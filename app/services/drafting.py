@@ -57,6 +57,7 @@ from app.reporting.draft import (
 from app.reporting.render import render_text
 from app.reporting.schema import Evidence, Nodule
 from app.services import audit, jobs
+from app.services import pipeline_metrics as metrics
 from app.services.study_status import change_status
 from models.errors import ModelInputError
 from models.findings import Finding
@@ -459,23 +460,30 @@ def run_draft_job(services: DraftingServices, claimed: jobs.ClaimedJob) -> int |
             version_id = _store(services, claimed, draft, claimed.id)
         jobs.record_timings(factory, claimed.id, None, stages.timings)
         jobs.finish(factory, claimed.id)
+        metrics.observe_stages(stages.timings)
+        metrics.MODEL_SECONDS.labels(precision=result.precision).observe(stages.timings["model"])
+        metrics.JOBS_FINISHED.labels("drafted" if version_id else "kept_human_edits").inc()
         return version_id
     except jobs.DeferJob as wait:
         jobs.defer(factory, claimed.id, wait.seconds, wait.reason)
+        metrics.JOBS_FINISHED.labels("deferred").inc()
     except _Superseded as superseded:
         jobs.record_timings(factory, claimed.id, "superseded", stages.timings)
         jobs.finish(factory, claimed.id)
+        metrics.JOBS_FINISHED.labels("superseded").inc()
         log.info("job %s superseded: %s", claimed.id, superseded)
     except ModelInputError as bad:
         reason = f"cannot draft this series: {bad}"
         jobs.fail(factory, claimed.id, reason, retryable=False)
         _mark_study(services, claimed.study_id, StudyStatus.FAILED, reason)
+        metrics.JOBS_FINISHED.labels("failed").inc()
         log.warning("job %s: %s", claimed.id, reason)
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         will_retry = jobs.fail(factory, claimed.id, reason, retryable=True)
         if not will_retry:
             _mark_study(services, claimed.study_id, StudyStatus.FAILED, reason)
+        metrics.JOBS_FINISHED.labels("retrying" if will_retry else "failed").inc()
         log.exception("job %s failed (retry: %s)", claimed.id, will_retry)
     return None
 

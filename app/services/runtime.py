@@ -30,6 +30,7 @@ from app.services.celery_app import dispatcher_for
 from app.services.dicom_runtime import build_node
 from app.services.drafting import DraftingServices
 from app.services.model_loading import get_drafter
+from app.services.pipeline_metrics import TRANSCRIPTION_RTF
 from app.services.workers import PeriodicDuty, WorkerPool
 from app.speech.transcriber import Transcriber
 from dicom_node.series import SeriesReadyEvent
@@ -147,12 +148,14 @@ def drafting_services(settings: Settings, factory: sessionmaker[Session]) -> Dra
     def transcribe(dictation_id: int) -> None:
         from app.services.dictation import transcribe_dictation
 
-        transcribe_dictation(
-            factory,
-            dictation_id=dictation_id,
-            transcriber=transcriber(),
-            data_dir=settings.data_dir,
+        model = transcriber()
+        started = time.perf_counter()
+        result = transcribe_dictation(
+            factory, dictation_id=dictation_id, transcriber=model, data_dir=settings.data_dir
         )
+        if result.transcript is not None and result.transcript.duration > 0:
+            seconds = time.perf_counter() - started
+            TRANSCRIPTION_RTF.observe(seconds / result.transcript.duration)
 
     return DraftingServices(
         settings=settings,
