@@ -81,7 +81,7 @@ def sample_body_plan(rng: np.random.Generator, *, sex: str, age: int) -> BodyPla
         width=float(np.clip(rng.normal(1.0, 0.04), 0.9, 1.1)),
         depth=float(np.clip(rng.normal(1.0, 0.05), 0.88, 1.14)),
         fat_mm=float(np.clip(rng.gamma(4.0, 4.5 if male else 5.5), 4.0, 55.0)),
-        z_apex=scale * float(rng.uniform(95, 112)),
+        z_apex=scale * float(rng.uniform(84, 100)),
         z_dome_right=z_dome_right,
         z_dome_left=z_dome_right - scale * float(rng.uniform(5, 22)),
         heart_scale=float(rng.uniform(0.92, 1.04)),
@@ -114,7 +114,7 @@ class Anatomy:
         self.hemi_cx = 62.0 * self.sx
         self.hemi_ax = 72.0 * self.sx
         self.hemi_cy = 2.0 * self.sy
-        self.hemi_ay = 82.0 * self.sy
+        self.hemi_ay = 88.0 * self.sy
         self._cage_cache: dict[tuple[object, ...], tuple[FloatArray, FloatArray]] = {}
         self.z_base = plan.z_dome_right - 10.0 * s
         self.cage_a = self.hemi_cx + self.hemi_ax
@@ -125,7 +125,7 @@ class Anatomy:
         self.vb_ry = 16.0 * s
         self.vertebra_pitch = 25.0 * s
         # Chest wall and body outline (muscle outline before fat).
-        self.wall_lateral = 13.0 * s
+        self.wall_lateral = 20.0 * s
         self.wall_anterior = 16.0 * s
         self.wall_posterior = 24.0 * s
         # Heart.
@@ -202,7 +202,8 @@ class Anatomy:
             rel = ((y - cy) / b).astype(np.float32)
             rho = np.sqrt((x / a) ** 2 + rel**2)
             outward = ((rho - 1.0) * np.minimum(a, b)).astype(np.float32)
-            self._cage_cache.clear()
+            if len(self._cage_cache) > 4:
+                self._cage_cache.clear()
             self._cage_cache[key] = (
                 outward,
                 np.ascontiguousarray(np.broadcast_to(rel, outward.shape)),
@@ -242,7 +243,7 @@ class Anatomy:
 
         def dome(z0: float, xc: float, yc: float) -> FloatArray:
             q = ((x - xc) / (95.0 * self.sx)) ** 2 + ((y - yc) / (88.0 * self.sy)) ** 2
-            return (z0 - 50.0 * s * q - 0.22 * np.maximum(y - yc, 0.0)).astype(np.float32)
+            return (z0 - 42.0 * s * q - 0.15 * np.maximum(y - yc, 0.0)).astype(np.float32)
 
         right = dome(self.plan.z_dome_right, -55.0 * self.sx, -12.0 * self.sy)
         left = dome(self.plan.z_dome_left, 60.0 * self.sx, -8.0 * self.sy)
@@ -343,7 +344,7 @@ class Anatomy:
         An ellipse whose back is flattened where the patient lies on the table.
         """
         half_w, ant, post = self.muscle_outline(z)
-        g = np.float32(grow) if np.isscalar(grow) else grow
+        g = np.asarray(grow, dtype=np.float32)
         a = half_w + g
         b_ant, b_post = ant + g, post + g
         b = np.where(y < 0, b_ant, b_post * 1.06)
@@ -394,7 +395,7 @@ class Anatomy:
             self._p(6, 28, -170),
             self._p(3, 28, -320),
         ]
-        pts = smooth_polyline(ctrl, 4.0)
+        pts = smooth_polyline(ctrl, 6.0)
         # Radius: 15 mm ascending, 12.5 arch, 11 descending, 9.5 abdominal.
         arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
         s_knots = np.array([0.0, 60.0, 130.0, 200.0, 400.0]) * self.sz
@@ -407,7 +408,7 @@ class Anatomy:
         c = self.heart_centre
 
         def tube(name: str, ctrl: list[tuple[float, float, float]], r0: float, r1: float) -> Tube:
-            pts = smooth_polyline(ctrl, 4.0)
+            pts = smooth_polyline(ctrl, 6.0)
             radii = np.linspace(r0, r1, len(pts)).astype(np.float32) * self.sz
             return Tube(name, pts, radii)
 
@@ -524,7 +525,7 @@ class Anatomy:
         """Trachea and main/lobar bronchi (lumen radii; walls are added when drawn)."""
 
         def tube(name: str, ctrl: list[tuple[float, float, float]], r0: float, r1: float) -> Tube:
-            pts = smooth_polyline(ctrl, 3.0)
+            pts = smooth_polyline(ctrl, 5.0)
             return Tube(name, pts, (np.linspace(r0, r1, len(pts)) * self.sz).astype(np.float32))
 
         carina = self._p(-1, 12, 0)
@@ -572,7 +573,7 @@ class Anatomy:
 def _near_polyline(
     points: FloatArray, line: FloatArray, radii: FloatArray
 ) -> npt.NDArray[np.bool_]:
-    """Whether points lie within radii of a polyline (vectorised over points, loop over segments)."""
+    """Whether points lie within radii of a polyline (vectorised over points)."""
     near = np.zeros(len(points), dtype=bool)
     reach = float(radii.max())
     lo, hi = line.min(axis=0) - reach, line.max(axis=0) + reach

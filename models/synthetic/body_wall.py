@@ -9,6 +9,7 @@ from models.synthetic.canvas import Canvas, paint_ellipsoid, soft_alpha
 from models.synthetic.tissues import Tissue
 
 SKIN_MM = 2.0
+TABLE_PAD_HU = -930.0  # foam mattress the patient lies on
 TABLE_TOP_HU = -450.0
 TABLE_BASE_HU = 380.0
 TABLE_HALF_WIDTH = 240.0
@@ -23,7 +24,11 @@ def paint_table(canvas: Canvas, anatomy: Anatomy) -> None:
     y_top = anatomy.body_posterior_y() + 1.0
     curve = (x * x) / (2.0 * TABLE_RADIUS)
     inside_width = np.abs(x) < TABLE_HALF_WIDTH
-    for offset, thickness, value in ((0.0, 7.0, TABLE_TOP_HU), (30.0, 5.0, TABLE_BASE_HU)):
+    for offset, thickness, value in (
+        (0.0, 22.0, TABLE_PAD_HU),
+        (22.0, 4.0, TABLE_TOP_HU),
+        (48.0, 5.0, TABLE_BASE_HU),
+    ):
         centre = y_top + offset + thickness / 2 - curve
         sd = np.abs(y - centre) - thickness / 2
         alpha = soft_alpha(sd.astype(np.float32), grid.voxel_mm) * inside_width

@@ -10,13 +10,17 @@ and x running from the patient's right to left (image columns).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float32]
+PointLike = Sequence[float] | npt.NDArray[np.floating[Any]]
+"""A point or a triple of sizes: a sequence of floats or a numpy vector."""
 Box = tuple[slice, slice, slice]
 Vec3 = tuple[float, float, float]
 
@@ -55,7 +59,7 @@ class Grid:
     def voxel_volume_mm3(self) -> float:
         return float(self.spacing[0] * self.spacing[1] * self.spacing[2])
 
-    def box(self, lo: Sequence[float], hi: Sequence[float]) -> Box | None:
+    def box(self, lo: PointLike, hi: PointLike) -> Box | None:
         """Index slices of the voxels whose centres lie in [lo, hi] (x, y, z), or None."""
         out: list[slice] = []
         for axis, n in ((2, self.shape[0]), (1, self.shape[1]), (0, self.shape[2])):
@@ -90,7 +94,7 @@ class Grid:
             axis=1,
         ).astype(np.float32)
 
-    def index_of(self, point: Sequence[float]) -> tuple[int, int, int]:
+    def index_of(self, point: PointLike) -> tuple[int, int, int]:
         """The (k, j, i) index of the voxel nearest a point (not clipped)."""
         return (
             round((point[2] - self.origin[2]) / self.spacing[2]),
@@ -135,7 +139,7 @@ class Canvas:
         if where is not None:
             alpha = alpha * where
         h = self.hu[box]
-        h += alpha * (np.float32(value) - h) if np.isscalar(value) else alpha * (value - h)
+        h += alpha * (np.asarray(value, dtype=np.float32) - h)
         if label is not None:
             lab = self.label[box]
             lab[np.broadcast_to(alpha >= 0.5, lab.shape)] = label
@@ -155,10 +159,30 @@ class Canvas:
             self.label.reshape(-1)[flat_index[alpha >= 0.5]] = label
 
     def label_is(self, box: Box, labels: Sequence[int]) -> npt.NDArray[np.bool_]:
-        return np.isin(self.label[box], np.asarray(labels, dtype=np.uint8))
+        lut = np.zeros(256, dtype=bool)
+        lut[np.asarray(labels, dtype=np.intp)] = True
+        return lut[self.label[box]]
+
+    def split_z(self, parts: int) -> list[Canvas]:
+        """Views of consecutive slabs of slices (painting them paints this canvas)."""
+        nz = self.grid.shape[0]
+        edges = np.linspace(0, nz, max(1, min(parts, nz)) + 1).round().astype(int)
+        out = []
+        for k0, k1 in itertools.pairwise(edges):
+            view = Canvas.__new__(Canvas)
+            g = self.grid
+            view.grid = Grid(
+                shape=(int(k1 - k0), g.shape[1], g.shape[2]),
+                origin=(g.origin[0], g.origin[1], g.origin[2] + int(k0) * g.spacing[2]),
+                spacing=g.spacing,
+            )
+            view.hu = self.hu[k0:k1]
+            view.label = self.label[k0:k1]
+            out.append(view)
+        return out
 
 
-def rotation_frame(axis: Sequence[float], up: Sequence[float] = (0.0, 0.0, 1.0)) -> FloatArray:
+def rotation_frame(axis: PointLike, up: PointLike = (0.0, 0.0, 1.0)) -> FloatArray:
     """A right-handed orthonormal frame (rows u, v, w) whose first row points along axis."""
     u = np.asarray(axis, dtype=np.float64)
     u /= np.linalg.norm(u)
@@ -175,8 +199,8 @@ def ellipsoid_distance(
     z: FloatArray,
     y: FloatArray,
     x: FloatArray,
-    centre: Sequence[float],
-    semi: Sequence[float],
+    centre: PointLike,
+    semi: PointLike,
     frame: FloatArray | None = None,
 ) -> FloatArray:
     """Approximate signed distance (mm) to an ellipsoid, optionally rotated by frame rows."""
@@ -187,12 +211,10 @@ def ellipsoid_distance(
         q = np.zeros(np.broadcast_shapes(dx.shape, dy.shape, dz.shape), dtype=np.float32)
         for row, s in zip(frame, semi, strict=True):
             q += ((dx * row[0] + dy * row[1] + dz * row[2]) / s) ** 2
-    return (np.sqrt(q) - 1.0) * np.float32(min(semi))
+    return ((np.sqrt(q) - 1.0) * np.float32(min(semi))).astype(np.float32, copy=False)
 
 
-def ellipsoid_bounds(
-    centre: Sequence[float], semi: Sequence[float], margin: float
-) -> tuple[Vec3, Vec3]:
+def ellipsoid_bounds(centre: PointLike, semi: PointLike, margin: float) -> tuple[Vec3, Vec3]:
     r = max(semi) + margin
     return (
         (centre[0] - r, centre[1] - r, centre[2] - r),
@@ -202,8 +224,8 @@ def ellipsoid_bounds(
 
 def paint_ellipsoid(
     canvas: Canvas,
-    centre: Sequence[float],
-    semi: Sequence[float],
+    centre: PointLike,
+    semi: PointLike,
     value: float,
     label: int | None,
     *,
@@ -230,7 +252,7 @@ def segment_distance(
     a: npt.NDArray[np.floating],
     b: npt.NDArray[np.floating],
 ) -> tuple[FloatArray, FloatArray]:
-    """Distance from voxel centres to segment a-b and the parameter t in [0, 1] of the nearest point."""
+    """Distance from voxel centres to segment a-b, and the parameter t of the nearest point."""
     d = (b - a).astype(np.float32)
     dd = float(d @ d) or 1e-6
     px, py, pz = x - np.float32(a[0]), y - np.float32(a[1]), z - np.float32(a[2])
@@ -378,7 +400,7 @@ class AlphaAccumulator:
         )
 
     def add_ellipsoid(
-        self, centre: Sequence[float], semi: Sequence[float], frame: FloatArray | None = None
+        self, centre: PointLike, semi: PointLike, frame: FloatArray | None = None
     ) -> None:
         lo, hi = ellipsoid_bounds(centre, semi, 2 * self.grid.voxel_mm)
         box = self.grid.box(lo, hi)
@@ -406,19 +428,32 @@ class AlphaAccumulator:
         label: int | None,
         *,
         only_labels: Sequence[int] | None = None,
-    ) -> npt.NDArray[np.bool_]:
-        """Blend the union onto the canvas; returns the full-grid mask (alpha >= 0.5)."""
+    ) -> tuple[Box, npt.NDArray[np.bool_]] | None:
+        """Blend the union onto the canvas; returns its box and the mask (alpha >= 0.5) there."""
         box = self.bounding_box()
-        mask = np.zeros(self.grid.shape, dtype=bool)
         if box is None:
-            return mask
+            return None
         where = canvas.label_is(box, only_labels) if only_labels is not None else None
         alpha = self.alpha[box]
         canvas.blend(box, alpha, value, label, where=where)
         m = alpha >= 0.5
         if where is not None:
             m &= where
-        mask[box] = m
+        return box, m
+
+    def paint_masked(
+        self,
+        canvas: Canvas,
+        value: float,
+        label: int | None,
+        *,
+        only_labels: Sequence[int] | None = None,
+    ) -> npt.NDArray[np.bool_]:
+        """Like :meth:`paint`, returning the full-grid mask."""
+        mask = np.zeros(self.grid.shape, dtype=bool)
+        painted = self.paint(canvas, value, label, only_labels=only_labels)
+        if painted is not None:
+            mask[painted[0]] = painted[1]
         return mask
 
 

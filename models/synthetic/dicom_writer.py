@@ -7,7 +7,10 @@ PixelData, so writing is dominated by the pixel bytes.
 
 from __future__ import annotations
 
+import copy
+import io
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,9 +20,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
-    generate_uid,
 )
 
 from models.synthetic.generator import RenderedStudy
@@ -141,11 +144,86 @@ def _template(study: RenderedStudy) -> Dataset:
     return ds
 
 
+INSTANCE_DIGITS = 5  # instance numbers are written with a fixed width, up to 99999 slices
+IS_WIDTH = 6  # zero-padded, so every slice has the same byte layout
+DS_WIDTH = 12
+
+
 def instance_uid(series_uid: str, number: int) -> str:
-    return str(generate_uid(prefix=None, entropy_srcs=[series_uid, str(number)]))
+    """SOP Instance UID derived from the series UID (fixed length within a series)."""
+    return f"{series_uid}.1{number:0{INSTANCE_DIGITS}d}"
 
 
-def write_dicom_series(study: RenderedStudy, out_dir: Path) -> list[Path]:
+def _ds(value: float) -> str:
+    text = f"{value:+0{DS_WIDTH}.4f}"
+    if len(text) != DS_WIDTH:
+        raise ValueError(f"position {value} does not fit a {DS_WIDTH}-character DS")
+    return text
+
+
+class _EncodedSeries:
+    """The template encoded once; each slice patches a few fixed-width values and appends pixels.
+
+    Every per-slice value has a fixed width (instance UIDs from the series UID,
+    space-padded IS and DS), so byte offsets do not move between slices.  The
+    offsets are found by encoding the template with probe values and locating them.
+    """
+
+    PROBE_NUMBER = 42424
+    PROBE_IPP = (-4242.4242, -4343.4343, -4444.4444)
+
+    def __init__(self, template: Dataset, series_uid: str, pixel_bytes: int) -> None:
+        self.series_uid = series_uid
+        ds = copy.deepcopy(template)
+        uid = instance_uid(series_uid, self.PROBE_NUMBER)
+        ds.SOPInstanceUID = UID(uid)
+        ds.file_meta.MediaStorageSOPInstanceUID = UID(uid)
+        ds.InstanceNumber = f"{self.PROBE_NUMBER:0{IS_WIDTH}d}"
+        ds.ImagePositionPatient = [_ds(v) for v in self.PROBE_IPP]
+        ds.SliceLocation = _ds(self.PROBE_IPP[2])
+        ds.PixelData = bytes(pixel_bytes)
+        buf = io.BytesIO()
+        dcmwrite(buf, ds, enforce_file_format=True)
+        encoded = buf.getvalue()
+        self.header = bytearray(encoded[: len(encoded) - pixel_bytes])
+        self.uid_at = self._find(uid.encode(), 2)
+        self.number_at = self._find(f"{self.PROBE_NUMBER:0{IS_WIDTH}d}".encode(), 1)
+        ipp = "\\".join(_ds(v) for v in self.PROBE_IPP).encode()
+        self.ipp_at = self._find(ipp, 1)
+        self.location_at = [
+            p
+            for p in self._find(_ds(self.PROBE_IPP[2]).encode(), 2)
+            if p not in range(self.ipp_at[0], self.ipp_at[0] + len(ipp))
+        ]
+
+    def _find(self, needle: bytes, expected: int) -> list[int]:
+        found = []
+        start = 0
+        while (at := self.header.find(needle, start)) >= 0:
+            found.append(at)
+            start = at + 1
+        if len(found) != expected:
+            raise RuntimeError(
+                f"template probe {needle!r} found {len(found)} times, expected {expected}"
+            )
+        return found
+
+    def encode(self, number: int, ipp: list[float]) -> bytearray:
+        out = bytearray(self.header)
+        uid = instance_uid(self.series_uid, number).encode()
+        for at in self.uid_at:
+            out[at : at + len(uid)] = uid
+        num = f"{number:0{IS_WIDTH}d}".encode()
+        out[self.number_at[0] : self.number_at[0] + len(num)] = num
+        ipp_b = "\\".join(_ds(v) for v in ipp).encode()
+        out[self.ipp_at[0] : self.ipp_at[0] + len(ipp_b)] = ipp_b
+        loc = _ds(ipp[2]).encode()
+        for at in self.location_at:
+            out[at : at + len(loc)] = loc
+        return out
+
+
+def write_dicom_series(study: RenderedStudy, out_dir: Path, *, threads: int = 1) -> list[Path]:
     """Write the series into ``out_dir`` (created); returns the file paths in instance order.
 
     Files are written under temporary names and renamed, so a reader never
@@ -153,28 +231,32 @@ def write_dicom_series(study: RenderedStudy, out_dir: Path) -> list[Path]:
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     g = study.geometry
+    if g.n_slices >= 10**INSTANCE_DIGITS:
+        raise ValueError(f"at most {10**INSTANCE_DIGITS - 1} slices per series")
     pixels = stored_pixels(study)
     if g.patient_position == FEET_FIRST_SUPINE:
         pixels = pixels[:, :, ::-1]
         order = list(range(g.n_slices))  # feet first: scanned from the feet upwards
     else:
         order = list(range(g.n_slices - 1, -1, -1))  # head first: top slice first
-    ds = _template(study)
-    series_uid = study.spec.identity.series_uid
-    paths: list[Path] = []
-    for number, k in enumerate(order, start=1):
-        uid = instance_uid(series_uid, number)
-        ds.SOPInstanceUID = uid
-        ds.file_meta.MediaStorageSOPInstanceUID = uid
-        ds.InstanceNumber = str(number)
-        ipp = g.image_position(k)
-        ds.ImagePositionPatient = [f"{v:.4f}" for v in ipp]
-        ds.SliceLocation = f"{ipp[2]:.4f}"
-        ds.PixelData = np.ascontiguousarray(pixels[k]).tobytes()
-        path = out_dir / f"CT{number:05d}.dcm"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            dcmwrite(fh, ds, enforce_file_format=True)
-        os.replace(tmp, path)
-        paths.append(path)
+    encoder = _EncodedSeries(_template(study), study.spec.identity.series_uid, g.rows * g.cols * 2)
+    numbered = list(enumerate(order, start=1))
+    paths = [out_dir / f"CT{number:05d}.dcm" for number, _ in numbered]
+
+    def write(part: list[tuple[int, int]]) -> None:
+        for number, k in part:
+            path = out_dir / f"CT{number:05d}.dcm"
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(encoder.encode(number, g.image_position(k)))
+                fh.write(np.ascontiguousarray(pixels[k]).tobytes())
+            os.replace(tmp, path)
+
+    parts = [numbered[i::threads] for i in range(max(1, threads))]
+    if len(parts) == 1:
+        write(parts[0])
+    else:
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            for future in [pool.submit(write, part) for part in parts]:
+                future.result()
     return paths

@@ -42,6 +42,22 @@ AGE_DEPENDENT = (Finding.ARTERIAL_WALL_CALCIFICATION, Finding.CORONARY_ARTERY_WA
 SMALL_NODULE_MM = 6.0  # nodules up to this size make a study "hard"
 
 
+def number(params: Mapping[str, JsonValue], key: str) -> float:
+    """A numeric parameter (clear error when missing or not a number)."""
+    value = params.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"finding parameter {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def records(params: Mapping[str, JsonValue], key: str) -> list[dict[str, JsonValue]]:
+    """A list-of-objects parameter (nodules, nodes, devices, patches)."""
+    value = params.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError(f"finding parameter {key!r} must be a list of objects")
+    return [v for v in value if isinstance(v, dict)]
+
+
 @dataclass(frozen=True)
 class FindingPlan:
     finding: Finding
@@ -193,7 +209,7 @@ def sample_params(
     if finding is Finding.INTERLOBULAR_SEPTAL_THICKENING:
         return {
             "zone": str(rng.choice(["basal", "basal", "diffuse"])),
-            "cell_mm": round(float(rng.uniform(10, 18)), 1),
+            "cell_mm": round(float(rng.uniform(12, 20)), 1),
         }
     if finding is Finding.ARTERIAL_WALL_CALCIFICATION:
         return {"plaques": int(rng.integers(3, 26))}

@@ -16,7 +16,7 @@ from models.findings import Finding
 from models.synthetic.anatomy import LOBE_CODES, Lobe
 from models.synthetic.canvas import AlphaAccumulator
 from models.synthetic.draw_context import DrawContext
-from models.synthetic.finding_plans import JsonValue
+from models.synthetic.finding_plans import JsonValue, number
 from models.synthetic.tissues import Tissue
 from models.synthetic.trees import AIRWAY_TO_ARTERY, Airways
 from models.synthetic.truth import Lesion
@@ -37,7 +37,7 @@ def prepare_bronchiectasis(
     visible_lumen_mm: float,
 ) -> npt.NDArray[np.bool_]:
     """Dilate (and show further out) the bronchi of the chosen lobes; returns the selection."""
-    dilation = float(params["dilation"])  # type: ignore[arg-type]
+    dilation = number(params, "dilation")
     varicose = params["type"] == "varicose"
     sel = airways.select({LOBE_CODES[lobe] for lobe in _lobes(params)}, min_generation=2)
     factor = np.full(int(sel.sum()), dilation, dtype=np.float32)
@@ -53,7 +53,7 @@ def prepare_bronchiectasis(
 def prepare_peribronchial(
     airways: Airways, params: Mapping[str, JsonValue]
 ) -> npt.NDArray[np.bool_]:
-    factor = float(params["wall_factor"])  # type: ignore[arg-type]
+    factor = number(params, "wall_factor")
     sel = (
         airways.select({LOBE_CODES[lobe] for lobe in _lobes(params)}, min_generation=1)
         & airways.visible
@@ -103,9 +103,9 @@ def register_airway_finding(
             kind = f"{params['type']} bronchiectasis"
         else:
             measurements = {
-                "wall_thickness_factor": float(params["wall_factor"]),
+                "wall_thickness_factor": number(params, "wall_factor"),
                 "bronchi": int(chosen.sum()),
-            }  # type: ignore[arg-type]
+            }
             kind = "peribronchial thickening"
         lesion = Lesion(
             finding,

@@ -19,7 +19,7 @@ from models.synthetic.canvas import (
     soft_alpha,
 )
 from models.synthetic.draw_context import DrawContext
-from models.synthetic.finding_plans import JsonValue
+from models.synthetic.finding_plans import JsonValue, number, records
 from models.synthetic.thorax import coronary_paths, heart_geometry, station_centre
 from models.synthetic.tissues import Tissue
 from models.synthetic.truth import Lesion
@@ -61,8 +61,8 @@ def draw_pleural_effusion(ctx: DrawContext, params: Mapping[str, JsonValue]) -> 
     k, j, i = np.unravel_index(lung_flat, grid.shape)
     x = grid.origin[0] + i * grid.spacing[0]
     z = grid.origin[2] + k * grid.spacing[2]
-    for side_name, depth in depths.items():
-        t_max = float(depth)  # type: ignore[arg-type]
+    for side_name in depths:
+        t_max = number(depths, side_name)
         on_side = (x < 0) if side_name == "right" else (x >= 0)
         if not on_side.any():
             continue
@@ -148,7 +148,7 @@ def register_cardiomegaly(ctx: DrawContext) -> None:
 def draw_hiatal_hernia(ctx: DrawContext, params: Mapping[str, JsonValue]) -> None:
     an = ctx.anatomy
     rng = ctx.rng
-    size = float(params["size_mm"]) * an.plan.scale  # type: ignore[arg-type]
+    size = number(params, "size_mm") * an.plan.scale
     gas = bool(params["gas"])
     base_z = an.plan.z_dome_left - 4.0 * an.plan.scale
     centre = np.array([12.0 * an.sx, 20.0 * an.sy, base_z + size * 0.42], dtype=np.float32)
@@ -173,7 +173,9 @@ def draw_hiatal_hernia(ctx: DrawContext, params: Mapping[str, JsonValue]) -> Non
         size * 0.22,
         size * 0.28,
     )
-    mask = outer.paint(ctx.canvas, ctx.hu[Tissue.MUSCLE], Tissue.STOMACH, only_labels=allowed)
+    mask = outer.paint_masked(
+        ctx.canvas, ctx.hu[Tissue.MUSCLE], Tissue.STOMACH, only_labels=allowed
+    )
     inner_semi = tuple(max(a - 3.5, 2.0) for a in semi)
     content = ctx.hu[Tissue.STOMACH] + float(rng.uniform(-5, 15))
     paint_ellipsoid(
@@ -210,13 +212,10 @@ def draw_hiatal_hernia(ctx: DrawContext, params: Mapping[str, JsonValue]) -> Non
 # -------------------------------------------------------------- lymphadenopathy
 def draw_lymphadenopathy(ctx: DrawContext, params: Mapping[str, JsonValue]) -> None:
     rng = ctx.rng
-    nodes = params["nodes"]
-    assert isinstance(nodes, list)
     value = ctx.enhanced(42.0 + float(rng.normal(0, 4)), 35.0)
-    for item in nodes:
-        assert isinstance(item, dict)
+    for item in records(params, "nodes"):
         station = str(item["station"])
-        short = float(item["short_axis_mm"])  # type: ignore[arg-type]
+        short = number(item, "short_axis_mm")
         long = short * float(rng.uniform(1.2, 1.6))
         centre = np.asarray(station_centre(ctx.anatomy, station), dtype=np.float32) + rng.normal(
             0, 1.5, 3
@@ -225,7 +224,7 @@ def draw_lymphadenopathy(ctx: DrawContext, params: Mapping[str, JsonValue]) -> N
         semi = (long / 2, short / 2, short / 2 * float(rng.uniform(1.0, 1.15)))
         acc = AlphaAccumulator(ctx.canvas.grid)
         acc.add_ellipsoid(centre, semi, frame)
-        mask = acc.paint(
+        mask = acc.paint_masked(
             ctx.canvas,
             value,
             Tissue.LYMPH_NODE,
@@ -276,10 +275,11 @@ def _plaques_on_tube(
         c = tube.points[n] + radial * (tube.radii[n] - 0.3)
         tangential = np.cross(t, radial)
         frame = np.stack([radial, tangential, t]).astype(np.float32)
+        least = 0.6 * ctx.canvas.grid.voxel_mm  # stay visible on coarse grids
         semi = (
-            float(rng.uniform(0.9, 1.5)),
-            float(rng.uniform(*size)),
-            float(rng.uniform(size[0], size[1] * 1.4)),
+            max(float(rng.uniform(0.9, 1.5)), least),
+            max(float(rng.uniform(*size)), least),
+            max(float(rng.uniform(size[0], size[1] * 1.4)), least),
         )
         acc.add_ellipsoid(c, semi, frame)
         centres.append(c)
@@ -287,7 +287,7 @@ def _plaques_on_tube(
 
 
 def draw_arterial_calcification(ctx: DrawContext, params: Mapping[str, JsonValue]) -> None:
-    count = int(params["plaques"])  # type: ignore[arg-type]
+    count = int(number(params, "plaques"))
     aorta = ctx.anatomy.aorta()
     arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(aorta.points, axis=0), axis=1))])
     weights = np.where(arc < 40, 0.3, 1.0) * (
@@ -297,7 +297,7 @@ def draw_arterial_calcification(ctx: DrawContext, params: Mapping[str, JsonValue
     acc, centres = _plaques_on_tube(
         ctx, aorta, count, weights.astype(np.float32), size=(1.5, 4.0), value=value
     )
-    mask = acc.paint(
+    mask = acc.paint_masked(
         ctx.canvas,
         value,
         Tissue.CALCIUM,
@@ -317,7 +317,7 @@ def draw_arterial_calcification(ctx: DrawContext, params: Mapping[str, JsonValue
 def draw_coronary_calcification(ctx: DrawContext, params: Mapping[str, JsonValue]) -> None:
     vessels = params["vessels"]
     assert isinstance(vessels, list)
-    total = int(params["plaques"])  # type: ignore[arg-type]
+    total = int(number(params, "plaques"))
     paths = coronary_paths(ctx.anatomy)
     per = max(1, total // len(vessels))
     for name in vessels:
@@ -328,11 +328,17 @@ def draw_coronary_calcification(ctx: DrawContext, params: Mapping[str, JsonValue
         acc, centres = _plaques_on_tube(
             ctx, Tube(str(name), pts, radii), per, weights, size=(1.2, 2.8), value=value
         )
-        mask = acc.paint(
+        mask = acc.paint_masked(
             ctx.canvas,
             value,
             Tissue.CALCIUM,
-            only_labels=(Tissue.BLOOD, Tissue.FAT, Tissue.PERICARDIUM, Tissue.MYOCARDIUM),
+            only_labels=(
+                Tissue.BLOOD,
+                Tissue.FAT,
+                Tissue.PERICARDIUM,
+                Tissue.MYOCARDIUM,
+                Tissue.FLUID,
+            ),
         )
         volume = float(mask.sum()) * ctx.canvas.grid.voxel_volume_mm3
         lesion = Lesion(
@@ -378,10 +384,7 @@ def _chest_wall_point(ctx: DrawContext, side: int, z: float) -> FloatArray:
 
 
 def draw_medical_material(ctx: DrawContext, params: Mapping[str, JsonValue]) -> None:
-    devices = params["devices"]
-    assert isinstance(devices, list)
-    for item in devices:
-        assert isinstance(item, dict)
+    for item in records(params, "devices"):
         kind = str(item["kind"])
         side = -1 if item["side"] == "right" else 1
         if kind == "port":
@@ -414,7 +417,7 @@ def _draw_port(ctx: DrawContext, side: int) -> None:
     acc = AlphaAccumulator(ctx.canvas.grid)
     frame = rotation_frame((0.0, 1.0, 0.0))
     acc.add_ellipsoid(centre, (5.0, 14.0, 14.0), frame)
-    m1 = acc.paint(
+    m1 = acc.paint_masked(
         ctx.canvas,
         1800.0,
         Tissue.METAL,
@@ -423,8 +426,10 @@ def _draw_port(ctx: DrawContext, side: int) -> None:
     path = [centre, *_venous_path(ctx, side)]
     cat = AlphaAccumulator(ctx.canvas.grid)
     pts = np.asarray(path, dtype=np.float32)
-    cat.add_polyline(pts, np.full(len(pts), 1.2, dtype=np.float32))
-    m2 = cat.paint(ctx.canvas, CATHETER_HU, Tissue.METAL)
+    cat.add_polyline(
+        pts, np.full(len(pts), max(1.2, 0.55 * ctx.canvas.grid.voxel_mm), dtype=np.float32)
+    )
+    m2 = cat.paint_masked(ctx.canvas, CATHETER_HU, Tissue.METAL)
     ctx.masks.add(
         Finding.MEDICAL_MATERIAL,
         m1 | m2,
@@ -443,7 +448,7 @@ def _draw_pacemaker(ctx: DrawContext, side: int) -> None:
     centre = _chest_wall_point(ctx, side, 42.0 * an.plan.scale)
     acc = AlphaAccumulator(ctx.canvas.grid)
     acc.add_ellipsoid(centre, (24.0, 4.5, 20.0))
-    m1 = acc.paint(
+    m1 = acc.paint_masked(
         ctx.canvas,
         METAL_HU,
         Tissue.METAL,
@@ -455,14 +460,17 @@ def _draw_pacemaker(ctx: DrawContext, side: int) -> None:
     leads = AlphaAccumulator(ctx.canvas.grid)
     for tip in (rv_apex, ra):
         pts = np.asarray([centre, *vein, tip], dtype=np.float32)
-        leads.add_polyline(pts, np.full(len(pts), 1.0, dtype=np.float32))
-    m2 = leads.paint(ctx.canvas, 2400.0, Tissue.METAL)
+        leads.add_polyline(
+            pts, np.full(len(pts), max(1.0, 0.55 * ctx.canvas.grid.voxel_mm), dtype=np.float32)
+        )
+    m2 = leads.paint_masked(ctx.canvas, 2400.0, Tissue.METAL)
     ctx.masks.add(
         Finding.MEDICAL_MATERIAL,
         m1 | m2,
         lesion=_device_lesion(
             "cardiac pacemaker with leads",
-            f"{'right' if side < 0 else 'left'} pectoral generator, leads in the right atrium and right ventricle",
+            f"{'right' if side < 0 else 'left'} pectoral generator, "
+            "leads in the right atrium and right ventricle",
             centre,
             "right" if side < 0 else "left",
             leads=2,
@@ -489,7 +497,9 @@ def _draw_sternotomy(ctx: DrawContext) -> None:
             continue
         z, y, x = grid.axes(box)
         ring = np.sqrt((x / (24.0 * s)) ** 2 + ((y - yc) / (10.0 * s)) ** 2)
-        sd = np.sqrt(((ring - 1.0) * 10.0 * s) ** 2 + (z - zc) ** 2) - 0.7
+        sd = np.sqrt(((ring - 1.0) * 10.0 * s) ** 2 + (z - zc) ** 2) - max(
+            0.7, 0.55 * grid.voxel_mm
+        )
         alpha = soft_alpha(sd.astype(np.float32), grid.voxel_mm)
         ctx.canvas.blend(box, alpha, METAL_HU, Tissue.METAL)
         mask[box] |= alpha >= 0.5
@@ -519,8 +529,9 @@ def _draw_clips(ctx: DrawContext) -> None:
         c = centre + rng.normal(0, 6.0, 3).astype(np.float32)
         d = rng.normal(size=3)
         d = (d / np.linalg.norm(d) * 3.0).astype(np.float32)
-        acc.add_capsule(c - d, c + d, 0.8, 0.8)
-    mask = acc.paint(ctx.canvas, METAL_HU, Tissue.METAL)
+        r = max(0.8, 0.55 * ctx.canvas.grid.voxel_mm)
+        acc.add_capsule(c - d, c + d, r, r)
+    mask = acc.paint_masked(ctx.canvas, METAL_HU, Tissue.METAL)
     ctx.masks.add(
         Finding.MEDICAL_MATERIAL,
         mask,

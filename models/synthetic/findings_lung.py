@@ -13,7 +13,7 @@ from models.findings import Finding
 from models.synthetic.anatomy import LOBE_CODES, Lobe
 from models.synthetic.canvas import AlphaAccumulator, FloatArray, SmoothField, soft_alpha
 from models.synthetic.draw_context import PARENCHYMA_LABELS, DrawContext, LungVoxels
-from models.synthetic.finding_plans import JsonValue
+from models.synthetic.finding_plans import JsonValue, number, records
 from models.synthetic.tissues import Tissue
 from models.synthetic.truth import Lesion
 
@@ -53,11 +53,8 @@ def draw_nodules(ctx: DrawContext, params: Mapping[str, JsonValue]) -> None:
     grid = ctx.canvas.grid
     rng = ctx.rng
     solid_hu = ctx.enhanced(32.0 + float(rng.normal(0, 6)), 30.0)
-    nodules = params["nodules"]
-    assert isinstance(nodules, list)
-    for item in nodules:
-        assert isinstance(item, dict)
-        d = float(item["diameter_mm"])  # type: ignore[arg-type]
+    for item in records(params, "nodules"):
+        d = number(item, "diameter_mm")
         kind = str(item["type"])
         lobe = Lobe[str(item["lobe"])]
         r = d / 2.0
@@ -129,13 +126,10 @@ def draw_nodules(ctx: DrawContext, params: Mapping[str, JsonValue]) -> None:
 def draw_opacity(ctx: DrawContext, params: Mapping[str, JsonValue]) -> None:
     grid = ctx.canvas.grid
     rng = ctx.rng
-    delta = float(params["density_hu"])  # type: ignore[arg-type]
-    patches = params["patches"]
-    assert isinstance(patches, list)
-    for item in patches:
-        assert isinstance(item, dict)
+    delta = number(params, "density_hu")
+    for item in records(params, "patches"):
         lobe = Lobe[str(item["lobe"])]
-        big = float(item["radius_mm"])  # type: ignore[arg-type]
+        big = number(item, "radius_mm")
         centre = ctx.random_lung_point(lobe, depth_mm=4.0)
         semi = big * rng.uniform(0.7, 1.3, size=3)
         box = grid.box(centre - semi.max() * 1.4, centre + semi.max() * 1.4)
@@ -178,7 +172,7 @@ def draw_consolidation(ctx: DrawContext, params: Mapping[str, JsonValue]) -> Non
     rng = ctx.rng
     lobe = Lobe[str(params["lobe"])]
     extent = str(params["extent"])
-    radius = float(params["radius_mm"])  # type: ignore[arg-type]
+    radius = number(params, "radius_mm")
     vox = ctx.lung_voxels((Tissue.LUNG, Tissue.PULMONARY_VESSEL, Tissue.AIRWAY_WALL))
     sel = vox.subset(vox.lobe == LOBE_CODES[lobe])
     if len(sel.flat) == 0:
@@ -331,7 +325,7 @@ def draw_emphysema(ctx: DrawContext, params: Mapping[str, JsonValue]) -> None:
         walls.paint(ctx.canvas, ctx.hu[Tissue.LUNG] + 150.0, None, only_labels=(Tissue.LUNG,))
     for c, rr in zip(centres, radii_drawn, strict=True):
         acc.add_capsule(c, c, float(rr), float(rr))
-    mask = acc.paint(ctx.canvas, EMPHYSEMA_HU, None, only_labels=(Tissue.LUNG,))
+    mask = acc.paint_masked(ctx.canvas, EMPHYSEMA_HU, None, only_labels=(Tissue.LUNG,))
     zone = (
         "lower lobes"
         if kind == "panlobular"
@@ -359,8 +353,8 @@ def low_attenuation_percent(hu: FloatArray, lung: npt.NDArray[np.bool_]) -> floa
 # ------------------------------------------------------------------------- mosaic
 def draw_mosaic(ctx: DrawContext, params: Mapping[str, JsonValue]) -> None:
     rng = ctx.rng
-    extent = float(params["extent"])  # type: ignore[arg-type]
-    contrast = float(params["contrast_hu"])  # type: ignore[arg-type]
+    extent = number(params, "extent")
+    contrast = number(params, "contrast_hu")
     vox = ctx.lung_voxels((Tissue.LUNG,))
     if len(vox.flat) == 0:
         return
@@ -400,13 +394,13 @@ def draw_septal_thickening(ctx: DrawContext, params: Mapping[str, JsonValue]) ->
     grid = ctx.canvas.grid
     rng = ctx.rng
     zone = str(params["zone"])
-    cell = float(params["cell_mm"])  # type: ignore[arg-type]
+    cell = number(params, "cell_mm")
     vox = ctx.lung_voxels((Tissue.LUNG,))
     if len(vox.flat) == 0:
         return
     p = vox.points
     sd = ctx.anatomy.lung_distance(p[:, 2], p[:, 1], p[:, 0])
-    peripheral = sd > -28.0
+    peripheral = sd > -16.0
     if zone == "basal":
         z_cut = ctx.anatomy.plan.z_dome_right + 70.0 * ctx.anatomy.plan.scale
         peripheral &= p[:, 2] < z_cut
@@ -416,7 +410,7 @@ def draw_septal_thickening(ctx: DrawContext, params: Mapping[str, JsonValue]) ->
     wall = _voronoi_lines(rng, sel.points, cell)
     half = float(rng.uniform(0.5, 0.9))
     alpha = soft_alpha(wall - half, grid.voxel_mm)
-    _blend_points(ctx, sel, alpha, ctx.hu[Tissue.LUNG] + float(rng.uniform(600, 800)), None)
+    _blend_points(ctx, sel, alpha, ctx.hu[Tissue.LUNG] + float(rng.uniform(420, 560)), None)
     keep = alpha >= 0.5
     if not keep.any():
         return
@@ -456,7 +450,7 @@ def draw_fibrosis(ctx: DrawContext, params: Mapping[str, JsonValue]) -> None:
     grid = ctx.canvas.grid
     rng = ctx.rng
     lobe = Lobe[str(params["lobe"])]
-    bands = int(params["bands"])  # type: ignore[arg-type]
+    bands = int(number(params, "bands"))
     candidates = [ctx.random_lung_point(lobe, depth_mm=4.0, near_pleura_mm=20.0) for _ in range(8)]
     centre = max(candidates, key=lambda q: float(q[2])) if lobe.is_upper else candidates[0]
     value = ctx.enhanced(-10.0 + float(rng.normal(0, 8)), 25.0)
@@ -469,12 +463,12 @@ def draw_fibrosis(ctx: DrawContext, params: Mapping[str, JsonValue]) -> None:
         for _ in range(4):
             direction = direction + rng.normal(0, 0.35, 3).astype(np.float32)
             direction /= np.linalg.norm(direction)
-            pts.append(pts[-1] + direction * length / 4)
+            pts.append((pts[-1] + direction * length / 4).astype(np.float32))
         thickness = float(rng.uniform(1.0, 2.0))
         acc.add_polyline(
             np.asarray(pts, dtype=np.float32), np.full(len(pts), thickness, dtype=np.float32)
         )
-    band_mask = acc.paint(
+    band_mask = acc.paint_masked(
         ctx.canvas, value, Tissue.LESION, only_labels=(Tissue.LUNG, Tissue.PULMONARY_VESSEL)
     )
     # Reticulation around the scar.

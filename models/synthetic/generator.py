@@ -9,8 +9,12 @@ with CT noise added, clipped to the scanner range and stored as int16.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,8 +30,9 @@ from models.synthetic import (
 )
 from models.synthetic.abdomen import paint_abdomen
 from models.synthetic.anatomy import Anatomy
-from models.synthetic.canvas import Canvas
+from models.synthetic.canvas import Canvas, Grid
 from models.synthetic.draw_context import DrawContext
+from models.synthetic.finding_plans import number
 from models.synthetic.geometry import ScanGeometry, upsample_slice
 from models.synthetic.noise import NoiseBank, apply_kernel, noise_sd_map
 from models.synthetic.scanner import band_limited_fraction
@@ -37,6 +42,7 @@ from models.synthetic.trees import grow_bronchovascular_tree, paint_airways, pai
 from models.synthetic.truth import FindingMasks, Lesion
 
 HU_MIN, HU_MAX = -1024, 3071
+ANATOMY_SLABS = 2  # fixed, so the result does not depend on the number of threads
 
 
 @dataclass
@@ -61,6 +67,7 @@ def render_study(
     geometry: ScanGeometry | None = None,
     with_masks: bool = True,
     acquired_pixel_mm: float | None = None,
+    threads: int | None = None,
 ) -> RenderedStudy:
     """Generate the volume of ``spec`` (optionally on another geometry, e.g. a model grid).
 
@@ -75,29 +82,15 @@ def render_study(
     render = geom.render_grid()
     canvas = Canvas(render, background_hu=hu[Tissue.AIR], background_label=Tissue.AIR)
     params = {fp.finding: fp.params for fp in spec.findings}
-
-    body_wall.paint_table(canvas, anatomy)
-    body_wall.paint_body_wall(canvas, anatomy, hu)
-    paint_abdomen(canvas, anatomy, hu)
-    thorax.paint_lungs(canvas, anatomy, hu, streams["anatomy"])
-    skeleton.paint_skeleton(canvas, anatomy, hu)
     pericardial = (
-        float(params[Finding.PERICARDIAL_EFFUSION]["thickness_mm"])
+        number(params[Finding.PERICARDIAL_EFFUSION], "thickness_mm")
         if Finding.PERICARDIAL_EFFUSION in params
         else 0.0
-    )  # type: ignore[arg-type]
-    thorax.paint_mediastinum(
-        canvas, anatomy, hu, streams["anatomy"], pericardial_fluid_mm=pericardial
     )
-
-    r_min = max(0.55, 0.42 * render.voxel_mm)
+    r_min = max(0.6, 0.5 * render.voxel_mm)
     tree = grow_bronchovascular_tree(streams["trees"], anatomy, r_min=r_min)
     masks = FindingMasks(render)
     ctx = DrawContext(canvas, anatomy, hu, acq.phase, tree, streams["findings"], masks)
-    if Finding.PERICARDIAL_EFFUSION in params:
-        findings_chest.register_pericardial_effusion(ctx, pericardial)
-    if Finding.CARDIOMEGALY in params:
-        findings_chest.register_cardiomegaly(ctx)
     visible_lumen = max(r_min * 1.3, 0.8)
     airway_sel: dict[Finding, npt.NDArray[np.bool_]] = {}
     if Finding.BRONCHIECTASIS in params:
@@ -108,10 +101,31 @@ def render_study(
         airway_sel[Finding.PERIBRONCHIAL_THICKENING] = findings_airway.prepare_peribronchial(
             tree.airways, params[Finding.PERIBRONCHIAL_THICKENING]
         )
-    paint_vessels(canvas, tree.arteries, hu[Tissue.PULMONARY_VESSEL])
-    paint_vessels(canvas, tree.veins, hu[Tissue.BLOOD])
-    paint_airways(canvas, tree.airways, hu)
-    thorax.paint_fissures(canvas, anatomy)
+
+    # Normal anatomy: slabs of slices painted in parallel (numpy releases the GIL);
+    # every slab draws the same random numbers, so the seams are invisible.
+    anatomy_seed = int(streams["anatomy"].integers(2**62))
+    workers = threads or default_threads()
+
+    def paint_slab(part: Canvas) -> None:
+        seeded = np.random.default_rng(anatomy_seed)
+        body_wall.paint_table(part, anatomy)
+        body_wall.paint_body_wall(part, anatomy, hu)
+        paint_abdomen(part, anatomy, hu)
+        thorax.paint_lungs(part, anatomy, hu, np.random.default_rng([anatomy_seed, 1]))
+        skeleton.paint_skeleton(part, anatomy, hu)
+        thorax.paint_mediastinum(part, anatomy, hu, seeded, pericardial_fluid_mm=pericardial)
+        paint_vessels(part, tree.arteries, hu[Tissue.PULMONARY_VESSEL])
+        paint_vessels(part, tree.veins, hu[Tissue.BLOOD])
+        paint_airways(part, tree.airways, hu)
+        thorax.paint_fissures(part, anatomy)
+
+    _run_parallel(paint_slab, canvas.split_z(ANATOMY_SLABS), workers)
+
+    if Finding.PERICARDIAL_EFFUSION in params:
+        findings_chest.register_pericardial_effusion(ctx, pericardial)
+    if Finding.CARDIOMEGALY in params:
+        findings_chest.register_cardiomegaly(ctx)
     for finding, sel in airway_sel.items():
         findings_airway.register_airway_finding(
             ctx,
@@ -143,7 +157,7 @@ def render_study(
 
     measurements = _measure(canvas, anatomy, masks, render.voxel_volume_mm3)
     present = frozenset(masks.present())
-    missing = set(params) - present
+    missing = set(params) - masks.registered
     if missing:
         raise RuntimeError(
             f"findings planned but not drawn (no voxels): {sorted(f.value for f in missing)}"
@@ -151,7 +165,7 @@ def render_study(
 
     apply_kernel(canvas.hu, acq.kernel_family, render.voxel_mm)
     sd = _noise_level(spec, geom, acquired_pixel_mm)
-    out = _to_output(canvas, geom, render, streams["noise"], spec, anatomy, sd)
+    out = _to_output(canvas, geom, render, streams["noise"], spec, anatomy, sd, workers)
     finding_bits = instances = tissue = None
     if with_masks:
         finding_bits = _nearest(masks.bits, geom, render)
@@ -173,11 +187,12 @@ def _noise_level(spec: StudySpec, geom: ScanGeometry, acquired_pixel_mm: float |
 def _to_output(
     canvas: Canvas,
     geom: ScanGeometry,
-    render: Any,
+    render: Grid,
     rng: np.random.Generator,
     spec: StudySpec,
     anatomy: Anatomy,
     sd: float,
+    workers: int,
 ) -> npt.NDArray[np.int16]:
     weights = geom.slice_weights(render)
     rows, cols = geom.upsample_axes(render)
@@ -188,31 +203,60 @@ def _to_output(
         pixel_mm=geom.pixel_spacing,
         family=spec.acquisition.kernel_family,
     )
-    half_w = anatomy.body_half_width()
+    noise_seed = int(rng.integers(2**62))
     sd_map = noise_sd_map(
         rows=geom.rows,
         cols=geom.cols,
         pixel_mm=geom.pixel_spacing,
         centre=geom.fov_centre,
-        half_width=half_w,
+        half_width=anatomy.body_half_width(),
         half_depth=0.5 * (anatomy.body_posterior_y() + anatomy.body_anterior_y()),
         sd=sd,
     )
     out = np.empty((geom.n_slices, geom.rows, geom.cols), dtype=np.int16)
-    for k, (idx, w) in enumerate(weights):
-        if len(idx) == 1:
-            slab = canvas.hu[idx[0]] * w[0]
-        else:
-            slab = np.tensordot(w, canvas.hu[idx], axes=1)
-        image = upsample_slice(slab, rows, cols)
-        image = image + bank.slice() * sd_map
-        np.clip(image, HU_MIN, HU_MAX, out=image)
-        np.rint(image, out=image)
-        out[k] = image
+
+    def make(ks: range) -> None:
+        for k in ks:
+            idx, w = weights[k]
+            slab = (
+                canvas.hu[idx[0]] * w[0]
+                if len(idx) == 1
+                else np.tensordot(w, canvas.hu[idx], axes=1)
+            )
+            image = upsample_slice(slab, rows, cols)
+            image = image + bank.slice(np.random.default_rng([noise_seed, k])) * sd_map
+            np.clip(image, HU_MIN, HU_MAX, out=image)
+            np.rint(image, out=image)
+            out[k] = image
+
+    _run_parallel(make, _chunks(geom.n_slices, workers), workers)
     return out
 
 
-def _nearest(values: npt.NDArray[Any], geom: ScanGeometry, render: Any) -> npt.NDArray[Any]:
+def default_threads() -> int:
+    """Threads for one study: the cores this process may use, at most 2 by default."""
+    return max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+
+
+def _chunks(n: int, parts: int) -> list[range]:
+    edges = np.linspace(0, n, max(1, parts) + 1).round().astype(int)
+    return [range(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+
+
+T = TypeVar("T")
+
+
+def _run_parallel(fn: Callable[[T], None], items: Sequence[T], workers: int) -> None:
+    if workers <= 1 or len(items) <= 1:
+        for item in items:
+            fn(item)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(fn, item) for item in items]:
+            future.result()
+
+
+def _nearest(values: npt.NDArray[Any], geom: ScanGeometry, render: Grid) -> npt.NDArray[Any]:
     ks = geom.nearest_render_slice(render)
     rows, cols = geom.upsample_axes(render)
     return values[ks][:, rows.nearest][:, :, cols.nearest]

@@ -50,7 +50,6 @@ class NoiseBank:
         family: KernelFamily,
     ) -> None:
         self.rows, self.cols = rows, cols
-        self.rng = rng
         h, w = 2 * rows, 2 * cols
         fy = np.fft.fftfreq(h, d=pixel_mm)[:, None]
         fx = np.fft.rfftfreq(w, d=pixel_mm)[None, :]
@@ -63,12 +62,13 @@ class NoiseBank:
             fields.append(shaped)
         self.fields = fields
 
-    def slice(self) -> FloatArray:
-        f = self.fields[int(self.rng.integers(BANK_SIZE))]
-        y0 = int(self.rng.integers(0, self.rows + 1))
-        x0 = int(self.rng.integers(0, self.cols + 1))
+    def slice(self, rng: np.random.Generator) -> FloatArray:
+        """A random crop and flip of one field (rng per slice keeps slices independent)."""
+        f = self.fields[int(rng.integers(BANK_SIZE))]
+        y0 = int(rng.integers(0, self.rows + 1))
+        x0 = int(rng.integers(0, self.cols + 1))
         crop = f[y0 : y0 + self.rows, x0 : x0 + self.cols]
-        flip = int(self.rng.integers(4))
+        flip = int(rng.integers(4))
         if flip & 1:
             crop = crop[::-1]
         if flip & 2:

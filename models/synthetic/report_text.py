@@ -45,7 +45,8 @@ NORMAL: dict[str, tuple[str, ...]] = {
         "The trachea and main bronchi are open.",
     ),
     "mediastinum": (
-        "Heart size is normal; no pericardial effusion. Mediastinal vessels are of normal calibre. No mediastinal or hilar lymphadenopathy.",
+        "Heart size is normal; no pericardial effusion. Mediastinal vessels are of normal "
+        "calibre. No mediastinal or hilar lymphadenopathy.",
         "The heart and great vessels are unremarkable. No enlarged mediastinal lymph nodes.",
     ),
     "lungs": (
@@ -80,7 +81,10 @@ def technique_text(*, phase: Phase, thickness_mm: float, kernel: str) -> str:
         if phase is Phase.NONE
         else f"after intravenous contrast ({phase.value} phase)"
     )
-    return f"Axial CT images of the chest were obtained {contrast} with {thickness_mm:g} mm slice thickness and reconstructed with the {kernel} kernel."
+    return (
+        f"Axial CT images of the chest were obtained {contrast} with {thickness_mm:g} mm "
+        f"slice thickness and reconstructed with the {kernel} kernel."
+    )
 
 
 def _mm(value: float | int | str) -> str:
@@ -89,7 +93,9 @@ def _mm(value: float | int | str) -> str:
 
 def _article(word: str) -> str:
     """'a' or 'an' before a spoken number or word."""
-    return "an" if word[:1] in "aeiou8" or (word.startswith(("11", "18")) and len(word) == 2) else "a"
+    return (
+        "an" if word[:1] in "aeiou8" or (word.startswith(("11", "18")) and len(word) == 2) else "a"
+    )
 
 
 def lesion_sentence(lesion: Lesion) -> str:
@@ -101,11 +107,15 @@ def lesion_sentence(lesion: Lesion) -> str:
     if f is Finding.LUNG_OPACITY:
         return f"Ground-glass opacity of about {_mm(m['size_mm'])} mm in the {lesion.lobe}."
     if f is Finding.CONSOLIDATION:
-        return f"{str(m['extent']).capitalize()} consolidation with air bronchograms in the {lesion.lobe}."
+        extent = str(m["extent"]).capitalize()
+        return f"{extent} consolidation with air bronchograms in the {lesion.lobe}."
     if f is Finding.ATELECTASIS:
         return f"{lesion.kind.capitalize()} in the {lesion.lobe}."
     if f is Finding.EMPHYSEMA:
-        return f"{str(m['severity']).capitalize()} {m['type']} emphysema, predominantly in the {lesion.location.split(',')[0]}."
+        zone = lesion.location.split(",")[0]
+        return (
+            f"{str(m['severity']).capitalize()} {m['type']} emphysema, predominantly in the {zone}."
+        )
     if f is Finding.MOSAIC_ATTENUATION_PATTERN:
         return "Mosaic attenuation pattern in both lungs."
     if f is Finding.INTERLOBULAR_SEPTAL_THICKENING:
@@ -113,11 +123,18 @@ def lesion_sentence(lesion: Lesion) -> str:
     if f is Finding.PULMONARY_FIBROTIC_SEQUELA:
         return f"Fibrotic bands and reticulation consistent with sequelae in the {lesion.lobe}."
     if f is Finding.BRONCHIECTASIS:
-        return f"{str(m['type']).capitalize()} bronchiectasis in the {lesion.lobe}, bronchoarterial ratio about {float(m['bronchoarterial_ratio']):.1f}."
+        ratio = float(m["bronchoarterial_ratio"])
+        return (
+            f"{str(m['type']).capitalize()} bronchiectasis in the {lesion.lobe}, "
+            f"bronchoarterial ratio about {ratio:.1f}."
+        )
     if f is Finding.PERIBRONCHIAL_THICKENING:
         return f"Peribronchial wall thickening in the {lesion.lobe}."
     if f is Finding.PLEURAL_EFFUSION:
-        return f"{str(lesion.side).capitalize()} pleural effusion of about {_mm(m['volume_ml'])} mL, up to {_mm(m['max_depth_mm'])} mm deep."
+        return (
+            f"{str(lesion.side).capitalize()} pleural effusion of about {_mm(m['volume_ml'])} mL, "
+            f"up to {_mm(m['max_depth_mm'])} mm deep."
+        )
     if f is Finding.PERICARDIAL_EFFUSION:
         return f"Pericardial effusion up to {_mm(m['thickness_mm'])} mm thick."
     if f is Finding.CARDIOMEGALY:
@@ -129,7 +146,8 @@ def lesion_sentence(lesion: Lesion) -> str:
     if f is Finding.ARTERIAL_WALL_CALCIFICATION:
         return "Atherosclerotic calcification of the thoracic aortic wall."
     if f is Finding.LYMPHADENOPATHY:
-        return f"An enlarged lymph node at {lesion.location}, {_mm(m['short_axis_mm'])} mm in short axis."
+        short = _mm(m["short_axis_mm"])
+        return f"An enlarged lymph node at {lesion.location}, {short} mm in short axis."
     if f is Finding.HIATAL_HERNIA:
         return f"Hiatal hernia of about {_mm(m['size_mm'])} mm."
     if f is Finding.MEDICAL_MATERIAL:

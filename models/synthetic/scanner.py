@@ -123,7 +123,7 @@ VENDORS: tuple[Vendor, ...] = (
 
 VENDOR_WEIGHTS = (0.4, 0.3, 0.2, 0.1)
 
-REFERENCE_NOISE_HU = 11.0  # standard kernel, 120 kVp, 100 mAs, 5 mm, average adult
+REFERENCE_NOISE_HU = 14.0  # standard kernel, 120 kVp, 100 mAs, 5 mm, average adult
 REFERENCE_MAS = 100.0
 REFERENCE_THICKNESS_MM = 5.0
 LOW_DOSE_MAS = 45.0

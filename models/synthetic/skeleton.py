@@ -12,7 +12,7 @@ from models.synthetic.tissues import Tissue
 RIB_COUNT = 12
 RIB_THETA_POSTERIOR = 1.36  # cage angle where a rib leaves the spine (radians)
 RIB_THETA_ANTERIOR = -1.45  # where the costal cartilage meets the sternum
-CORTEX_FRACTION = 0.62  # inner fraction of a bone's normalised radius that is marrow
+CORTEX_FRACTION = 0.72  # inner fraction of a bone's normalised radius that is marrow
 
 
 def _bone_value(q: FloatArray, hu: dict[Tissue, float]) -> FloatArray:
@@ -99,7 +99,7 @@ def paint_spine(canvas: Canvas, anatomy: Anatomy, hu: dict[Tissue, float]) -> No
     # Paraspinal soft tissue margin first (so lung never touches bone directly).
     rx, ry = anatomy.vb_rx, anatomy.vb_ry
     body_f = np.sqrt((x / rx) ** 2 + ((y - anatomy.vb_y) / ry) ** 2)
-    margin = (body_f - 1.0) * min(rx, ry) - 3.0 * s
+    margin = ((body_f - 1.0) * min(rx, ry) - 3.0 * s).astype(np.float32)
     canvas.blend(box, soft_alpha(margin, v), hu[Tissue.MUSCLE], Tissue.MUSCLE, where=None)
     body_sd = (body_f - 1.0) * min(rx, ry)
     value = np.where(disc, np.float32(hu[Tissue.DISC]), _bone_value(body_f.astype(np.float32), hu))
@@ -117,7 +117,9 @@ def paint_spine(canvas: Canvas, anatomy: Anatomy, hu: dict[Tissue, float]) -> No
     ring = np.maximum(rc - 15.0 * s, canal_r - rc)
     ring = np.where(y < canal_y - 4.0 * s, np.maximum(ring, np.abs(x) - 12.0 * s), ring)
     spinous = max_of(
-        np.abs(x) - 3.5 * s, (canal_y + 10.0 * s) - y, y - (canal_y + 42.0 * s - 40.0 * s * phase)
+        (np.abs(x) - 3.5 * s).astype(np.float32),
+        ((canal_y + 10.0 * s) - y).astype(np.float32),
+        (y - (canal_y + 42.0 * s - 40.0 * s * phase)).astype(np.float32),
     )
     spinous = np.where((phase > 0.15) & (phase < 0.7), spinous, 1e3)
     # Transverse processes: bars running laterally and backwards from the pedicles.

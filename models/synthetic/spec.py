@@ -23,6 +23,8 @@ from models.synthetic.finding_plans import (
     SMALL_NODULE_MM,
     FindingPlan,
     choose_findings,
+    number,
+    records,
     sample_params,
 )
 from models.synthetic.geometry import FEET_FIRST_SUPINE, HEAD_FIRST_SUPINE, ScanGeometry
@@ -164,6 +166,9 @@ def sample_study_spec(
     hard: bool | None = None,
     slice_thickness: float | None = None,
     kernel: KernelFamily | None = None,
+    sex: str | None = None,
+    contrast: bool | None = None,
+    position: str | None = None,
 ) -> StudySpec:
     """A random study for ``seed``; keyword arguments pin parts of it.
 
@@ -177,7 +182,10 @@ def sample_study_spec(
     if not 16 <= matrix <= 1024:
         raise ValueError("matrix must be between 16 and 1024")
     rng = seed_streams(seed)["spec"]
-    sex = "M" if rng.random() < 0.55 else "F"
+    drawn_sex = "M" if rng.random() < 0.55 else "F"
+    if sex is not None and sex not in ("M", "F"):
+        raise ValueError("sex must be 'M' or 'F'")
+    sex = sex or drawn_sex
     age = int(np.clip(rng.normal(62, 14), 18, 95))
     plan = sample_body_plan(rng, sex=sex, age=age)
     identity = _identity(rng, seed, sex, age)
@@ -196,11 +204,13 @@ def sample_study_spec(
         matrix=matrix,
         slice_thickness=slice_thickness,
         kernel=kernel,
+        contrast=contrast,
+        position=position,
     )
     reasons = []
     for fp in plans:
         if fp.finding is Finding.LUNG_NODULE:
-            sizes = [float(n["diameter_mm"]) for n in fp.params["nodules"]]  # type: ignore[index,union-attr,arg-type]
+            sizes = [number(n, "diameter_mm") for n in records(fp.params, "nodules")]
             if min(sizes) <= SMALL_NODULE_MM:
                 reasons.append("small nodule")
     if acquisition.low_dose:
@@ -233,7 +243,7 @@ def _apply_plan_findings(plan: BodyPlan, findings: tuple[FindingPlan, ...]) -> B
     """Findings that change the anatomy itself (an enlarged heart)."""
     for fp in findings:
         if fp.finding is Finding.CARDIOMEGALY:
-            target = float(fp.params["target_ctr"])  # type: ignore[arg-type]
+            target = number(fp.params, "target_ctr")
             lo, hi = 1.0, 2.0
             for _ in range(30):  # bisection: CTR grows monotonically with the heart scale
                 mid = 0.5 * (lo + hi)
@@ -257,6 +267,8 @@ def _acquisition(
     matrix: int,
     slice_thickness: float | None,
     kernel: KernelFamily | None,
+    contrast: bool | None,
+    position: str | None,
 ) -> Acquisition:
     vendor_index = int(rng.choice(len(VENDORS), p=VENDOR_WEIGHTS))
     vendor = VENDORS[vendor_index]
@@ -271,7 +283,8 @@ def _acquisition(
         mas = float(rng.uniform(15, 40))
     elif hard is False:
         mas = max(mas, 50.0)
-    contrast = rng.random() < 0.35
+    drawn_contrast = bool(rng.random() < 0.35)
+    contrast = drawn_contrast if contrast is None else contrast
     phase = (Phase.ARTERIAL if rng.random() < 0.4 else Phase.VENOUS) if contrast else Phase.NONE
     agent = str(rng.choice(CONTRAST_AGENTS)) if contrast else None
     anatomy = Anatomy(plan)
@@ -298,7 +311,8 @@ def _acquisition(
         recon_y - fov_centre[1],
         float(rng.uniform(-650, 150)),
     )
-    position = FEET_FIRST_SUPINE if rng.random() < 0.08 else HEAD_FIRST_SUPINE
+    drawn_position = FEET_FIRST_SUPINE if rng.random() < 0.08 else HEAD_FIRST_SUPINE
+    position = position or drawn_position
     geometry = ScanGeometry(
         rows=matrix,
         cols=matrix,

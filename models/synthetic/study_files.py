@@ -146,7 +146,10 @@ def truth_document(study: GeneratedStudy, *, files: dict[str, str | None]) -> di
             "rescale_slope": 1.0,
         },
         "geometry": {
-            "array": "canonical [slice, row, column]: slices ascending in z, rows anterior to posterior, columns patient right to left",
+            "array": (
+                "canonical [slice, row, column]: slices ascending in z, rows anterior to "
+                "posterior, columns patient right to left"
+            ),
             "rows": g.rows,
             "columns": g.cols,
             "slices": g.n_slices,
@@ -182,7 +185,8 @@ def truth_document(study: GeneratedStudy, *, files: dict[str, str | None]) -> di
         "dictation": None,
         "hl7": None,
     }
-    return json_safe(doc)  # type: ignore[no-any-return]
+    safe: dict[str, Any] = json_safe(doc)
+    return safe
 
 
 def write_nifti(volume: npt.NDArray[Any], geometry: ScanGeometry, path: Path) -> None:
@@ -203,6 +207,7 @@ def write_study(
     dicom: bool = True,
     masks: bool = True,
     volume_nifti: bool = False,
+    threads: int = 2,
 ) -> dict[str, Any]:
     """Write the study folder; returns the truth document written to truth.json."""
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -219,7 +224,7 @@ def write_study(
         "truth": TRUTH_FILE,
     }
     if dicom:
-        write_dicom_series(r, partial / DICOM_DIR)
+        write_dicom_series(r, partial / DICOM_DIR, threads=threads)
         files["dicom"] = DICOM_DIR
     if masks and r.finding_bits is not None and r.instances is not None:
         write_nifti(r.finding_bits, r.geometry, partial / MASKS_FILE)

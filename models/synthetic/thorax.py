@@ -18,8 +18,8 @@ from models.synthetic.canvas import (
 )
 from models.synthetic.tissues import Tissue
 
-LUNG_GRADIENT_HU = 70.0  # anterior-to-posterior rise of lung density when supine
-LUNG_TEXTURE_HU = 10.0
+LUNG_GRADIENT_HU = 140.0  # anterior-to-posterior rise of lung density when supine
+LUNG_TEXTURE_HU = 32.0
 FISSURE_HU = 160.0
 HALO_MM = 5.0  # fat around mediastinal vessels where they meet lung
 
@@ -60,7 +60,7 @@ def paint_lungs(
     y_front, y_back = -anatomy.cage_b, anatomy.cage_b
     gradient = LUNG_GRADIENT_HU * ((y - y_front) / (y_back - y_front) - 0.45)
     value = (hu[Tissue.LUNG] + gradient).astype(np.float32)
-    texture = SmoothField(rng, wavelength_mm=14.0, waves=6)
+    texture = SmoothField(rng, wavelength_mm=14.0, waves=3)
     canvas.blend(box, soft_alpha(anatomy.lung_distance(z, y, x), v), value, Tissue.LUNG)
     lung = canvas.label[box] == Tissue.LUNG
     idx = np.nonzero(lung)
@@ -104,7 +104,7 @@ def paint_heart(
     g = heart_geometry(anatomy)
     s = anatomy.plan.scale * anatomy.plan.heart_scale
     soft = (Tissue.LUNG, Tissue.FAT, Tissue.PULMONARY_VESSEL)
-    sac = 3.0 + pericardial_fluid_mm
+    sac = 3.0 + pericardial_fluid_mm + (2.5 if pericardial_fluid_mm > 0 else 0.0)
     paint_ellipsoid(
         canvas,
         g.centre,
@@ -124,8 +124,10 @@ def paint_heart(
         frame=g.frame,
         grow=sac + 0.9,
     )
+    epicardial = 2.5
     paint_ellipsoid(canvas, g.centre, g.semi, hu[Tissue.FAT], Tissue.FAT, frame=g.frame, grow=sac)
     if pericardial_fluid_mm > 0:
+        # Fluid lies inside the sac, outside the epicardial fat around the coronary arteries.
         paint_ellipsoid(
             canvas,
             g.centre,
@@ -133,7 +135,10 @@ def paint_heart(
             hu[Tissue.FLUID],
             Tissue.FLUID,
             frame=g.frame,
-            grow=pericardial_fluid_mm,
+            grow=epicardial + pericardial_fluid_mm,
+        )
+        paint_ellipsoid(
+            canvas, g.centre, g.semi, hu[Tissue.FAT], Tissue.FAT, frame=g.frame, grow=epicardial
         )
     paint_ellipsoid(
         canvas, g.centre, g.semi, hu[Tissue.MYOCARDIUM], Tissue.MYOCARDIUM, frame=g.frame
@@ -219,7 +224,7 @@ def paint_tube(
     *,
     halo_value: float | None,
     grow: float = 0.0,
-) -> np.ndarray:
+) -> None:
     if halo_value is not None:
         halo = AlphaAccumulator(canvas.grid)
         halo.add_polyline(tube.points, tube.radii + grow + HALO_MM)
@@ -228,7 +233,7 @@ def paint_tube(
         )
     acc = AlphaAccumulator(canvas.grid)
     acc.add_polyline(tube.points, tube.radii + grow)
-    return acc.paint(canvas, value, label)
+    acc.paint(canvas, value, label)
 
 
 def paint_great_vessels(canvas: Canvas, anatomy: Anatomy, hu: dict[Tissue, float]) -> None:
@@ -330,5 +335,5 @@ def paint_mediastinum(
     paint_coronaries(canvas, anatomy, hu)
     paint_great_vessels(canvas, anatomy, hu)
     paint_central_airways(canvas, anatomy, hu)
-    paint_oesophagus(canvas, anatomy, hu, rng)
-    paint_normal_nodes(canvas, anatomy, hu, rng)
+    paint_oesophagus(canvas, anatomy, hu, np.random.default_rng([int(rng.integers(2**31)), 1]))
+    paint_normal_nodes(canvas, anatomy, hu, np.random.default_rng([int(rng.integers(2**31)), 2]))

@@ -19,7 +19,7 @@ from models.synthetic.canvas import AlphaAccumulator, Canvas, FloatArray
 from models.synthetic.tissues import Tissue
 
 MURRAY_EXPONENT = 3.0
-MAIN_ARTERY_RADIUS = 10.5
+MAIN_ARTERY_RADIUS = 9.0
 POINTS_PER_LOBE_FULL = 2600
 STEP_FRACTION = 0.55
 AIRWAY_TO_ARTERY = 0.82
@@ -111,6 +111,12 @@ def sample_lung_points(
     return pts, anatomy.lobe_of(pts)
 
 
+def _quantile(values: FloatArray, q: float) -> float:
+    """A quick quantile (np.partition) for splitting a territory."""
+    k = min(len(values) - 1, max(0, int(q * (len(values) - 1))))
+    return float(np.partition(values, k)[k])
+
+
 def _grow(
     rng: np.random.Generator,
     root: FloatArray,
@@ -141,7 +147,7 @@ def _grow(
             continue
         extent = pts.max(axis=0) - pts.min(axis=0)
         proj = pts[:, int(np.argmax(extent))]
-        cut = np.quantile(
+        cut = _quantile(
             proj, rng.uniform(0.22, 0.5) if rng.random() < 0.5 else rng.uniform(0.5, 0.78)
         )
         for side in (proj < cut, proj >= cut):
@@ -256,8 +262,8 @@ def paint_airways(
     hu: dict[Tissue, float],
     *,
     only: npt.NDArray[np.bool_] | None = None,
-) -> npt.NDArray[np.bool_]:
-    """Walls then lumens of visible airways; returns the mask of their voxels (wall and lumen)."""
+) -> None:
+    """Walls then lumens of visible airways."""
     c = airways.centre
     lumen_a = c.ra * airways.lumen_scale
     lumen_b = c.rb * airways.lumen_scale
@@ -268,6 +274,5 @@ def paint_airways(
     outer.add_capsules(c.a[n], c.b[n], (lumen_a + wall)[n], (lumen_b + wall)[n])
     inner.add_capsules(c.a[n], c.b[n], lumen_a[n], lumen_b[n])
     allowed = (*IN_LUNG_LABELS, Tissue.AIRWAY_WALL, Tissue.AIRWAY_LUMEN)
-    m1 = outer.paint(canvas, hu[Tissue.AIRWAY_WALL], Tissue.AIRWAY_WALL, only_labels=allowed)
-    m2 = inner.paint(canvas, hu[Tissue.AIRWAY_LUMEN], Tissue.AIRWAY_LUMEN, only_labels=allowed)
-    return m1 | m2
+    outer.paint(canvas, hu[Tissue.AIRWAY_WALL], Tissue.AIRWAY_WALL, only_labels=allowed)
+    inner.paint(canvas, hu[Tissue.AIRWAY_LUMEN], Tissue.AIRWAY_LUMEN, only_labels=allowed)

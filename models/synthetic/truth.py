@@ -42,15 +42,40 @@ class Lesion:
     voxels: int = 0
 
 
+# Findings that only change lung texture; an opaque finding drawn later hides them.
+TEXTURE_FINDINGS = (
+    Finding.EMPHYSEMA,
+    Finding.MOSAIC_ATTENUATION_PATTERN,
+    Finding.INTERLOBULAR_SEPTAL_THICKENING,
+    Finding.LUNG_OPACITY,
+    Finding.PULMONARY_FIBROTIC_SEQUELA,
+    Finding.PERIBRONCHIAL_THICKENING,
+    Finding.BRONCHIECTASIS,
+)
+OPAQUE_FINDINGS = (
+    Finding.LUNG_NODULE,
+    Finding.CONSOLIDATION,
+    Finding.ATELECTASIS,
+    Finding.PLEURAL_EFFUSION,
+    Finding.HIATAL_HERNIA,
+    Finding.LYMPHADENOPATHY,
+)
+
+
 class FindingMasks:
-    """Per-voxel finding bits and lesion instance ids on the render grid."""
+    """Per-voxel finding bits and lesion instance ids on the render grid.
+
+    Opaque findings (a nodule, consolidation, effusion...) clear the bits of
+    texture findings they cover, so the masks describe what the image shows.
+    """
 
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
         self.bits = np.zeros(grid.shape, dtype=np.uint32)
         self.instances = np.zeros(grid.shape, dtype=np.uint16)
         self.lesions: list[Lesion] = []
-        self.global_measurements: dict[str, float | int | str] = {}
+        self.registered: set[Finding] = set()
+        self._texture_bits = np.uint32(sum(finding_bit(f) for f in TEXTURE_FINDINGS))
 
     def add(
         self,
@@ -62,7 +87,12 @@ class FindingMasks:
     ) -> Lesion | None:
         """Register voxels (a full-grid mask, or a mask of ``box``) for a finding and lesion."""
         sl = box if box is not None else self.grid.full_box()
-        self.bits[sl][mask] |= np.uint32(finding_bit(finding))
+        view = self.bits[sl]
+        if finding in OPAQUE_FINDINGS:
+            view[mask] &= ~self._texture_bits
+        view[mask] |= np.uint32(finding_bit(finding))
+        if mask.any():
+            self.registered.add(finding)
         if lesion is not None:
             lesion.instance_id = len(self.lesions) + 1
             lesion.voxels = int(mask.sum())
@@ -73,7 +103,12 @@ class FindingMasks:
     def add_flat(
         self, finding: Finding, flat_index: npt.NDArray[np.intp], *, lesion: Lesion | None = None
     ) -> None:
-        self.bits.reshape(-1)[flat_index] |= np.uint32(finding_bit(finding))
+        flat = self.bits.reshape(-1)
+        if finding in OPAQUE_FINDINGS:
+            flat[flat_index] &= ~self._texture_bits
+        flat[flat_index] |= np.uint32(finding_bit(finding))
+        if flat_index.size:
+            self.registered.add(finding)
         if lesion is not None:
             lesion.instance_id = len(self.lesions) + 1
             lesion.voxels = int(flat_index.size)
