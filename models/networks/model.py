@@ -37,6 +37,8 @@ PAD_TOKEN_ID = 0
 """WordPiece ids of MiniLM's (BERT uncased) vocabulary."""
 EMPTY_TEXT_TOKENS = 2
 """An absent text is encoded as [CLS][SEP]."""
+TEXT_LENGTH_BUCKET = 16
+"""Text tensors are cut to the present texts' length, rounded up to a multiple of this."""
 
 
 @dataclass
@@ -65,6 +67,24 @@ class TextInput:
             attention_mask=torch.ones(batch, 2, dtype=torch.bool, device=device),
             token_ids=ids,
         )
+
+
+def _fit_length(text: TextInput, length: int) -> TextInput:
+    """Cut or pad (masked, with [PAD] / zero embeddings) every tensor to ``length`` tokens."""
+    pad = length - text.attention_mask.shape[1]
+
+    def fit(tensor: torch.Tensor, value: float) -> torch.Tensor:
+        if pad <= 0:
+            return tensor[:, :length]
+        shape = (tensor.shape[0], pad, *tensor.shape[2:])
+        return torch.cat([tensor, tensor.new_full(shape, value)], dim=1)
+
+    return TextInput(
+        present=text.present,
+        attention_mask=fit(text.attention_mask, False),
+        token_ids=None if text.token_ids is None else fit(text.token_ids, PAD_TOKEN_ID),
+        embeddings=None if text.embeddings is None else fit(text.embeddings, 0.0),
+    )
 
 
 @dataclass
@@ -138,12 +158,7 @@ class RadscribeModel(nn.Module):
         keep = present[:, None]
         used = (text.attention_mask & keep).any(0).nonzero()
         length = max(EMPTY_TEXT_TOKENS, int(used.max()) + 1 if used.numel() else 0)
-        text = TextInput(
-            present=text.present,
-            attention_mask=text.attention_mask[:, :length],
-            token_ids=None if text.token_ids is None else text.token_ids[:, :length],
-            embeddings=None if text.embeddings is None else text.embeddings[:, :length],
-        )
+        text = _fit_length(text, -(-length // TEXT_LENGTH_BUCKET) * TEXT_LENGTH_BUCKET)
         if text.token_ids is not None:
             empty = torch.full_like(text.token_ids, PAD_TOKEN_ID)
             empty[:, 0] = CLS_TOKEN_ID
@@ -174,20 +189,50 @@ class RadscribeModel(nn.Module):
 
     # -- forward --------------------------------------------------------------
     def forward(self, batch: ModelBatch) -> ModelOutput:
-        visual, fine = self.image_encoder(batch.image)
-        b = visual.shape[0]
+        """Text preparation (eager: trimming, text encoder), then the fixed-shape ``fuse``."""
         emr_present = self._drop_modalities(batch.emr.present.bool())
         dictation_present = self._drop_modalities(batch.dictation.present.bool())
         emr_hidden, emr_mask = self._text_hidden(batch.emr, emr_present)
         dictation_hidden, dictation_mask = self._text_hidden(batch.dictation, dictation_present)
+        return self.fuse(
+            batch.image,
+            batch.image_quality,
+            emr_hidden,
+            emr_mask,
+            emr_present,
+            dictation_hidden,
+            dictation_mask,
+            dictation_present,
+            batch.dictation_quality,
+        )
 
+    def fuse(
+        self,
+        image: torch.Tensor,
+        image_quality: torch.Tensor,
+        emr_hidden: torch.Tensor,
+        emr_mask: torch.Tensor,
+        emr_present: torch.Tensor,
+        dictation_hidden: torch.Tensor,
+        dictation_mask: torch.Tensor,
+        dictation_present: torch.Tensor,
+        dictation_quality: torch.Tensor,
+    ) -> ModelOutput:
+        """Everything after the text encoder: tensors in, no host syncs, so one compiled graph.
+
+        Text lengths are padded to ``TEXT_LENGTH_BUCKET`` multiples by ``_text_hidden``, so a
+        compiled ``fuse`` sees few distinct shapes.
+        """
+        visual, fine = self.image_encoder(image)
+        nodule_map = self.nodule_head(fine)
+        b = visual.shape[0]
         weights = self.gate(
-            image_quality=batch.image_quality.to(visual.dtype),
+            image_quality=image_quality.to(visual.dtype),
             emr_present=emr_present,
             emr_length=emr_mask.sum(1),
             dictation_present=dictation_present,
             dictation_length=dictation_mask.sum(1),
-            dictation_quality=batch.dictation_quality.to(visual.dtype),
+            dictation_quality=dictation_quality.to(visual.dtype),
         )
         log_w = log_weight_bias(weights.float()).to(visual.dtype)  # (B, 3)
         neg_inf = torch.tensor(float("-inf"), dtype=visual.dtype, device=visual.device)
@@ -228,5 +273,5 @@ class RadscribeModel(nn.Module):
             finding_probabilities=self.finding_head.calibrate(logits.float()),
             evidence=evidence,
             modality_weights=weights,
-            nodule_map=self.nodule_head(fine),
+            nodule_map=nodule_map,
         )
