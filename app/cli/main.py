@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.cli.studies",
     "app.cli.draft",
     "app.cli.transcribe",
+    "app.cli.synth",
 )
 
 
