@@ -1,0 +1,166 @@
+"""Training throughput and peak GPU memory: bf16 autocast against fp32 (TF32 off), same GPU.
+
+Run from the repository root on a CUDA machine::
+
+    python bench/bench_train_gpu.py                       # the shipped recipe's model
+    python bench/bench_train_gpu.py --batch-size 8 --steps 20 --json out.json
+
+Each mode builds the same seeded model (``configs/train/shipped.yaml``) and runs
+full training steps (forward, the findings and nodule losses, backward, AdamW) on
+random inputs of the model's grid shape with precomputed text embeddings, as the
+trainer does.  fp32 runs with TF32 switched off for matrix products and
+convolutions (so it is real fp32); bf16 uses ``torch.autocast`` with fp32 master
+weights, as ``amp: bf16`` in training.  Reported: median step time over
+``--steps`` after ``--warmup`` steps, samples per second, and the peak memory
+allocated by PyTorch during the timed steps.  The bar: bf16 1.8x faster and 40 %
+less memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from models.losses import radscribe_loss  # noqa: E402
+from models.networks.model import ModelBatch, RadscribeModel, TextInput  # noqa: E402
+from models.training.config import load_train_config  # noqa: E402
+
+EMR_TOKENS = 40
+DICTATION_TOKENS = 120
+
+
+def _batch(
+    config: Any, grid: tuple[int, int, int], size: int, device: torch.device
+) -> tuple[ModelBatch, torch.Tensor]:
+    generator = torch.Generator(device="cpu").manual_seed(0)
+
+    def text(length: int) -> TextInput:
+        return TextInput(
+            present=torch.ones(size, dtype=torch.bool, device=device),
+            attention_mask=torch.ones(size, length, dtype=torch.bool, device=device),
+            embeddings=torch.randn(size, length, config.text_dim, generator=generator).to(device),
+        )
+
+    image = (torch.rand(size, 1, *grid, generator=generator) * 2 - 1).to(device)
+    batch = ModelBatch(
+        image=image.contiguous(memory_format=torch.channels_last_3d),
+        image_quality=torch.rand(size, 6, generator=generator).to(device),
+        emr=text(EMR_TOKENS),
+        dictation=text(DICTATION_TOKENS),
+        dictation_quality=torch.rand(size, 3, generator=generator).to(device),
+    )
+    labels = (torch.rand(size, config.num_findings, generator=generator) < 0.2).float().to(device)
+    return batch, labels
+
+
+def run_mode(
+    mode: str, *, config_path: Path, batch_size: int, steps: int, warmup: int
+) -> dict[str, float]:
+    device = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.benchmark = True
+    train_config = load_train_config(config_path)
+    config = train_config.model_config_()
+    torch.manual_seed(0)
+    model = RadscribeModel(config).to(device).to(memory_format=torch.channels_last_3d).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    spec = train_config.preprocess_spec()
+    batch, labels = _batch(config, spec.grid_shape, batch_size, device)
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float32
+    times = []
+    for step in range(warmup + steps):
+        if step == warmup:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.autocast("cuda", dtype=dtype, enabled=mode == "bf16"):
+            out = model(batch)
+        loss = (
+            radscribe_loss(out, finding_labels=labels)["total"]
+            + out.nodule_map.float().square().mean()
+        )
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    result = {
+        "median_step_s": median,
+        "samples_per_s": batch_size / median,
+        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+    }
+    del model, optimizer, batch, out, loss
+    torch.cuda.empty_cache()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "train" / "shipped.yaml")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_train_gpu needs a CUDA GPU", file=sys.stderr)
+        return 2
+    results = {
+        mode: run_mode(
+            mode,
+            config_path=args.config,
+            batch_size=args.batch_size,
+            steps=args.steps,
+            warmup=args.warmup,
+        )
+        for mode in ("fp32", "bf16")
+    }
+    fp32, bf16 = results["fp32"], results["bf16"]
+    summary = {
+        "gpu": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "batch_size": args.batch_size,
+        "grid": list(load_train_config(args.config).preprocess_spec().grid_shape),
+        "tf32": "off in fp32 (matmul and cuDNN)",
+        "fp32": fp32,
+        "bf16": bf16,
+        "speedup": fp32["median_step_s"] / bf16["median_step_s"],
+        "memory_saving": 1 - bf16["peak_memory_gib"] / fp32["peak_memory_gib"],
+    }
+    print(
+        f"GPU {summary['gpu']}, torch {summary['torch']}, "
+        f"batch {args.batch_size}, grid {summary['grid']}"
+    )
+    print(f"{'':>8} {'step s':>10} {'samples/s':>10} {'peak GiB':>10}")
+    for mode in ("fp32", "bf16"):
+        r = results[mode]
+        print(
+            f"{mode:>8} {r['median_step_s']:>10.4f} {r['samples_per_s']:>10.1f} "
+            f"{r['peak_memory_gib']:>10.2f}"
+        )
+    print(
+        f"bf16 speed-up {summary['speedup']:.2f}x (bar 1.8x), "
+        f"memory saving {summary['memory_saving']:.0%} (bar 40%)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
