@@ -30,6 +30,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.cli.draft",
     "app.cli.transcribe",
     "app.cli.synth",
+    "app.cli.train",
+    "app.cli.evaluate",
+    "app.cli.distill",
 )
 
 
