@@ -40,27 +40,62 @@ class Settings(BaseSettings):
         env_prefix="RADSCRIBE_", extra="ignore", frozen=True, validate_default=True
     )
 
-    env: Environment = Environment.PRODUCTION
-    data_dir: Path = Path("./radscribe-data")
+    env: Environment = Field(
+        default=Environment.PRODUCTION,
+        description="production or development; production refuses a missing or placeholder "
+        "secret and demonstration model weights.",
+    )
+    data_dir: Path = Field(
+        default=Path("./radscribe-data"),
+        description="Local files: the SQLite database, DICOM storage, dictation audio.",
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default is SQLite under DATA_DIR."
     )
-    secret_key: str = ""
-    log_json: bool = False
-    log_level: str = "INFO"
+    secret_key: str = Field(
+        default="",
+        description="Signs sessions and CSRF tokens; at least 32 random characters in production.",
+    )
+    log_json: bool = Field(
+        default=False,
+        description="Write log lines as JSON.",
+    )
+    log_level: str = Field(
+        default="INFO",
+        description="DEBUG, INFO, WARNING, ERROR or CRITICAL; patient data is only logged "
+        "at DEBUG.",
+    )
 
-    http_host: str = "127.0.0.1"
-    http_port: int = 8000
-    metrics_port: int = 9108
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address the web app binds to.",
+    )
+    http_port: int = Field(
+        default=8000,
+        description="Port of the web app.",
+    )
+    metrics_port: int = Field(
+        default=9108,
+        description="Port of /metrics for processes without a web server.",
+    )
     metrics_host: str = Field(
         default="127.0.0.1",
         description="Address the metrics endpoint of processes without a web server binds to "
         "(0.0.0.0 in containers, so Prometheus can scrape it).",
     )
 
-    dicom_host: str = "0.0.0.0"
-    dicom_port: int = 11112
-    dicom_ae_title: str = "RADSCRIBE"
+    dicom_host: str = Field(
+        default="0.0.0.0",
+        description="Address the DICOM node binds to.",
+    )
+    dicom_port: int = Field(
+        default=11112,
+        description="Port of the DICOM node.",
+    )
+    dicom_ae_title: str = Field(
+        default="RADSCRIBE",
+        description="AE title of the DICOM node.",
+    )
     dicom_allowed_aes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="Calling AE titles allowed to send, comma-separated: AET, AET@host (the "
@@ -107,12 +142,30 @@ class Settings(BaseSettings):
         description="PEM CA bundle; when set, DICOM callers must present a certificate it signed.",
     )
 
-    hl7_host: str = "0.0.0.0"
-    hl7_port: int = 2575
-    emr_hl7_host: str | None = None
-    emr_hl7_port: int | None = None
-    hl7_processing_id: str = "P"
-    order_wait_seconds: float = 60.0
+    hl7_host: str = Field(
+        default="0.0.0.0",
+        description="Address the inbound MLLP listener binds to.",
+    )
+    hl7_port: int = Field(
+        default=2575,
+        description="Port of the inbound MLLP listener.",
+    )
+    emr_hl7_host: str | None = Field(
+        default=None,
+        description="Host of the EMR's MLLP receiver for signed reports; unset = no sending.",
+    )
+    emr_hl7_port: int | None = Field(
+        default=None,
+        description="Port of the EMR's MLLP receiver.",
+    )
+    hl7_processing_id: str = Field(
+        default="P",
+        description="MSH-11 of outbound messages: P production, T test, D debugging.",
+    )
+    order_wait_seconds: float = Field(
+        default=60.0,
+        description="How long drafting waits for a late order before drafting without it.",
+    )
     hl7_send_preliminary: bool = Field(
         default=False, description="Send a signed preliminary to the EMR as ORU^R01 (OBR-25 P)."
     )
@@ -152,10 +205,20 @@ class Settings(BaseSettings):
         default=1200.0, description="Longest dictation accepted, in seconds."
     )
 
-    checkpoint: Path | None = None
-    allow_demo_model: bool = False
+    checkpoint: Path | None = Field(
+        default=None,
+        description="Model checkpoint (its .json sidecar); unset = the shipped weights.",
+    )
+    allow_demo_model: bool = Field(
+        default=False,
+        description="Allow weights not validated for clinical use in production; drafts are "
+        "then labelled a demonstration.",
+    )
 
-    celery_broker_url: str | None = None
+    celery_broker_url: str | None = Field(
+        default=None,
+        description="Redis URL for Celery workers (radscribe worker); unset = in-process workers.",
+    )
     viewer_url_template: str | None = Field(
         default=None,
         description="Hospital viewer link with {study_instance_uid}, e.g. "
@@ -192,8 +255,14 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = Field(
         default=None, description="OpenID Connect issuer URL; unset = password login only."
     )
-    oidc_client_id: str | None = None
-    oidc_client_secret: str | None = None
+    oidc_client_id: str | None = Field(
+        default=None,
+        description="OpenID Connect client ID.",
+    )
+    oidc_client_secret: str | None = Field(
+        default=None,
+        description="OpenID Connect client secret.",
+    )
     oidc_username_claim: str = Field(
         default="preferred_username",
         description="ID-token claim matched against Radscribe user names.",
