@@ -5,18 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.core.settings import Settings
-from app.services.synthetic_study import (
-    SpeechSynthesisError,
-    write_synthetic_dataset,
-    write_synthetic_study,
-)
-from models.findings import Finding
-from models.synthetic.dataset import DatasetOptions
-from models.synthetic.preview import SeriesReadError, write_preview
-from models.synthetic.study_files import DICOM_DIR, StudyExistsError
 
+if TYPE_CHECKING:
+    from models.findings import Finding
+
+# The generator needs the ML extra (numpy, scipy, pydicom, nibabel, Pillow): its modules
+# are imported inside the handlers so that `radscribe` starts without them.
 DEFAULT_REAL_CHEST = (
     Path(__file__).resolve().parents[3]
     / "shared"
@@ -116,6 +113,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _findings(names: list[str] | None) -> list[Finding] | None:
+    from models.findings import Finding
+
     if names is None:
         return None
     if [n.lower() for n in names] == ["none"]:
@@ -124,6 +123,9 @@ def _findings(names: list[str] | None) -> list[Finding] | None:
 
 
 def run_study(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services.synthetic_study import SpeechSynthesisError, write_synthetic_study
+    from models.synthetic.study_files import StudyExistsError
+
     try:
         findings = _findings(args.finding)
         truth = write_synthetic_study(
@@ -149,6 +151,9 @@ def run_study(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_dataset(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services.synthetic_study import SpeechSynthesisError, write_synthetic_dataset
+    from models.synthetic.dataset import DatasetOptions
+
     try:
         options = DatasetOptions(
             n=args.n,
@@ -178,6 +183,9 @@ def run_dataset(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_preview(args: argparse.Namespace, settings: Settings) -> int:
+    from models.synthetic.preview import SeriesReadError, write_preview
+    from models.synthetic.study_files import DICOM_DIR
+
     series_dir = args.dir / DICOM_DIR if (args.dir / DICOM_DIR).is_dir() else args.dir
     if not series_dir.is_dir():
         print(f"radscribe synth preview: {args.dir} is not a folder", file=sys.stderr)
@@ -192,6 +200,7 @@ def run_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_realism(args: argparse.Namespace, settings: Settings) -> int:
+    from models.synthetic.preview import SeriesReadError
     from models.synthetic.realism import compare
 
     real: Path = args.real

@@ -73,8 +73,8 @@ def _paint_breasts(canvas: Canvas, anatomy: Anatomy, hu: dict[Tissue, float]) ->
     front = -float(ant[0])
     size = 1.0 + 0.012 * (anatomy.plan.fat_mm - 15.0)
     for side in (-1, 1):
-        centre = (side * 86.0 * anatomy.sx, front + 8.0 * s, z0)
-        semi = (54.0 * s * size, 28.0 * s * size, 55.0 * s * size)
+        centre = (side * 84.0 * anatomy.sx, front + 12.0 * s, z0)
+        semi = (62.0 * s * size, 24.0 * s * size, 55.0 * s * size)
         paint_ellipsoid(
             canvas, centre, semi, hu[Tissue.SKIN], Tissue.SKIN, only_labels=(Tissue.AIR,)
         )

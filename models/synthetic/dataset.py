@@ -120,16 +120,30 @@ class DatasetItem:
     volume_path: Path
 
 
+def split_counts(options: DatasetOptions) -> dict[str, int]:
+    """Studies per split: largest remainders, and at least one per split from n = 3 on."""
+    raw = [f * options.n for f in options.fractions]
+    counts = [int(np.floor(r)) for r in raw]
+    for i in sorted(range(3), key=lambda i: raw[i] - counts[i], reverse=True)[
+        : options.n - sum(counts)
+    ]:
+        counts[i] += 1
+    if options.n >= len(SPLITS):
+        for i in range(len(SPLITS)):
+            if counts[i] == 0 and options.fractions[i] > 0:
+                counts[int(np.argmax(counts))] -= 1
+                counts[i] += 1
+    return dict(zip(SPLITS, counts, strict=True))
+
+
 def assign_splits(options: DatasetOptions) -> list[str]:
     """Split of each study index (deterministic by seed)."""
     order = np.random.default_rng([options.seed, 7]).permutation(options.n)
-    n_train = round(options.fractions[0] * options.n)
-    n_valid = round(options.fractions[1] * options.n)
+    counts = split_counts(options)
+    names = [name for name in SPLITS for _ in range(counts[name])]
     splits = [""] * options.n
     for rank, index in enumerate(order):
-        splits[int(index)] = (
-            "train" if rank < n_train else ("valid" if rank < n_train + n_valid else "test")
-        )
+        splits[int(index)] = names[rank]
     return splits
 
 

@@ -218,3 +218,15 @@ def test_dataset_in_ct_rate_layout_is_deterministic(tmp_path: Path) -> None:
             tmp_path / "b" / "dataset" / split_csv
         ).read_text()
     assert assign_splits(options) == assign_splits(options)
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [(1, (1, 0, 0)), (3, (1, 1, 1)), (5, (3, 1, 1)), (100, (80, 10, 10))],
+)
+def test_split_counts_cover_every_split(n: int, expected: tuple[int, int, int]) -> None:
+    from models.synthetic.dataset import split_counts
+
+    counts = split_counts(DatasetOptions(n=n))
+    assert tuple(counts.values()) == expected
+    assert sorted(assign_splits(DatasetOptions(n=n))).count("train") == expected[0]
