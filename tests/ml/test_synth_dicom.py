@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +18,10 @@ from models.synthetic.dicom_writer import write_dicom_series
 from models.synthetic.generator import RenderedStudy, render_study
 from models.synthetic.preview import load_series, write_preview
 from models.synthetic.spec import sample_study_spec
+from tests.conftest import free_port
 
 DCMDUMP = "/usr/bin/dcmdump"
+ORTHANC = "/usr/sbin/Orthanc"
 
 
 def _study(position: str, seed: int) -> RenderedStudy:
@@ -98,3 +104,59 @@ def test_dcmtk_reads_a_generated_file(tmp_path: Path) -> None:
     assert "CTImageStorage" in result.stdout
     assert study.spec.identity.accession_number in result.stdout
     assert "E:" not in result.stderr
+
+
+@pytest.mark.skipif(not os.path.exists(ORTHANC), reason="Orthanc not installed")
+def test_orthanc_stores_and_renders_a_generated_file(tmp_path: Path) -> None:
+    study = _study("HFS", 35)
+    paths = write_dicom_series(study, tmp_path / "dicom")
+    http, dicom = free_port(), free_port()
+    config = {
+        "Name": "synth-test",
+        "StorageDirectory": str(tmp_path / "orthanc"),
+        "IndexDirectory": str(tmp_path / "orthanc"),
+        "HttpPort": http,
+        "DicomPort": dicom,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+    }
+    (tmp_path / "orthanc.json").write_text(json.dumps(config))
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    log = open(tmp_path / "orthanc.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [ORTHANC, str(tmp_path / "orthanc.json")], stdout=log, stderr=log, env=env
+    )
+    base = f"http://127.0.0.1:{http}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/system", timeout=2).read()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, "Orthanc exited"
+                assert time.monotonic() < deadline, "Orthanc did not start"
+                time.sleep(0.1)
+        request = urllib.request.Request(
+            f"{base}/instances", data=paths[0].read_bytes(), method="POST"
+        )
+        stored = json.loads(urllib.request.urlopen(request, timeout=10).read())
+        assert stored["Status"] == "Success"
+        tags = json.loads(
+            urllib.request.urlopen(
+                f"{base}/instances/{stored['ID']}/simplified-tags", timeout=10
+            ).read()
+        )
+        assert tags["AccessionNumber"] == study.spec.identity.accession_number
+        assert tags["SeriesInstanceUID"] == study.spec.identity.series_uid
+        png = urllib.request.urlopen(f"{base}/instances/{stored['ID']}/preview", timeout=10).read()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
