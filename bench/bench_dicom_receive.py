@@ -67,6 +67,7 @@ ae = AE(ae_title="DISCARD")
 ae.maximum_pdu_size = 262144
 for cx in AllStoragePresentationContexts:
     ae.add_supported_context(cx.abstract_syntax)
+ae.add_supported_context("1.2.840.10008.1.1")
 ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, on_store)])
 """
 

@@ -9,7 +9,7 @@ pixel data to decode, so they are accepted in whatever syntax is offered.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from pydicom.uid import (
     JPEG2000,
@@ -112,27 +112,38 @@ def build_supported_contexts() -> list[PresentationContext]:
     return contexts
 
 
-def widen_for_offered(
-    supported: Sequence[PresentationContext], offered: Iterable[PresentationContext]
-) -> list[PresentationContext]:
-    """Return ``supported`` where non-image classes also accept every offered syntax.
+class ContextTable:
+    """The supported contexts, built once and shared (read-only) by every association.
 
-    Called per association, before negotiation, so a private or new transfer
-    syntax offered for an SR or RTSTRUCT is accepted as offered.
+    pynetdicom deep-copies the server's contexts for each association, which for
+    ~170 storage classes costs a noticeable part of a second; so the AE itself
+    lists only Verification, and :meth:`for_offered` gives each association the
+    contexts for what its requestor actually proposed.
     """
-    by_class = {cx.abstract_syntax: cx for cx in supported}
-    for proposal in offered:
-        abstract = proposal.abstract_syntax
-        if abstract is None or abstract in IMAGE_SOP_CLASSES or abstract == VERIFICATION:
-            continue
-        context = by_class.get(abstract)
-        if context is None:
-            continue
-        known = set(context.transfer_syntax)
-        extra = [ts for ts in proposal.transfer_syntax if ts not in known]
-        if extra:
-            try:
-                by_class[abstract] = build_context(abstract, [*context.transfer_syntax, *extra])
-            except ValueError:  # a malformed syntax UID: leave it to be refused
+
+    def __init__(self) -> None:
+        self._by_class = {cx.abstract_syntax: cx for cx in build_supported_contexts()}
+
+    def for_offered(self, offered: Iterable[PresentationContext]) -> list[PresentationContext]:
+        """Contexts for the proposed abstract syntaxes; non-image ones also take every
+        offered transfer syntax (so a private or new syntax for an SR is accepted)."""
+        chosen: dict[str, PresentationContext] = {}
+        for proposal in offered:
+            abstract = proposal.abstract_syntax
+            context = self._by_class.get(abstract) if abstract is not None else None
+            if abstract is None or context is None:
                 continue
-    return list(by_class.values())
+            if abstract in IMAGE_SOP_CLASSES or abstract == VERIFICATION:
+                chosen.setdefault(abstract, context)
+                continue
+            base = chosen.get(abstract, context)
+            known = set(base.transfer_syntax)
+            extra = [ts for ts in proposal.transfer_syntax if ts not in known]
+            if not extra:
+                chosen.setdefault(abstract, context)
+                continue
+            try:
+                chosen[abstract] = build_context(abstract, [*base.transfer_syntax, *extra])
+            except ValueError:  # a malformed syntax UID: leave it to be refused
+                chosen.setdefault(abstract, context)
+        return list(chosen.values())

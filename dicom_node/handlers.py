@@ -23,7 +23,7 @@ from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from dicom_node.access import AccessPolicy
-from dicom_node.contexts import widen_for_offered
+from dicom_node.contexts import ContextTable
 from dicom_node.header import InstanceHeader, RejectedInstance, encode_file_meta, parse_instance
 from dicom_node.index import InstanceIndex, RecordOutcome, StoredInstance
 from dicom_node.metrics import ReceiveMetrics
@@ -97,6 +97,7 @@ class NodeServices:
     metrics: ReceiveMetrics
     access: AccessPolicy
     tracker: AssociationTracker = field(default_factory=AssociationTracker)
+    contexts: ContextTable = field(default_factory=ContextTable)
     # Threads for file writes and folder fsyncs that overlap the handler's own work.
     io: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(IO_THREADS, thread_name_prefix="dicom-io")
@@ -278,7 +279,7 @@ def handle_echo(event: Event) -> int:
 
 
 def handle_requested(event: Event, services: NodeServices) -> None:
-    """Before negotiation: check the caller, and accept non-image syntaxes as offered."""
+    """Before negotiation: check the caller and give the association its contexts."""
     assoc = event.assoc
     try:
         primitive = cast(A_ASSOCIATE, assoc.requestor.primitive)
@@ -295,9 +296,7 @@ def handle_requested(event: Event, services: NodeServices) -> None:
             _wait_for_reject_sent(assoc)
             return
         offered = primitive.presentation_context_definition_list
-        assoc.acceptor.supported_contexts = widen_for_offered(
-            assoc.acceptor.supported_contexts, offered
-        )
+        assoc.acceptor.supported_contexts = services.contexts.for_offered(offered)
     except Exception:
         log.exception("association request handling failed")
 

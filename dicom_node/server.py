@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_node import handlers
 from dicom_node.access import AccessPolicy
-from dicom_node.contexts import build_supported_contexts
+from dicom_node.contexts import VERIFICATION
 from dicom_node.handlers import NodeServices
 from dicom_node.index import InstanceIndex
 from dicom_node.metrics import ReceiveMetrics
@@ -124,7 +125,9 @@ class DicomNode:
         ae.acse_timeout = self.config.acse_timeout
         ae.dimse_timeout = self.config.dimse_timeout
         ae.require_called_aet = False
-        ae.supported_contexts = build_supported_contexts()
+        # Only Verification here: each association gets the storage contexts it
+        # asks for in the EVT_REQUESTED handler (see ContextTable).
+        ae.add_supported_context(VERIFICATION, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         return ae
 
     def _handlers(self) -> list[Any]:

@@ -1,16 +1,21 @@
 """The DICOM node's index over Radscribe's tables (studies, series, instances).
 
 :class:`SqlInstanceIndex` implements :class:`dicom_node.index.InstanceIndex`.
-Every call is its own short transaction; concurrent receivers (threads or
-processes) are safe because the UIDs are unique keys (a lost insert race is
-retried), counters are updated in SQL and state changes are guarded UPDATEs.
+Instances are committed by one thread per process that groups whatever
+arrived meanwhile into one transaction (one fsync for several associations);
+each caller still waits for its own commit.  Concurrent receivers (threads
+or processes) are safe because the UIDs are unique keys (a lost insert race
+is retried alone), counters are updated in SQL and state changes are guarded
+UPDATEs.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +41,7 @@ from dicom_node.index import (
 log = logging.getLogger(__name__)
 
 INSERT_RETRIES = 3
+MAX_BATCH = 64  # instances committed together at most
 CLAIM_BATCH = 100
 ACTOR_PREFIX = "dicom:"
 REPLACED_ACTION = "dicom.instance_replaced"
@@ -55,6 +61,24 @@ def _sop_of(storage_path: str) -> str:
     """``<study>/<series>/<sop>.<digest>.dcm`` -> ``<sop>``."""
     name = storage_path.rsplit("/", 1)[-1]
     return name.rsplit(".", 2)[0]
+
+
+@dataclass
+class _Pending:
+    """One instance waiting for the group commit."""
+
+    instance: StoredInstance
+    done: threading.Event = field(default_factory=threading.Event)
+    result: RecordResult | None = None
+    error: BaseException | None = None
+
+    def succeed(self, result: RecordResult) -> None:
+        self.result = result
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
 
 
 @dataclass(frozen=True)
@@ -109,6 +133,10 @@ class SqlInstanceIndex:
         # UID -> id, filled only after commits (rows are never deleted by the node).
         self._study_ids: dict[str, int] = {}
         self._series_ids: dict[str, int] = {}
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._committer: threading.Thread | None = None
+        self._closed = False
+        self._lock = threading.Lock()
 
     # -- receiving ---------------------------------------------------------------
     def find_instance(self, sop_instance_uid: str) -> KnownInstance | None:
@@ -117,6 +145,77 @@ class SqlInstanceIndex:
         return None if row is None else KnownInstance(row.sha256, row.storage_path)
 
     def record_instance(self, instance: StoredInstance) -> RecordResult:
+        """Queue the instance for the committer thread and wait until it is committed."""
+        pending = _Pending(instance)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the instance index is closed")
+            if self._committer is None:
+                self._committer = threading.Thread(
+                    target=self._commit_loop, name="dicom-index-commit", daemon=True
+                )
+                self._committer.start()
+            self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def close(self) -> None:
+        """Stop the committer thread (after what is queued)."""
+        with self._lock:
+            self._closed = True
+            committer, self._committer = self._committer, None
+            self._queue.put(None)
+        if committer is not None:
+            committer.join()
+
+    def _commit_loop(self) -> None:
+        """Group commit: everything queued meanwhile shares one transaction (one fsync)."""
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit_batch(batch)
+            if stop:
+                return
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        if len(batch) > 1:
+            created: dict[str, int] = {}
+            try:
+                with self._engine.begin() as conn:
+                    results = [self._record(conn, p.instance, created) for p in batch]
+            except IntegrityError:
+                pass  # an insert race with another process: redo them one by one
+            except Exception as exc:
+                for pending in batch:
+                    pending.fail(exc)
+                return
+            else:
+                self._remember(created)
+                for pending, result in zip(batch, results, strict=True):
+                    pending.succeed(result)
+                return
+        for pending in batch:
+            try:
+                pending.succeed(self._record_alone(pending.instance))
+            except Exception as exc:
+                pending.fail(exc)
+
+    def _record_alone(self, instance: StoredInstance) -> RecordResult:
         for attempt in range(INSERT_RETRIES):
             created: dict[str, int] = {}
             try:
@@ -129,11 +228,14 @@ class SqlInstanceIndex:
                 if attempt == INSERT_RETRIES - 1:
                     raise
                 continue
-            for key, id_ in created.items():
-                kind, uid = key.split(":", 1)
-                (self._study_ids if kind == "study" else self._series_ids)[uid] = id_
+            self._remember(created)
             return result
         raise RuntimeError("unreachable")  # pragma: no cover
+
+    def _remember(self, created: dict[str, int]) -> None:
+        for key, id_ in created.items():
+            kind, uid = key.split(":", 1)
+            (self._study_ids if kind == "study" else self._series_ids)[uid] = id_
 
     def _ids(self, conn: Connection, header: InstanceHeader, created: dict[str, int]) -> _Ids:
         study_id = self._study_ids.get(header.study_instance_uid)

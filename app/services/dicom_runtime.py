@@ -4,8 +4,9 @@
 (``start``/``stop``/``describe``, like every runtime component) that runs
 the storage SCP on a thread and, unless told otherwise, the series-ready scan
 on another.  ``radscribe serve`` runs it in-process; ``radscribe dicom serve
---workers N`` runs N receiver processes on one port (``SO_REUSEPORT``) and
-the scan and metrics in the parent (:func:`serve_receivers`).
+--workers N`` runs N receiver processes on one port (``SO_REUSEPORT``) and,
+in the parent, the index writer they commit through (group commit), the
+scan and the metrics (:class:`ReceiverPool`).
 
 The ready scan is safe with several processes (claims are guarded UPDATEs)
 and additionally runs under a database lease, so one process at a time ranks
@@ -35,7 +36,9 @@ from app.core.logging import configure_logging
 from app.core.settings import Settings
 from app.services import leases
 from app.services.dicom_index import SqlInstanceIndex
+from app.services.dicom_index_server import IndexAddress, IndexServer, RemoteInstanceIndex
 from dicom_node.access import AccessPolicy
+from dicom_node.index import InstanceIndex
 from dicom_node.metrics import ReadyMetrics, ReceiveMetrics
 from dicom_node.recovery import RecoveryReport, recover_storage
 from dicom_node.selection import SelectionRules
@@ -110,20 +113,26 @@ class DicomComponent:
     reuse_port: bool = False
     max_associations: int | None = None
     scan_interval: float = DEFAULT_SCAN_INTERVAL
+    # Set in receiver processes: instances are committed by the parent's IndexServer.
+    index_address: IndexAddress | None = None
     name: str = "dicom"
     recovery: RecoveryReport | None = field(default=None, init=False)
     node: DicomNode | None = field(default=None, init=False)
     scanner: ReadyScanner | None = field(default=None, init=False)
     _store: InstanceStore | None = field(default=None, init=False)
+    _index: SqlInstanceIndex | None = field(default=None, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _scan_thread: threading.Thread | None = field(default=None, init=False)
     _owner: str = field(default_factory=leases.process_identity, init=False)
 
     def start(self) -> None:
         store = self._store = instance_store(self.settings)
-        index = SqlInstanceIndex(self.session_factory)
+        index = self._index = SqlInstanceIndex(self.session_factory)
         if self.recover:
             self.recovery = recover_storage(store, index)
+        node_index: InstanceIndex = index
+        if self.index_address is not None:
+            node_index = RemoteInstanceIndex(index, self.index_address)
         if self.receive:
             if not self.settings.dicom_effective_allowed_aes:
                 log.warning(
@@ -138,7 +147,7 @@ class DicomComponent:
                     max_associations=self.max_associations,
                 ),
                 store=store,
-                index=index,
+                index=node_index,
                 metrics=ReceiveMetrics(self.registry),
             )
             self.node.start()
@@ -180,6 +189,12 @@ class DicomComponent:
             self._stop.wait(self.scan_interval)
 
     @property
+    def index(self) -> SqlInstanceIndex:
+        if self._index is None:
+            raise RuntimeError("the DICOM component is not started")
+        return self._index
+
+    @property
     def address(self) -> tuple[str, int]:
         if self.node is None:
             raise RuntimeError("the DICOM node is not receiving")
@@ -193,6 +208,8 @@ class DicomComponent:
         if self.node is not None:
             self.node.stop()
             self.node = None
+        if self._index is not None:
+            self._index.close()
         if self._store is not None:
             self._store.close()
         if self.scanner is not None:
@@ -232,9 +249,14 @@ def build_node(
 
 
 def _worker_main(
-    settings_values: dict[str, Any], port: int, ae_title: str | None, max_associations: int
+    settings_values: dict[str, Any],
+    port: int,
+    ae_title: str | None,
+    max_associations: int,
+    index_address: IndexAddress,
 ) -> None:
-    """Entry point of one receiver process (spawned)."""
+    """Entry point of one receiver process (spawned); it exits when its parent is gone."""
+    parent = os.getppid()
     settings = Settings(**settings_values)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     engine = make_engine(settings.effective_database_url)
@@ -254,10 +276,14 @@ def _worker_main(
         scan=False,
         reuse_port=True,
         max_associations=max_associations,
+        index_address=index_address,
     )
     try:
         component.start()
-        stop.wait()
+        while not stop.wait(SUPERVISE_SECONDS):
+            if os.getppid() != parent:
+                log.error("the parent process is gone; this receiver stops")
+                break
     finally:
         component.stop()
         engine.dispose()
@@ -276,6 +302,7 @@ class ReceiverPool:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     _processes: list[BaseProcess] = field(default_factory=list, init=False)
     _scan: DicomComponent | None = field(default=None, init=False)
+    _index_server: IndexServer | None = field(default=None, init=False)
     _metrics_dir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
 
     def start(self) -> None:
@@ -288,6 +315,8 @@ class ReceiverPool:
             receive=False,
         )
         self._scan.start()
+        self._index_server = IndexServer(self._scan.index)
+        self._index_server.start()
         self._metrics_dir = tempfile.TemporaryDirectory(prefix="radscribe-dicom-metrics-")
         os.environ[MULTIPROC_ENV] = self._metrics_dir.name
         multiprocess.MultiProcessCollector(self.registry, path=self._metrics_dir.name)
@@ -296,9 +325,16 @@ class ReceiverPool:
 
     def _spawn(self) -> BaseProcess:
         per_worker = max(1, self.settings.dicom_max_associations // self.workers)
+        assert self._index_server is not None
         process = multiprocessing.get_context("spawn").Process(
             target=_worker_main,
-            args=(self.settings.model_dump(), self.port, self.ae_title, per_worker),
+            args=(
+                self.settings.model_dump(),
+                self.port,
+                self.ae_title,
+                per_worker,
+                self._index_server.address,
+            ),
             name="dicom-receiver",
             daemon=False,
         )
@@ -326,6 +362,8 @@ class ReceiverPool:
                 process.kill()
                 process.join()
         self._processes.clear()
+        if self._index_server is not None:
+            self._index_server.stop()
         if self._scan is not None:
             self._scan.stop()
         os.environ.pop(MULTIPROC_ENV, None)
