@@ -40,8 +40,8 @@ class ModelConfig:
     # image encoder: a 3D CNN whose last feature map becomes visual tokens
     image_encoder: str = "resnet18"
     image_backend: str = "auto"
-    """"monai" builds MONAI's network, "torch" the plain-torch twin (same weights), "auto" MONAI
-    when importable.  Only the ResNet family has a torch twin."""
+    """``monai`` builds MONAI's network, ``torch`` the plain-torch twin (same weights), ``auto``
+    MONAI when importable.  Only the ResNet family has a torch twin."""
     image_width: float = 0.5
     """Channel multiplier for the ResNet family (0.5: 8 M parameters for ResNet-18)."""
     stem_kernel: int = 7
