@@ -114,6 +114,7 @@ def prepare_synthetic(record: StudyRecord, spec: PreprocessSpec) -> PreparedStud
         geometry=geometry,
         with_masks=False,
         acquired_pixel_mm=study_spec.acquisition.geometry.pixel_spacing,
+        threads=1,  # one study per worker process
     )
     described = describe(rendered)
     stack = canonical_stack(rendered.hu, rendered.geometry, description=record.study_id)

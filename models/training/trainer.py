@@ -677,7 +677,7 @@ class _Run:
             teacher_probabilities = None
             if teacher is not None:
                 with (
-                    torch.inference_mode(),
+                    torch.no_grad(),
                     torch.autocast(
                         self.device.type,
                         dtype=self.amp_dtype or torch.float32,
