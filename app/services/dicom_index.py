@@ -1,9 +1,9 @@
 """The DICOM node's index over Radscribe's tables (studies, series, instances).
 
 :class:`SqlInstanceIndex` implements :class:`dicom_node.index.InstanceIndex`.
-Instances are committed by one thread per process that groups whatever
-arrived meanwhile into one transaction (one fsync for several associations);
-each caller still waits for its own commit.  Concurrent receivers (threads
+Concurrent instances share a transaction (group commit: one fsync for
+several associations); each caller still returns only once its row is
+committed.  Concurrent receivers (threads
 or processes) are safe because the UIDs are unique keys (a lost insert race
 is retried alone), counters are updated in SQL and state changes are guarded
 UPDATEs.
@@ -12,7 +12,6 @@ UPDATEs.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +79,12 @@ class _Pending:
         self.error = error
         self.done.set()
 
+    def outcome(self) -> RecordResult:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
 
 @dataclass(frozen=True)
 class _Ids:
@@ -133,10 +138,10 @@ class SqlInstanceIndex:
         # UID -> id, filled only after commits (rows are never deleted by the node).
         self._study_ids: dict[str, int] = {}
         self._series_ids: dict[str, int] = {}
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._committer: threading.Thread | None = None
+        self._turn = threading.Condition()
+        self._waiting: list[_Pending] = []
+        self._committing = False
         self._closed = False
-        self._lock = threading.Lock()
 
     # -- receiving ---------------------------------------------------------------
     def find_instance(self, sop_instance_uid: str) -> KnownInstance | None:
@@ -145,52 +150,37 @@ class SqlInstanceIndex:
         return None if row is None else KnownInstance(row.sha256, row.storage_path)
 
     def record_instance(self, instance: StoredInstance) -> RecordResult:
-        """Queue the instance for the committer thread and wait until it is committed."""
+        """Commit the instance's row, sharing the transaction with concurrent callers.
+
+        Leader/follower group commit: a caller that finds no commit in progress
+        commits itself plus everything queued meanwhile; callers arriving during
+        a commit wait for the next one (led by one of them).  A lone sender
+        therefore pays no thread hand-off, several share one fsync.
+        """
         pending = _Pending(instance)
-        with self._lock:
+        with self._turn:
             if self._closed:
                 raise RuntimeError("the instance index is closed")
-            if self._committer is None:
-                self._committer = threading.Thread(
-                    target=self._commit_loop, name="dicom-index-commit", daemon=True
-                )
-                self._committer.start()
-            self._queue.put(pending)
-        pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        return pending.result
+            self._waiting.append(pending)
+            while not pending.done.is_set() and self._committing:
+                self._turn.wait()
+            if pending.done.is_set():
+                return pending.outcome()
+            self._committing = True
+            self._waiting.remove(pending)
+            others = self._waiting[: MAX_BATCH - 1]
+            del self._waiting[: MAX_BATCH - 1]
+        try:
+            self._commit_batch([pending, *others])
+        finally:
+            with self._turn:
+                self._committing = False
+                self._turn.notify_all()
+        return pending.outcome()
 
     def close(self) -> None:
-        """Stop the committer thread (after what is queued)."""
-        with self._lock:
+        with self._turn:
             self._closed = True
-            committer, self._committer = self._committer, None
-            self._queue.put(None)
-        if committer is not None:
-            committer.join()
-
-    def _commit_loop(self) -> None:
-        """Group commit: everything queued meanwhile shares one transaction (one fsync)."""
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit_batch(batch)
-            if stop:
-                return
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         if len(batch) > 1:
