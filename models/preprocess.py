@@ -271,8 +271,8 @@ def _find_anatomy(stack: SliceStack, pooled: _Pooled, spec: PreprocessSpec) -> _
 
     def to_source(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = idx[:, 0] * fz + (fz - 1) / 2
-        r = idx[:, 1] * s * fr + (s * fr - 1) / 2
-        c = idx[:, 2] * s * fc + (s * fc - 1) / 2
+        r = idx[:, 1] * s * fr + (fr - 1) / 2  # centre of the pooled pixel kept
+        c = idx[:, 2] * s * fc + (fc - 1) / 2
         return k, r, c
 
     rng = np.random.default_rng(0)
