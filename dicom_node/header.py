@@ -8,18 +8,20 @@ attributes are decoded with the data set's Specific Character Set.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
 import re
 import struct
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydicom import config as pydicom_config
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
@@ -224,14 +226,37 @@ def _summarize_checked(
 
 def _read(source: Any, *, what: str, stop_before_pixels: bool = False) -> Dataset:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dataset = dcmread(source, stop_before_pixels=stop_before_pixels)
+        dataset = dcmread(source, stop_before_pixels=stop_before_pixels)
     except Exception as exc:  # pydicom raises many kinds of errors on bad input
         raise RejectedInstance(
             StoreStatus.UNPARSEABLE_DATASET, f"{what} cannot be parsed: {type(exc).__name__}: {exc}"
         ) from exc
     return dataset
+
+
+@functools.cache
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(keyword)
+    return tag
+
+
+def _value(dataset: Dataset, keyword: str) -> Any:
+    """An element's value by keyword, looked up by tag (cheaper on this hot path)."""
+    element = dataset.get(_tag(keyword))
+    return None if element is None else element.value
+
+
+def configure_pydicom() -> None:
+    """Skip pydicom's per-value validation when reading (process-wide).
+
+    In its default (warn) mode pydicom checks every value it converts against
+    its VR's rules and warns; that doubles the cost of summarising a header on
+    the receive path, and the node keeps non-conformant values anyway (it
+    checks what it relies on itself).  Reading is otherwise unchanged.
+    """
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
 
 def _check_not_truncated(dataset: Dataset) -> None:
@@ -252,7 +277,7 @@ def _check_not_truncated(dataset: Dataset) -> None:
 
 def _text(dataset: Dataset, keyword: str) -> str:
     try:
-        value = dataset.get(keyword)
+        value = _value(dataset, keyword)
     except Exception:  # a value that cannot be decoded in its character set
         return ""
     if value is None:
@@ -270,7 +295,7 @@ def _optional_text(dataset: Dataset, keyword: str) -> str | None:
 
 
 def _int(dataset: Dataset, keyword: str) -> int | None:
-    value = dataset.get(keyword)
+    value = _value(dataset, keyword)
     if value is None or value == "":
         return None
     try:
@@ -283,7 +308,7 @@ def _int(dataset: Dataset, keyword: str) -> int | None:
 
 
 def _float(dataset: Dataset, keyword: str) -> float | None:
-    value = dataset.get(keyword)
+    value = _value(dataset, keyword)
     if value is None or value == "":
         return None
     try:
@@ -294,7 +319,7 @@ def _float(dataset: Dataset, keyword: str) -> float | None:
 
 
 def _floats(dataset: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
-    value = dataset.get(keyword)
+    value = _value(dataset, keyword)
     if value is None:
         return None
     try:
@@ -307,7 +332,7 @@ def _floats(dataset: Dataset, keyword: str, count: int) -> tuple[float, ...] | N
 
 
 def _strings(dataset: Dataset, keyword: str) -> tuple[str, ...]:
-    value = dataset.get(keyword)
+    value = _value(dataset, keyword)
     if value is None:
         return ()
     items = [value] if isinstance(value, str) else list(value)
@@ -319,8 +344,8 @@ def _image_attributes(
 ) -> tuple[int | None, int | None, int, bool]:
     """Check dimensions against limits and native pixel data against its size."""
     pixel_keyword = next((kw for kw in PIXEL_DATA_KEYWORDS if kw in dataset), None)
-    rows_value, columns_value = dataset.get("Rows"), dataset.get("Columns")
-    frames_value = dataset.get("NumberOfFrames")
+    rows_value, columns_value = _value(dataset, "Rows"), _value(dataset, "Columns")
+    frames_value = _value(dataset, "NumberOfFrames")
     rows, columns = _int(dataset, "Rows"), _int(dataset, "Columns")
     frames = 1 if frames_value in (None, "") else _int(dataset, "NumberOfFrames")
     if pixel_keyword is None and rows_value is None and columns_value is None:
@@ -381,17 +406,17 @@ def summarize(
     dataset: Dataset, *, transfer_syntax_uid: str, check_pixels: bool = True
 ) -> InstanceHeader:
     """Build the checked header summary of a parsed data set."""
-    sop_instance = check_uid(dataset.get("SOPInstanceUID"), "SOPInstanceUID")
-    sop_class = check_uid(dataset.get("SOPClassUID"), "SOPClassUID")
-    study = check_uid(dataset.get("StudyInstanceUID"), "StudyInstanceUID")
-    series = check_uid(dataset.get("SeriesInstanceUID"), "SeriesInstanceUID")
+    sop_instance = check_uid(_value(dataset, "SOPInstanceUID"), "SOPInstanceUID")
+    sop_class = check_uid(_value(dataset, "SOPClassUID"), "SOPClassUID")
+    study = check_uid(_value(dataset, "StudyInstanceUID"), "StudyInstanceUID")
+    series = check_uid(_value(dataset, "SeriesInstanceUID"), "SeriesInstanceUID")
     rows, columns, frames, has_pixels = _image_attributes(
         dataset, transfer_syntax_uid=transfer_syntax_uid, check_pixels=check_pixels
     )
     spacing = _floats(dataset, "PixelSpacing", 2)
     position = _floats(dataset, "ImagePositionPatient", 3)
     orientation = _floats(dataset, "ImageOrientationPatient", 6)
-    kernel_value = dataset.get("ConvolutionKernel")
+    kernel_value = _value(dataset, "ConvolutionKernel")
     if kernel_value is not None and not isinstance(kernel_value, str):
         kernel = "\\".join(str(item) for item in kernel_value)
     else:

@@ -28,6 +28,7 @@ from dicom_node import handlers
 from dicom_node.access import AccessPolicy
 from dicom_node.contexts import VERIFICATION
 from dicom_node.handlers import NodeServices
+from dicom_node.header import configure_pydicom
 from dicom_node.index import InstanceIndex
 from dicom_node.metrics import ReceiveMetrics
 from dicom_node.storage import InstanceStore
@@ -118,6 +119,7 @@ class DicomNode:
         # pynetdicom's per-PDU logging handlers cost CPU on every PDU even when
         # their output is filtered; the node logs per association instead.
         _config.LOG_HANDLER_LEVEL = "none"
+        configure_pydicom()
         ae = AE(ae_title=self.config.ae_title)
         ae.maximum_associations = self.config.max_associations
         ae.maximum_pdu_size = self.config.max_pdu
