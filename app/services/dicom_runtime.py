@@ -109,7 +109,8 @@ class DicomComponent:
     ae_title: str | None = None
     receive: bool = True
     recover: bool = True
-    scan: bool = True
+    detect_ready: bool = True  # ready scanner and its metrics (off in receiver processes)
+    scan: bool = True  # run the ready scan on a thread (else call scan_ready() yourself)
     reuse_port: bool = False
     max_associations: int | None = None
     scan_interval: float = DEFAULT_SCAN_INTERVAL
@@ -151,6 +152,8 @@ class DicomComponent:
                 metrics=ReceiveMetrics(self.registry),
             )
             self.node.start()
+        if not self.detect_ready:
+            return
         self.scanner = ReadyScanner(
             index=index,
             store=store,
@@ -170,7 +173,7 @@ class DicomComponent:
     def scan_ready(self) -> list[SeriesReadyEvent]:
         """One ready scan, if this process holds the scan lease (call it periodically)."""
         if self.scanner is None:
-            raise RuntimeError("the DICOM component is not started")
+            raise RuntimeError("the DICOM component is not started or does not detect ready")
         if not leases.acquire(
             self.session_factory,
             READY_SCAN_LEASE,
@@ -273,6 +276,7 @@ def _worker_main(
         port=port,
         ae_title=ae_title,
         recover=False,
+        detect_ready=False,
         scan=False,
         reuse_port=True,
         max_associations=max_associations,

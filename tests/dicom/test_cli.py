@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import threading
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,9 +104,10 @@ def test_several_receiver_processes_share_one_port(tmp_path: Path) -> None:
         "RADSCRIBE_DICOM_MIN_FREE_BYTES": "0",
         "RADSCRIBE_LOG_LEVEL": "WARNING",
     }
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
+    env["RADSCRIBE_METRICS_PORT"] = str(metrics_port)
     series = [write_ct_series(tmp_path / f"s{i}", slices=8, seed=i) for i in range(4)]
-    node = NodeProcess(env, port, tmp_path / "node.log", workers=2)
+    node = NodeProcess(env, port, tmp_path / "node.log", workers=2, metrics=True)
     try:
         # Workers bind after the parent starts; wait until both answer.
         wait_until(
@@ -151,6 +153,14 @@ def test_several_receiver_processes_share_one_port(tmp_path: Path) -> None:
         with factory() as session:
             assert len(session.scalars(select(Instance.id)).all()) == 32
         engine.dispose()
+        # One /metrics for all receivers (prometheus-client multiprocess mode).
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        samples = [line for line in text.splitlines() if line.startswith("radscribe_dicom")]
+        assert 'radscribe_dicom_instances_received_total{outcome="new"} 32.0' in samples
+        assert "radscribe_dicom_series_ready_total 4.0" in samples
+        families = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
+        assert len(families) == len(set(families))
     finally:
         node.stop()
     assert node.process.returncode == 0

@@ -44,11 +44,14 @@ KILL_AFTER = (3, 11, 19)  # acknowledged stores seen before each kill -9
 
 
 class NodeProcess:
-    def __init__(self, env: dict[str, str], port: int, log: Path, workers: int = 1) -> None:
+    def __init__(
+        self, env: dict[str, str], port: int, log: Path, workers: int = 1, metrics: bool = False
+    ) -> None:
         self.port = port
         self._log = log.open("a")
+        options = [] if metrics else ["--no-metrics"]
         self.process = subprocess.Popen(
-            [*NODE_COMMAND, "--port", str(port), "--no-metrics", "--workers", str(workers)],
+            [*NODE_COMMAND, "--port", str(port), *options, "--workers", str(workers)],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
