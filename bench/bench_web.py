@@ -26,6 +26,7 @@ import asyncio
 import os
 import random
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -53,6 +54,7 @@ VENV_BIN = Path(sys.executable).parent
 PASSWORD = "benchmark password"
 GOAL_P95_MS = 100.0
 START_TIMEOUT = 60.0
+REQUEST_TIMEOUT = 10.0  # a request not answered by then counts as an error
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 FAMILY = ("SMITH", "JONES", "GARCIA", "MUELLER", "ROSSI", "NGUYEN", "KOWALSKI", "SILVA")
 GIVEN = ("ANNA", "BEN", "CARLA", "DAVID", "EVA", "FRANK", "GRETA", "HUGO")
@@ -134,7 +136,7 @@ def seed(url: str, studies: int) -> None:
 
 
 @contextmanager
-def web_process(url: str, port: int, data_dir: Path, workers: int) -> Iterator[str]:
+def web_process(url: str, port: int, data_dir: Path, workers: int) -> Iterator[tuple[str, int]]:
     env = {
         **os.environ,
         "RADSCRIBE_ENV": "development",
@@ -163,7 +165,7 @@ def web_process(url: str, port: int, data_dir: Path, workers: int) -> Iterator[s
             if time.monotonic() > deadline:
                 raise RuntimeError("radscribe web did not answer /healthz")
             time.sleep(0.1)
-        yield base
+        yield base, process.pid
     finally:
         process.terminate()
         try:
@@ -171,6 +173,23 @@ def web_process(url: str, port: int, data_dir: Path, workers: int) -> Iterator[s
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and all its descendants (Linux /proc)."""
+    total = 0.0
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            with open(f"/proc/{current}/task/{current}/children") as handle:
+                stack.extend(int(child) for child in handle.read().split())
+        except (OSError, ValueError):
+            continue
+    return total
 
 
 def log_in(base: str) -> tuple[dict[str, str], str]:
@@ -202,7 +221,7 @@ async def run_load(
     rng = random.Random(11)
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(
-        base_url=base, cookies=cookies, limits=limits, timeout=30
+        base_url=base, cookies=cookies, limits=limits, timeout=REQUEST_TIMEOUT
     ) as client:
 
         async def one(kind: str, scheduled: float) -> None:
@@ -254,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline-seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2, help="radscribe web --workers")
     args = parser.parse_args(argv)
+    # Stopped from outside: still stop the web process and drop the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     with scratch_database() as url:
         started = time.perf_counter()
@@ -262,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir = (
             Path(os.environ.get("TMPDIR", "/tmp")) / f"radscribe-bench-{uuid.uuid4().hex[:8]}"
         )
-        with web_process(url, free_port(), data_dir, args.workers) as base:
+        with web_process(url, free_port(), data_dir, args.workers) as (base, pid):
             cookies, token = log_in(base)
             warm = asyncio.run(
                 run_load(base, cookies, token, rate=20, seconds=3, kinds=request_kinds())
@@ -278,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     kinds=["healthz"],
                 )
             )
+            cpu_before = tree_cpu_seconds(pid)
             load = asyncio.run(
                 run_load(
                     base,
@@ -288,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     kinds=request_kinds(),
                 )
             )
+            cpu_ms = (tree_cpu_seconds(pid) - cpu_before) * 1000 / max(1, args.rate * args.seconds)
     everything = Samples(
         latencies_ms=[ms for s in load.values() for ms in s.latencies_ms],
         errors=sum(s.errors for s in load.values()),
@@ -302,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(load[kind].line(kind))
     print(everything.line("all"))
     print(floor["healthz"].line("healthz") + "   <- /healthz on the same schedule (floor)")
+    print(f"web processes' CPU per request: {cpu_ms:.1f} ms (all kinds, load phase)")
     p95 = sorted(everything.latencies_ms)[int(0.95 * len(everything.latencies_ms))]
     met = p95 <= GOAL_P95_MS and everything.errors == 0
     print(

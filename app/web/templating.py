@@ -67,6 +67,7 @@ def status_label(status: StudyStatus | str) -> str:
 def build_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(templates_dir() / "pages"))
     env = templates.env
+    env.auto_reload = False  # templates ship with the code; no stat() per render
     env.filters.update(
         elapsed=elapsed,
         timestamp=timestamp,
