@@ -162,7 +162,10 @@ def apply_lexicon(text: str, corrections: Sequence[Correction]) -> str:
 
 
 def _keep_case(match: re.Match[str], *, right: str) -> str:
-    if match.group(0)[:1].isupper() and right[:1].islower():
+    """A capital stays where a sentence starts (Whisper also capitalizes names it imagines)."""
+    before = match.string[: match.start()].rstrip()
+    starts_sentence = not before or before[-1] in ".?!:"
+    if starts_sentence and match.group(0)[:1].isupper() and right[:1].islower():
         return right[:1].upper() + right[1:]
     return right
 
@@ -293,8 +296,13 @@ class _Assembler:
         if mark != "(" and not self._ends_with_text():
             return _skip_marks(tokens, index)  # nothing to punctuate
         self._add(ItemKind.MARK, mark, glued=mark != "(")
-        self.lower_next = mark in LOWERING_MARKS and bool(removed) and removed in SENTENCE_END
-        return _skip_marks(tokens, index) if mark != "(" else index
+        if mark == "(":
+            return index
+        after = _skip_marks(tokens, index)
+        skipped = {token.text for token in tokens[index:after]}
+        ended = bool(removed and removed in SENTENCE_END) or bool(skipped & SENTENCE_END)
+        self.lower_next = mark in LOWERING_MARKS and ended
+        return after
 
     def _drop_trailing_marks(self) -> str:
         """Remove Whisper's marks at the end (a spoken mark or heading replaces them)."""

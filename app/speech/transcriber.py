@@ -15,6 +15,7 @@ once with :meth:`Transcriber.load`, never per request.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,52 +123,77 @@ class Transcriber:
             speech_pad_ms=SPEECH_PAD_MS,
             max_speech_duration_s=CHUNK_SECONDS,
         )
-        speech = get_speech_timestamps(audio.samples, vad)
-        speech_seconds = sum(span["end"] - span["start"] for span in speech) / SAMPLE_RATE
-        texts: list[str] = []
-        weighted_logprob = 0.0
-        weighted_no_speech = 0.0
-        total_weight = 0.0
-        for chunk in _chunks(audio.samples, speech):
-            segments, _ = self._model.transcribe(
-                chunk,
-                language=LANGUAGE,
-                beam_size=self._beam_size,
-                initial_prompt=self._prompt,
-                condition_on_previous_text=False,
-                without_timestamps=True,
-                vad_filter=False,
-            )
-            for segment in segments:
-                text = segment.text.strip()
-                if not text:
-                    continue
-                weight = max(segment.end - segment.start, 0.01)
-                texts.append(text)
-                weighted_logprob += weight * segment.avg_logprob
-                weighted_no_speech += weight * segment.no_speech_prob
-                total_weight += weight
-        if not texts:
+        spans = [(span["start"], span["end"]) for span in get_speech_timestamps(audio.samples, vad)]
+        pieces: list[_Piece] = []
+        for chunk in _chunks(spans):
+            pieces.extend(self._decode(audio.samples, chunk, splits_left=MAX_SPLITS))
+        pieces = [piece for piece in pieces if piece.text]
+        if not pieces:
             raise NoSpeechError("no speech was recognised in the recording")
+        total = sum(piece.seconds for piece in pieces)
         return RawTranscription(
-            text=" ".join(texts),
-            mean_logprob=weighted_logprob / total_weight,
-            no_speech_prob=weighted_no_speech / total_weight,
-            speech_seconds=speech_seconds,
+            text=" ".join(piece.text for piece in pieces),
+            mean_logprob=sum(p.seconds * p.logprob for p in pieces) / total,
+            no_speech_prob=sum(p.seconds * p.no_speech for p in pieces) / total,
+            speech_seconds=sum(end - begin for begin, end in spans) / SAMPLE_RATE,
         )
 
+    def _decode(self, samples: AudioArray, chunk: list[Span], *, splits_left: int) -> list[_Piece]:
+        """One chunk; if Whisper loops on it ("chichichi..."), its halves one by one."""
+        segments, _ = self._model.transcribe(
+            samples[chunk[0][0] : chunk[-1][1]],
+            language=LANGUAGE,
+            beam_size=self._beam_size,
+            initial_prompt=self._prompt,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            vad_filter=False,
+        )
+        pieces = [
+            _Piece(
+                text=segment.text.strip(),
+                seconds=max(segment.end - segment.start, MIN_WEIGHT_SECONDS),
+                logprob=segment.avg_logprob,
+                no_speech=segment.no_speech_prob,
+            )
+            for segment in segments
+        ]
+        if splits_left > 0 and len(chunk) > 1 and any(_looping(p.text) for p in pieces):
+            middle = len(chunk) // 2
+            log.info("Whisper looped on a %d-span chunk; decoding its halves", len(chunk))
+            return self._decode(
+                samples, chunk[:middle], splits_left=splits_left - 1
+            ) + self._decode(samples, chunk[middle:], splits_left=splits_left - 1)
+        return pieces
 
-def _chunks(samples: AudioArray, speech: list[dict[str, int]]) -> Iterator[AudioArray]:
+
+Span = tuple[int, int]  # sample range of one stretch of speech
+MAX_SPLITS = 2
+MIN_WEIGHT_SECONDS = 0.01
+# A syllable said six times in a row, or a word five times: Whisper stuck in a loop.
+LOOP = re.compile(r"(\w{2,8}?)\1{5,}|\b(\w+)\b(?:\W+\2\b){4,}", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    text: str
+    seconds: float
+    logprob: float
+    no_speech: float
+
+
+def _looping(text: str) -> bool:
+    return LOOP.search(text) is not None
+
+
+def _chunks(spans: list[Span]) -> Iterator[list[Span]]:
     """Consecutive speech spans joined into chunks of at most CHUNK_SECONDS, cut at pauses."""
     limit = int(CHUNK_SECONDS * SAMPLE_RATE)
-    start: int | None = None
-    end = 0
-    for span in speech:
-        if start is not None and span["end"] - start > limit:
-            yield samples[start:end]
-            start = None
-        if start is None:
-            start = span["start"]
-        end = span["end"]
-    if start is not None:
-        yield samples[start:end]
+    chunk: list[Span] = []
+    for span in spans:
+        if chunk and span[1] - chunk[0][0] > limit:
+            yield chunk
+            chunk = []
+        chunk.append(span)
+    if chunk:
+        yield chunk
