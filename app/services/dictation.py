@@ -9,7 +9,9 @@ is refused before anything is written; then the bytes go to
 :func:`transcribe_dictation` runs in a worker, never in a web request: pending ->
 transcribing -> done (transcript, sections, quality, model) or failed (why).
 A failure of the machinery rather than of the audio puts the row back to
-pending and re-raises, so the job that called it can retry.
+pending and re-raises, so the job that called it can retry; a worker killed
+mid-transcription leaves the row transcribing until
+:func:`release_stale_dictations` puts it back.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import transaction
@@ -186,6 +190,23 @@ def transcribe_dictation(
         session_factory, dictation_id, study_id, status=DictationStatus.DONE, transcript=transcript
     )
     return TranscriptionResult(dictation_id, DictationStatus.DONE, transcript, None)
+
+
+def release_stale_dictations(
+    session_factory: sessionmaker[Session], *, older_than: timedelta, now: datetime | None = None
+) -> int:
+    """Put dictations left transcribing (a worker died) back to pending; return how many."""
+    cutoff = (now or datetime.now(UTC)) - older_than
+    with transaction(session_factory) as session:
+        result = session.execute(
+            update(Dictation)
+            .where(Dictation.status == DictationStatus.TRANSCRIBING, Dictation.updated_at < cutoff)
+            .values(status=DictationStatus.PENDING, error="transcription interrupted; retried")
+        )
+        released = int(getattr(result, "rowcount", 0) or 0)
+    if released:
+        log.warning("released %d dictation(s) left transcribing", released)
+    return released
 
 
 def _finish(

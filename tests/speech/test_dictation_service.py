@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import transaction
 from app.core.domain import DictationStatus
 from app.core.tables import AuditEvent, Dictation, Study
-from app.services.dictation import DictationError, store_dictation, transcribe_dictation
+from app.services.dictation import (
+    DictationError,
+    release_stale_dictations,
+    store_dictation,
+    transcribe_dictation,
+)
 from app.speech.audio import AudioError, NotAudioError, SilentAudioError
 from app.speech.transcriber import Transcriber
 
@@ -207,3 +213,24 @@ def test_unknown_dictation(
         transcribe_dictation(
             session_factory, dictation_id=31337, transcriber=transcriber, data_dir=tmp_path
         )
+
+
+def test_a_dictation_left_transcribing_is_released(
+    session_factory: Factory, study_id: int, chest_wav: Path, tmp_path: Path
+) -> None:
+    stored = store_dictation(
+        session_factory, data_dir=tmp_path, study_id=study_id, audio=chest_wav.read_bytes()
+    )
+    with transaction(session_factory) as session:
+        row = session.get(Dictation, stored.id)
+        assert row is not None
+        row.status = DictationStatus.TRANSCRIBING  # a worker claimed it, then was killed
+    now = datetime.now(UTC)
+    assert release_stale_dictations(session_factory, older_than=timedelta(minutes=10), now=now) == 0
+    later = now + timedelta(minutes=11)
+    assert (
+        release_stale_dictations(session_factory, older_than=timedelta(minutes=10), now=later) == 1
+    )
+    row = _dictation(session_factory, stored.id)
+    assert row.status is DictationStatus.PENDING
+    assert row.error == "transcription interrupted; retried"
