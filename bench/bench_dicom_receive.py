@@ -320,7 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=200)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=4, help="radscribe processes, 4 assocs")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 2, help="radscribe processes, 4 assocs"
+    )
     parser.add_argument("--peers", default=",".join(PEERS))
     parser.add_argument("--associations", default="1,4")
     parser.add_argument("--work", type=Path, default=None, help="folder for data (default: tmp)")

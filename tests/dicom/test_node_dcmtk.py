@@ -277,3 +277,56 @@ def test_node_metrics_count_associations(start_node: StartNode) -> None:
     assert run_tool([ECHOSCU, "-aec", "RADSCRIBE", "127.0.0.1", str(node.port)]).returncode == 0
     wait_until(lambda: _metric(node, "radscribe_dicom_associations_accepted_total") == 1)
     wait_until(lambda: _metric(node, "radscribe_dicom_associations_active") == 0)
+
+
+def test_non_ct_objects_are_stored_and_listed_but_not_drafted(
+    start_node: StartNode, shared_data: Path
+) -> None:
+    node = start_node()
+    mr = shared_data / "dicom" / "non_ct" / "mr_series_dcm4che_16slices"
+    sr = shared_data / "dicom" / "non_ct" / "SR_basic_text_no_pixel_data.dcm"
+    enhanced = shared_data / "dicom" / "ct_multiframe" / "eCT_Supplemental_enhancedCT_2frames.dcm"
+    for paths in ([mr], [sr], [enhanced]):
+        sent = node.storescu("+sd", *paths)
+        assert sent.returncode == 0, sent.stderr
+    rows = node.instances()
+    assert len(rows) == 16 + 1 + 1
+    expected = {
+        mr: "not CT (modality MR)",
+        sr: "not CT (modality SR)",
+        enhanced: "enhanced multi-frame CT is not drafted",
+    }
+    for path, reason in expected.items():
+        first = path if path.is_file() else sorted(path.iterdir())[0]
+        series_uid = str(dcmread(first, stop_before_pixels=True).SeriesInstanceUID)
+        [event] = node.wait_ready(series_uid)
+        assert not event.selected
+        series = node.series(series_uid)
+        assert series.state is SeriesState.SKIPPED
+        assert reason in (series.skip_reason or ""), series.skip_reason
+
+
+def test_association_and_pdu_limits(start_node: StartNode) -> None:
+    node = start_node(dicom_max_associations=1, dicom_max_pdu=65536)
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    first = ae.associate("127.0.0.1", node.port, ae_title="RADSCRIBE")
+    assert first.is_established
+    try:
+        assert first.acceptor.maximum_length == 65536
+        refused = run_tool([ECHOSCU, "-aec", "RADSCRIBE", "127.0.0.1", str(node.port)])
+        assert refused.returncode != 0
+        assert "Association Rejected" in refused.stdout + refused.stderr
+    finally:
+        first.release()
+    assert (
+        _metric(
+            node, "radscribe_dicom_associations_rejected_total", {"reason": "association_limit"}
+        )
+        == 1
+    )
+    wait_until(
+        lambda: (
+            run_tool([ECHOSCU, "-aec", "RADSCRIBE", "127.0.0.1", str(node.port)]).returncode == 0
+        )
+    )
