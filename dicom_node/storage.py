@@ -191,7 +191,12 @@ class InstanceStore:
         destination = self.absolute(relative_path)
         try:
             self._ensure_dir(destination.parent)
-            os.replace(temporary.path, destination)
+            try:
+                os.replace(temporary.path, destination)
+            except FileNotFoundError:  # the folder was removed behind our back
+                self._known_dirs.discard(destination.parent)
+                self._ensure_dir(destination.parent)
+                os.replace(temporary.path, destination)
         except BaseException:
             temporary.path.unlink(missing_ok=True)
             raise

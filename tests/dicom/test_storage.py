@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,14 @@ def test_a_write_lands_whole_and_leaves_no_temporary_file(tmp_path: Path) -> Non
     store.write("1.2/1.3/1.4.x.dcm", (b"new",))
     assert path.read_bytes() == b"new"
     store.close()
+
+
+def test_a_folder_removed_behind_the_stores_back_is_recreated(tmp_path: Path) -> None:
+    store = InstanceStore(root=tmp_path / "dicom")
+    store.write("1.2/1.3/a.dcm", (b"a",))
+    shutil.rmtree(store.root / "1.2")
+    store.write("1.2/1.3/b.dcm", (b"b",))
+    assert (store.root / "1.2" / "1.3" / "b.dcm").read_bytes() == b"b"
 
 
 def test_interrupted_writes_of_dead_writers_are_cleaned_but_live_ones_kept(
