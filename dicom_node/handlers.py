@@ -47,7 +47,6 @@ POLL_SECONDS = 0.005
 @dataclass
 class _AssociationRecord:
     calling_ae: str
-    established: bool = False
     series: set[str] = field(default_factory=set)
     outcomes: Counter[str] = field(default_factory=Counter)
 
@@ -61,7 +60,7 @@ class AssociationTracker:
 
     def established(self, key: int, calling_ae: str) -> None:
         with self._lock:
-            self._open[key] = _AssociationRecord(calling_ae, established=True)
+            self._open[key] = _AssociationRecord(calling_ae)
 
     def count(self, key: int, outcome: str, series_uid: str | None) -> None:
         with self._lock:
@@ -82,10 +81,6 @@ class AssociationTracker:
             for other in self._open.values():
                 still_open |= other.series
             return record, record.series - still_open
-
-    def open_count(self) -> int:
-        with self._lock:
-            return len(self._open)
 
 
 @dataclass
@@ -158,18 +153,18 @@ def store_instance(
                 affected_sop_instance_uid=sop_instance_uid,
             )
             digest = hashlib.sha256(encoded).hexdigest()
+            # The path carries the digest: an identical re-send rewrites the same file
+            # (harmless) and the index answers "identical"; a corrected instance gets a
+            # new file and the old one is removed once the index points at the new one.
+            relative = instance_relative_path(
+                study_instance_uid=header.study_instance_uid,
+                series_instance_uid=header.series_instance_uid,
+                sop_instance_uid=header.sop_instance_uid,
+                digest=digest,
+            )
         except BaseException:
             _drop(store, writing)
             raise
-        # The path carries the digest: an identical re-send rewrites the same file
-        # (harmless) and the index answers "identical"; a corrected instance gets a
-        # new file and the old one is removed once the index points at the new one.
-        relative = instance_relative_path(
-            study_instance_uid=header.study_instance_uid,
-            series_instance_uid=header.series_instance_uid,
-            sop_instance_uid=header.sop_instance_uid,
-            digest=digest,
-        )
         stored = store.place(writing.result(), relative)
         # The folder fsync (making the rename durable) runs beside the index commit;
         # both finish before Success.  Recovery completes a rename a power loss undid.

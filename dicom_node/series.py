@@ -134,8 +134,12 @@ class ReadyScanner:
         decisions: dict[str, SeriesDecision] = {}
         selected_by_study: dict[str, str | None] = {}
         for study_uid in dict.fromkeys(item.study_instance_uid for item in claimed):
-            study_decisions = self.select_study(study_uid)
-            self.index.record_selection(study_uid, study_decisions)
+            try:
+                study_decisions = self.select_study(study_uid)
+                self.index.record_selection(study_uid, study_decisions)
+            except Exception:  # the claim stands; the events say nothing was selected
+                log.exception("series selection failed for study %s", study_uid)
+                continue
             selected_by_study[study_uid] = next(
                 (d.series_instance_uid for d in study_decisions if d.selected), None
             )
@@ -150,7 +154,7 @@ class ReadyScanner:
                 modality=item.modality,
                 selected=bool(decision and decision.selected),
                 study_selected_series_uid=selected_by_study.get(item.study_instance_uid),
-                skip_reason=decision.skip_reason if decision else None,
+                skip_reason=decision.skip_reason if decision else "selection failed",
                 flags=tuple(decision.notes.get("flags", ())) if decision else (),
             )
             events.append(event)
