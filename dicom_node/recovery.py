@@ -6,12 +6,14 @@ A crash can leave three things behind:
 - a temporary file whose rename was lost although its index row committed
   (the folder fsync and the commit run side by side; a power loss between
   them can undo the rename): moved into the place its row names;
-- a complete file whose index row was never committed.  No such file was ever
-  acknowledged (Success goes back only after the commit), so nothing
-  acknowledged is lost.  An orphan whose SOP Instance UID has no row is
-  indexed (it is a complete, checked instance); one whose UID already has a
-  row is the loser of a replacement and is removed, as is an orphan that does
-  not parse.
+- a complete file without an index row: its commit never happened (nothing
+  acknowledged), or, on SQLite where instance rows are committed without
+  their own fsync (see :mod:`app.services.dicom_index`), a power loss took
+  the row away.  Files are the durable record, so the row is rebuilt: an
+  orphan whose SOP Instance UID has no row is indexed; one whose UID has a
+  row replaces it if it is newer than the file that row names (a lost
+  replacement), and is removed otherwise (the old version a committed
+  replacement left behind), as is an orphan that does not parse.
 """
 
 from __future__ import annotations
@@ -116,12 +118,13 @@ def _reconcile(
             store.remove(relative)
             report.removed += 1
             continue
-        if index.find_instance(header.sop_instance_uid) is not None:
+        known = index.find_instance(header.sop_instance_uid)
+        if known is not None and not _newer_than_indexed(store, path, known.storage_path):
             log.info("removing superseded orphan file %s", relative)
             store.remove(relative)
             report.removed += 1
             continue
-        index.record_instance(
+        result = index.record_instance(
             StoredInstance(
                 header=header,
                 storage_path=relative,
@@ -130,5 +133,21 @@ def _reconcile(
                 calling_ae=source,
             )
         )
+        if result.previous_path and result.previous_path != relative:
+            store.remove(result.previous_path)
         report.reindexed += 1
         report.series.add(header.series_instance_uid)
+
+
+def _newer_than_indexed(store: InstanceStore, orphan: Path, indexed_path: str) -> bool:
+    """Whether an orphan replaces the file its UID's row names.
+
+    The orphan is the newer version when the indexed file is gone or older:
+    a replacement whose row update was lost (or not yet committed).  Otherwise
+    it is the old version that a committed replacement left behind.
+    """
+    try:
+        indexed = store.absolute(indexed_path).stat().st_mtime_ns
+    except (OSError, ValueError):
+        return True
+    return orphan.stat().st_mtime_ns > indexed

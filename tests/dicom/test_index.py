@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core import migrate
+from app.core.db import make_engine, make_session_factory
 from app.core.domain import SeriesState, StudyStatus
 from app.core.tables import AuditEvent, Instance, Series, Study, StudyStatusChange
 from app.services.dicom_index import SqlInstanceIndex
@@ -232,3 +234,16 @@ def test_unindexed_paths(session_factory: sessionmaker[Session]) -> None:
     orphan = stored.storage_path.replace(".aaaa", ".bbbb")
     other = f"{STUDY}/{SERIES}/1.2.3.4.{'c' * 16}.dcm"
     assert index.unindexed_paths([stored.storage_path, orphan, other]) == {orphan, other}
+
+
+def test_sqlite_connections_return_to_the_pool_with_full_sync(sqlite_url: str) -> None:
+    """Instance rows commit without their own fsync; every other commit stays FULL."""
+    migrate.upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    try:
+        index = SqlInstanceIndex(make_session_factory(engine))
+        index.record_instance(_stored(0))
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    finally:
+        engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -92,11 +93,38 @@ def test_an_orphan_whose_uid_has_another_file_is_removed(
     changed = tmp_path / "changed.dcm"
     ds.save_as(changed, enforce_file_format=True)
     orphan = _place(store, changed, sop=sop, study=first.study_uid, series=first.series_uid)
+    # The orphan is older than the indexed file: the leftover of a committed replacement.
+    old = (store.root / kept).stat().st_mtime_ns
+    os.utime(store.root / orphan, ns=(old - 10**9, old - 10**9))
     report = recover_storage(store, index)
     assert report.removed == 1
     assert not (store.root / orphan).exists()
     known = index.find_instance(sop)
     assert known is not None and known.storage_path == kept
+
+
+def test_a_newer_orphan_is_a_replacement_whose_row_was_lost(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    first = write_ct_series(tmp_path / "a", slices=1, seed=2)
+    store = InstanceStore(root=tmp_path / "dicom")
+    index = SqlInstanceIndex(session_factory)
+    sop = str(dcmread(first.files[0], stop_before_pixels=True).SOPInstanceUID)
+    kept = _place(store, first.files[0], sop=sop, study=first.study_uid, series=first.series_uid)
+    recover_storage(store, index)
+    ds = dcmread(first.files[0])
+    ds.SeriesDescription = "CORRECTED"
+    changed = tmp_path / "changed.dcm"
+    ds.save_as(changed, enforce_file_format=True)
+    newer = _place(store, changed, sop=sop, study=first.study_uid, series=first.series_uid)
+    old = (store.root / kept).stat().st_mtime_ns
+    os.utime(store.root / newer, ns=(old + 10**9, old + 10**9))
+    report = recover_storage(store, index)
+    assert report.reindexed == 1
+    known = index.find_instance(sop)
+    assert known is not None and known.storage_path == newer
+    assert not (store.root / kept).exists()
+    assert dataset_bytes(store.root / newer) == dataset_bytes(changed)
 
 
 def test_a_rename_lost_after_its_row_committed_is_completed(
