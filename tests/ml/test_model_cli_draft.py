@@ -75,3 +75,24 @@ def test_draft_text_summary_and_typed_errors(
     (tmp_path / "bad.hl7").write_bytes(b"this is not HL7")
     bad = ["draft", str(chest_studies[0]), "--order", str(tmp_path / "bad.hl7")]
     assert main([*bad, "--checkpoint", str(tiny_checkpoint)]) == 4
+
+
+def test_draft_transcribes_a_dictation_with_the_speech_service(
+    cli_env: None,
+    tiny_checkpoint: Path,
+    chest_studies: list[Path],
+    shared_data: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("app.speech.transcriber")
+    audio = shared_data / "audio" / "jfk.flac"
+    status = main(
+        [
+            "draft", str(chest_studies[0]), "--dictation", str(audio),
+            "--checkpoint", str(tiny_checkpoint), "--json",
+        ]
+    )  # fmt: skip
+    assert status == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["modalities_present"]["dictation"] is True
+    assert 0.0 < result["modality_weights"]["dictation"] < 1.0
