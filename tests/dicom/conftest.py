@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -253,3 +256,49 @@ def start_node(tmp_path: Path, sqlite_url: str) -> Iterator[Callable[..., Runnin
     for node, engine in reversed(started):
         node.component.stop()
         engine.dispose()
+
+
+# `radscribe dicom serve` without loading every other sub-command (faster start).
+NODE_COMMAND = [sys.executable, "-m", "app.cli.dicom", "serve"]
+
+
+class NodeProcess:
+    """`radscribe dicom serve` in its own process; killed or stopped by its own pid."""
+
+    def __init__(
+        self, env: dict[str, str], port: int, log: Path, workers: int = 1, metrics: bool = False
+    ) -> None:
+        self.port = port
+        self._log = log.open("a")
+        options = [] if metrics else ["--no-metrics"]
+        self.process = subprocess.Popen(
+            [*NODE_COMMAND, "--port", str(port), *options, "--workers", str(workers)],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self._listening, timeout=40)
+
+    def _listening(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"the node exited with {self.process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()

@@ -22,12 +22,12 @@ from tests.conftest import free_port
 from .conftest import (  # type: ignore[import-not-found]
     ECHOSCU,
     STORESCU,
+    NodeProcess,
     RunningNode,
     run_tool,
     wait_until,
     write_ct_series,
 )
-from .test_crash_safety import NodeProcess  # type: ignore[import-not-found]
 
 StartNode = Callable[..., RunningNode]
 

@@ -10,10 +10,7 @@ re-send adds no duplicates.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,57 +27,15 @@ from tests.conftest import free_port
 from .conftest import (  # type: ignore[import-not-found]
     DCMTK_ENV,
     STORESCU,
+    NodeProcess,
     dataset_bytes,
     run_tool,
-    wait_until,
     write_ct_series,
 )
 
-# `radscribe dicom serve` without loading every other sub-command (faster start).
-NODE_COMMAND = [sys.executable, "-m", "app.cli.dicom", "serve"]
 SUCCESS_LINE = "Received Store Response (Success)"
 SENDING_PREFIX = "I: Sending file: "
 KILL_AFTER = (3, 11, 19)  # acknowledged stores seen before each kill -9
-
-
-class NodeProcess:
-    def __init__(
-        self, env: dict[str, str], port: int, log: Path, workers: int = 1, metrics: bool = False
-    ) -> None:
-        self.port = port
-        self._log = log.open("a")
-        options = [] if metrics else ["--no-metrics"]
-        self.process = subprocess.Popen(
-            [*NODE_COMMAND, "--port", str(port), *options, "--workers", str(workers)],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_until(self._listening, timeout=40)
-
-    def _listening(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"the node exited with {self.process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self._log.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
 
 
 @pytest.fixture
