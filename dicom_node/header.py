@@ -65,7 +65,7 @@ class RejectedInstance(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InstanceHeader:
     """What the node needs from one instance's header (no pixel values)."""
 

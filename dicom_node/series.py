@@ -106,7 +106,7 @@ def decisions_from(ranked: Sequence[Assessment]) -> list[SeriesDecision]:
     return decisions
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ReadyScanner:
     """Claims ready series, ranks their study's series and delivers events."""
 

@@ -59,7 +59,7 @@ class TlsConfig:
         return context
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     ae_title: str = "RADSCRIBE"
     host: str = "0.0.0.0"

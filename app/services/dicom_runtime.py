@@ -22,7 +22,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
@@ -103,6 +103,7 @@ class DicomComponent:
 
     settings: Settings
     session_factory: sessionmaker[Session]
+    _: KW_ONLY
     on_ready: ReadyCallback | None = None
     registry: CollectorRegistry | None = None
     port: int | None = None
@@ -299,6 +300,7 @@ class ReceiverPool:
 
     settings: Settings
     session_factory: sessionmaker[Session]
+    _: KW_ONLY
     workers: int
     port: int
     ae_title: str | None = None
