@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from queue import Queue
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,7 +142,7 @@ class StudyTable:
         self.store = store
         self.labels = cached.labels
         self.device_images: torch.Tensor | None = None
-        self._tokenizer = None
+        self._tokenizer: Any = None
 
     def __len__(self) -> int:
         return len(self.cached)
@@ -206,9 +207,8 @@ class StudyTable:
         if self._tokenizer is None:
             from models.networks.text_encoder import TextTokenizer
 
-            self._tokenizer = TextTokenizer()  # type: ignore[assignment]
-        assert self._tokenizer is not None
-        ids, mask = self._tokenizer([v or "" for v in values], max_tokens=max_tokens)  # type: ignore[unreachable]
+            self._tokenizer = TextTokenizer()
+        ids, mask = self._tokenizer([v or "" for v in values], max_tokens=max_tokens)
         present = torch.tensor([v is not None for v in values], dtype=torch.bool)
         return TextInput(
             present=present.to(device), attention_mask=mask.to(device), token_ids=ids.to(device)
@@ -307,9 +307,9 @@ def augment(batch: TrainingBatch, generator: torch.Generator) -> TrainingBatch:
             GridGeometry(
                 shape=grid.shape,
                 spacing_mm=grid.spacing_mm,
-                origin_ras=tuple(float(v) for v in origin),
+                origin_ras=(float(origin[0]), float(origin[1]), float(origin[2])),
             )
-        )  # type: ignore[arg-type]
+        )
     scale = 1.0 + 0.05 * (torch.rand(b, 1, 1, 1, 1, generator=generator) * 2 - 1)
     offset = 0.03 * (torch.rand(b, 1, 1, 1, 1, generator=generator) * 2 - 1)
     sigma = 0.02 * torch.rand(b, 1, 1, 1, 1, generator=generator)

@@ -18,6 +18,7 @@ teacher for at most 1 point of macro AUROC lost.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -89,13 +90,18 @@ def state_bytes(model: torch.nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
+@functools.lru_cache(maxsize=1)
+def _tokenizer() -> Any:
+    from models.networks.text_encoder import TextTokenizer
+
+    return TextTokenizer()
+
+
 def cpu_latency(
     model: RadscribeModel, grid: tuple[int, int, int], *, repeats: int = LATENCY_REPEATS
 ) -> float:
     """Median seconds for one study on CPU: text encoding and the network (batch of one)."""
-    from models.networks.text_encoder import TextTokenizer
-
-    tokenizer = TextTokenizer()
+    tokenizer = _tokenizer()
     emr_ids, emr_mask = tokenizer(
         ["Cough and fever, former smoker."], max_tokens=model.config.emr_max_tokens
     )
@@ -186,8 +192,9 @@ def compare(
     subset = dataclasses.replace(cached, studies=cached.studies[:subset_n])
     token_table = StudyTable(subset, texts[:subset_n], model_config=pupil.config, store=None)
     fp32_subset = StudyTable(subset, texts[:subset_n], model_config=teacher.config, store=store)
-    teacher_cpu = load_checkpoint(teacher_path, device="cpu").model
-    pupil_cpu = load_checkpoint(student_path, device="cpu").model
+    on_cpu = device.type == "cpu"
+    teacher_cpu = teacher if on_cpu else load_checkpoint(teacher_path, device="cpu").model
+    pupil_cpu = pupil if on_cpu else load_checkpoint(student_path, device="cpu").model
     quantized = {
         "teacher int8": quantize_int8(teacher_cpu),
         "student int8": quantize_int8(pupil_cpu),

@@ -40,7 +40,7 @@ PART_BYTES = 15 * 2**20
 SHIPPED_NAME = "radscribe-synthetic-v1"
 THROUGHPUT_EFFICIENCY = 0.6
 """Share of the benchmark's samples/s the real training loop reaches (refiner, data, texts)."""
-MIN_EPOCHS, MAX_EPOCHS = 6, 60
+MIN_EPOCHS, MAX_EPOCHS = 1, 60
 FALLBACK_EPOCHS = 8
 RECIPE_FILE = "recipe.json"
 
@@ -237,7 +237,7 @@ def stage_first(args: argparse.Namespace, clock: Clock) -> int:
         _train_done(config),
     )
     _stop(generation)
-    return _finish(args, config, clock, bootstrap=args.bootstrap_first)
+    return _finish(args, config, clock, bootstrap=args.bootstrap_first, student=args.student)
 
 
 def _growing(config: TrainConfig) -> TrainConfig:
@@ -345,7 +345,8 @@ def _distill(
         speed = (
             recipe["throughput"] * THROUGHPUT_EFFICIENCY * 1.5
         )  # smaller net, teacher forward added
-        epochs = max(2, min(student.epochs, int(limit * 60 * speed / recipe["counts"]["train"])))
+        studies = max(1, _train_done(config))
+        epochs = max(1, min(student.epochs, int(limit * 60 * speed / studies)))
     student = student.with_overrides(epochs=epochs, time_limit_minutes=limit)
     result = distill(teacher, student, progress=False)
     logger.info("student: %d epochs (%.0f s)", result.epochs_done, clock.elapsed())

@@ -33,6 +33,8 @@ def text_encoder_id(model: RadscribeModel) -> str:
         from models.checkpoint import _packaged_text_source
 
         return "minilm-" + _packaged_text_source()["sha256"][:16]
+    if model.text_encoder is None:
+        raise ValueError("the model was built without its text encoder")
     digest = hashlib.sha256()
     for name, tensor in sorted(model.text_encoder.state_dict().items()):
         digest.update(name.encode())
@@ -97,6 +99,8 @@ class TextEmbeddingStore:
         if not missing:
             return 0
         tokenizer = TextTokenizer()
+        if model.text_encoder is None:
+            raise ValueError("the model was built without its text encoder")
         encoder = model.text_encoder.to(device).eval()
         items = sorted(missing.items(), key=lambda kv: len(kv[1]))  # similar lengths together
         rows: list[np.ndarray] = []

@@ -28,6 +28,7 @@ gradients are averaged by DDP; rank 0 validates, writes and decides.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -168,6 +169,8 @@ def resolve_device(name: str, dist: Distributed) -> torch.device:
     if device.type == "cuda" and dist.world > 1:
         device = torch.device("cuda", dist.local_rank)
     if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     return device
 
@@ -489,7 +492,7 @@ class _Run:
         model_config = self.trainer.model_config_override or self.config.model_config_()
         model = RadscribeModel(model_config).to(self.device)
         if self.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last_3d)
+            model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         return model
 
     # -- loop -----------------------------------------------------------------
@@ -519,7 +522,7 @@ class _Run:
             optimizer, warmup_cosine(total_updates, config.warmup_fraction)
         )
         scaler = torch.amp.GradScaler(enabled=self.amp_dtype == torch.float16)
-        state = {
+        state: dict[str, Any] = {
             "epoch": 0,
             "batch": 0,
             "best_loss": math.inf,
@@ -689,9 +692,9 @@ class _Run:
                     )
             update = (index + 1) % accumulate == 0 or index + 1 == len(groups)
             sync = update or self.dist.world == 1
-            context = (
-                module.no_sync() if not sync and hasattr(module, "no_sync") else _nullcontext()
-            )
+            context: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+            if isinstance(module, nn.parallel.DistributedDataParallel) and not sync:
+                context = module.no_sync()
             with context:
                 with torch.autocast(
                     self.device.type,
@@ -900,14 +903,6 @@ class _Run:
             temporary,
         )
         os.replace(temporary, path)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
 
 
 def _drop_texts(

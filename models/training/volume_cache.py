@@ -156,9 +156,9 @@ class CachedStudyInfo:
             index=int(data["index"]),
             study_id=str(data["study_id"]),
             grid=GridGeometry(
-                shape=tuple(grid["shape"]),  # type: ignore[arg-type]
-                spacing_mm=tuple(grid["spacing_mm"]),  # type: ignore[arg-type]
-                origin_ras=tuple(grid["origin_ras"]),  # type: ignore[arg-type]
+                shape=tuple(grid["shape"]),
+                spacing_mm=tuple(grid["spacing_mm"]),
+                origin_ras=tuple(grid["origin_ras"]),
             ),
             quality=tuple(float(v) for v in data["quality"]),
             labels=tuple(float("nan") if v is None else float(v) for v in data["labels"]),
@@ -167,7 +167,7 @@ class CachedStudyInfo:
             nodules=None if nodules is None else tuple(_nodule_from_json(n) for n in nodules),
             hard_reasons=tuple(data.get("hard_reasons", ())),
             dictation_text=data.get("dictation_text"),
-            dictation_quality=None if quality is None else tuple(quality),  # type: ignore[arg-type]
+            dictation_quality=None if quality is None else tuple(quality),
         )
 
 
@@ -219,7 +219,7 @@ def _build_one(index: int, deadline: float | None = None) -> tuple[int, int, str
     spec: PreprocessSpec = _WORKER["spec"]
     try:
         study = _WORKER["prepare"](record, spec)
-    except ModelInputError as exc:
+    except (ModelInputError, RuntimeError, ValueError) as exc:  # bad input or a failed render
         _write_info(root, index, {"index": index, "study_id": record.study_id, "error": str(exc)})
         _set_status(root, index, REFUSED)
         return index, REFUSED, str(exc)
