@@ -18,14 +18,20 @@ without a label CSV is labelled from its reports by ``models.report_labeler``.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.findings import FINDINGS
+import numpy as np
+
+from models.config import LOBES, NODULE_TYPES
+from models.findings import FINDINGS, Finding
+from models.losses import IGNORE_INDEX, NoduleTarget
 from models.report_labeler import label_vector
 from models.training.records import StudyRecord, clean_text, join_report
+from models.volume import LPS_TO_RAS
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii")
 SPLIT_DIRS = {"train": "train", "valid": "valid", "test": "test"}
@@ -167,6 +173,38 @@ def _labels(row: dict[str, str], path: Path) -> tuple[float, ...]:
     return tuple(values)
 
 
+def synthetic_nodules(image_dir: Path, split: str, name: str) -> tuple[NoduleTarget, ...] | None:
+    """Nodule truth of a study from ``models.synthetic``'s data set, if it has a truth file.
+
+    The synthetic data set keeps ``studies/<split>/<volume stem>/truth.json`` beside the
+    volumes; real CT-RATE has none (nodule sizes unknown: no nodule loss).
+    """
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+    path = image_dir / "studies" / split / stem / "truth.json"
+    if not path.is_file():
+        return None
+    try:
+        lesions = json.loads(path.read_text()).get("lesions", [])
+        nodules = []
+        for lesion in lesions:
+            if lesion.get("finding") != Finding.LUNG_NODULE.value:
+                continue
+            lps = np.asarray(lesion["centre_patient_mm"], dtype=np.float64)
+            kind = str(lesion.get("measurements", {}).get("type", ""))
+            lobe = str(lesion.get("lobe") or "")
+            nodules.append(
+                NoduleTarget(
+                    centre_ras=tuple(float(v) for v in lps * LPS_TO_RAS),  # type: ignore[arg-type]
+                    diameter_mm=float(lesion["measurements"]["diameter_mm"]),
+                    type_index=NODULE_TYPES.index(kind) if kind in NODULE_TYPES else IGNORE_INDEX,
+                    lobe_index=LOBES.index(lobe) if lobe in LOBES else IGNORE_INDEX,
+                )
+            )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LayoutError(f"{path} is not a readable truth file: {exc}") from None
+    return tuple(nodules)
+
+
 def read_split(
     paths: CtRatePaths,
     split: str,
@@ -225,6 +263,7 @@ def read_split(
                 split=split,
                 labels=label,
                 source=volumes[name],
+                nodules=synthetic_nodules(paths.image_dir, split, name),
                 emr_text=clean_text(row.get("ClinicalInformation_EN")),
                 report_text=report,
                 rescale=rescale,

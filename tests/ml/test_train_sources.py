@@ -102,3 +102,18 @@ def test_synthetic_fast_path_places_nodules_where_the_image_shows_them(tmp_path:
         i, j, k = np.round(study.grid.ras_to_voxel(np.asarray(n.centre_ras))).astype(int)
         if n.diameter_mm >= 8:  # large enough to dominate its voxel at 2.25 mm
             assert image[i, j, k] > -0.5, n  # denser than aerated lung (-0.8 and below)
+
+
+def test_the_synthetic_data_set_in_ct_rate_layout_loads_with_nodule_truth(tmp_path: Path) -> None:
+    from models.synthetic.dataset import DatasetOptions, build_dataset
+
+    build_dataset(tmp_path / "synth", DatasetOptions(n=3, seed=7, fractions=(0.34, 0.33, 0.33)))
+    paths = resolve_paths(tmp_path / "synth")
+    records = read_split(paths, "train") + read_split(paths, "test")
+    assert records and all(r.nodules is not None for r in records)  # truth files were read
+    nodule = list(Finding).index(Finding.LUNG_NODULE)
+    assert all(bool(r.nodules) == (r.labels[nodule] == 1.0) for r in records)
+    cached = build_split_cache(
+        tmp_path / "cache", "train", records[:1], PreprocessSpec(), progress=False
+    )
+    assert len(cached) == 1 and cached.studies[0].emr_text == records[0].emr_text
