@@ -82,13 +82,13 @@ def test_a_run_stopped_by_its_time_limit_resumes_to_the_same_weights(
     ctrate: Path, trained: tuple[TrainResult, Path]
 ) -> None:
     straight, base = trained
-    config = _config(ctrate, base / "chunked", base / "cache", time_limit_minutes=0.34)
+    config = _config(ctrate, base / "chunked", base / "cache", time_limit_minutes=0.3)
     first = MultiModalTrainer(config)
     first.progress = False
     partial = first.train(epochs=2)
-    assert not partial.finished  # stopped inside the first epoch (limit minus margin is 0.4 s)
+    assert not partial.finished  # the limit minus its 20 s margin has passed: stop after a batch
     state = torch.load(base / "chunked" / "resume.pt", weights_only=False)
-    assert state["state"]["batch"] >= 1
+    assert state["state"]["batch"] == 1 and state["state"]["epoch"] == 0
     resumed = MultiModalTrainer(dict(config, time_limit_minutes=None))
     resumed.progress = False
     done = resumed.train(epochs=2, resume=True)
