@@ -9,7 +9,8 @@ from pathlib import Path
 
 from app.cli.serve import wait_for_signal
 from app.core.settings import Settings
-from app.services import demo
+
+DEMO_SEED = 7
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,12 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="use free ports and a temporary folder, wait for the draft, exit 0 or 1",
     )
     parser.add_argument("--data-dir", type=Path, help="data folder (default ./radscribe-data)")
-    parser.add_argument("--seed", type=int, default=demo.DEMO_SEED, help="synthetic study seed")
+    parser.add_argument("--seed", type=int, default=DEMO_SEED, help="synthetic study seed")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (--check)")
     parser.set_defaults(handler=run, needs_settings=False)
 
 
 def run(args: argparse.Namespace, _unused: Settings) -> int:
+    from app.services import demo  # the ML stack loads here, not at start-up
+
     data_dir = args.data_dir or (None if args.check else Path("radscribe-data"))
     settings = demo.demo_settings(data_dir=data_dir, free_ports=args.check)
     slices, matrix = (demo.CHECK_SLICES, demo.CHECK_MATRIX) if args.check else (None, 256)

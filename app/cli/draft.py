@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from app.core.settings import Settings
 from models.errors import CheckpointError, ModelInputError
-from models.networks.gating import DictationQuality
 
 if TYPE_CHECKING:
     from models.inference import DraftResult
+    from models.networks.gating import DictationQuality
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -62,22 +62,12 @@ def order_context(path: Path) -> str:
 
 
 def transcribe(path: Path, settings: Settings) -> tuple[str, DictationQuality]:
+    from app.services.dictation import make_transcriber
+    from app.services.drafting import dictation_quality
     from app.speech.audio import decode_audio
-    from app.speech.model import ModelOptions
-    from app.speech.transcriber import Transcriber
 
-    transcriber = Transcriber.load(
-        spec=settings.whisper_model_dir,
-        cache_dir=settings.data_dir / "models" / "whisper",
-        options=ModelOptions(
-            device=settings.whisper_device, compute_type=settings.whisper_compute_type
-        ),
-    )
-    transcript = transcriber.transcribe(decode_audio(path))
-    quality = transcript.quality
-    return transcript.text, DictationQuality(
-        confidence=quality.confidence, no_speech_prob=quality.no_speech_prob, snr_db=quality.snr_db
-    )
+    transcript = make_transcriber(settings).transcribe(decode_audio(path))
+    return transcript.text, dictation_quality(transcript.quality.to_dict())
 
 
 def _fail(message: str, status: int) -> int:
@@ -86,7 +76,7 @@ def _fail(message: str, status: int) -> int:
 
 
 def run_draft(args: argparse.Namespace, settings: Settings) -> int:
-    from models.checkpoint import demo_checkpoint, load_checkpoint
+    from app.services.model_loading import ModelGovernanceError, resolve_checkpoint
     from models.inference import Drafter
 
     emr_text: str | None = None
@@ -100,18 +90,10 @@ def run_draft(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, ValueError) as exc:  # HL7 MalformedMessage and AudioError are ValueErrors
         return _fail(f"cannot read the order or dictation: {exc}", EXIT_BAD_CONTEXT)
 
-    checkpoint_path = args.checkpoint or settings.checkpoint
+    if args.checkpoint is not None:
+        settings = settings.model_copy(update={"checkpoint": args.checkpoint})
     try:
-        if checkpoint_path is not None:
-            loaded = load_checkpoint(checkpoint_path)
-        elif settings.allow_demo_model:
-            loaded = demo_checkpoint()
-        else:
-            return _fail(
-                "no checkpoint: pass --checkpoint or set RADSCRIBE_CHECKPOINT "
-                "(RADSCRIBE_ALLOW_DEMO_MODEL=true runs an untrained demo model)",
-                EXIT_USAGE,
-            )
+        loaded = resolve_checkpoint(settings)
         drafter = Drafter(loaded, device=args.device, precision=args.precision)
         result = drafter.draft(
             args.study_dir,
@@ -119,7 +101,7 @@ def run_draft(args: argparse.Namespace, settings: Settings) -> int:
             transcript=transcript,
             dictation_quality=dictation_quality,
         )
-    except CheckpointError as exc:
+    except (CheckpointError, ModelGovernanceError) as exc:
         return _fail(str(exc), EXIT_USAGE)
     except ModelInputError as exc:
         return _fail(str(exc), EXIT_BAD_STUDY)

@@ -10,7 +10,6 @@ from types import FrameType
 from prometheus_client import REGISTRY
 
 from app.core.settings import Settings
-from app.services.runtime import build_runtime
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +31,8 @@ def wait_for_signal() -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services.assembly import build_runtime  # the ML stack loads here, not at start-up
+
     runtime = build_runtime(settings, metrics_registry=REGISTRY)
     try:
         runtime.start()

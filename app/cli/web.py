@@ -9,7 +9,7 @@ import uvicorn
 from app.cli.serve import wait_for_signal
 from app.core import migrate
 from app.core.settings import Settings
-from app.services.runtime import build_runtime
+from app.services.runtime import build_web_runtime
 
 MAX_WORKERS = 64
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             access_log=False,
         )
         return 0
-    runtime = build_runtime(settings, only=("web",))
+    runtime = build_web_runtime(settings)
     try:
         runtime.start()
         for line in runtime.describe():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from kombu import Queue
@@ -23,7 +23,10 @@ from app.core.db import make_engine, make_session_factory
 from app.core.domain import JobState, Priority
 from app.core.settings import Settings, load_settings
 from app.core.tables import Job
-from app.services import drafting, jobs, leases
+from app.services import jobs, leases
+
+if TYPE_CHECKING:  # the ML stack loads in the worker, not where jobs are only sent
+    from app.services.drafting import DraftingServices
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +63,9 @@ def make_celery(broker_url: str) -> Celery:
 
 
 @functools.cache
-def _worker_services() -> drafting.DraftingServices:
+def _worker_services() -> DraftingServices:
     """Built once per worker process from the environment (the worker's settings)."""
-    from app.services.runtime import drafting_services
+    from app.services.assembly import drafting_services
 
     settings = load_settings()
     engine = make_engine(settings.effective_database_url)
@@ -70,13 +73,15 @@ def _worker_services() -> drafting.DraftingServices:
 
 
 def _draft_task(task: Task, job_id: int) -> str:
+    from app.services.drafting import run_draft_job
+
     services = _worker_services()
     factory = services.session_factory
     owner = f"{leases.process_identity()}:celery"
     claimed = jobs.claim(factory, job_id, owner)
     if claimed is None:
         return "not runnable"  # done, running elsewhere, or a repeated message
-    drafting.run_draft_job(services, claimed)
+    run_draft_job(services, claimed)
     with factory() as session:
         job = session.get_one(Job, job_id)
         state, not_before = job.state, job.not_before

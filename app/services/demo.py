@@ -32,7 +32,6 @@ from app.services.users import create_user
 from dicom_node.send import Destination, collect_files, send_files
 
 DEMO_USER = "demo"
-DEMO_SEED = 7
 CHECK_SLICES = 64
 CHECK_MATRIX = 128
 
@@ -262,7 +261,7 @@ def summary(outcome: DraftOutcome, truth: dict[str, Any]) -> str:
 def start_runtime(settings: Settings) -> Runtime:
     from prometheus_client import REGISTRY
 
-    from app.services.runtime import build_runtime
+    from app.services.assembly import build_runtime
 
     runtime = build_runtime(settings, metrics_registry=REGISTRY)
     runtime.start()

@@ -12,9 +12,8 @@ Celery workers.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -280,16 +279,19 @@ def _dictations(
         if row.transcript_text:
             texts.append(row.transcript_text)
         if row.quality:
-            qualities.append(
-                DictationQuality(
-                    confidence=math.exp(float(row.quality.get("mean_logprob", -10.0))),
-                    no_speech_prob=float(row.quality.get("no_speech_prob", 1.0)),
-                    snr_db=float(row.quality.get("snr_db", 0.0)),
-                )
-            )
+            qualities.append(dictation_quality(row.quality))
     quality = min(qualities, key=lambda q: q.confidence) if qualities else None
     joined = {name: " ".join(parts) for name, parts in sections.items()}
     return joined, (" ".join(texts) or None), quality
+
+
+def dictation_quality(quality: Mapping[str, float]) -> DictationQuality:
+    """What the model's gate sees of a transcript (the speech side's stored signals)."""
+    return DictationQuality(
+        confidence=float(quality.get("confidence", 0.0)),
+        no_speech_prob=float(quality.get("no_speech_prob", 1.0)),
+        snr_db=float(quality.get("snr_db", 0.0)),
+    )
 
 
 def _location(location: SliceLocation | None) -> Evidence | None:

@@ -17,7 +17,8 @@ from app.core.domain import JobState, Priority
 from app.core.settings import Settings, load_settings
 from app.core.tables import Job, ReportVersion, Study
 from app.services.celery_app import ROUTINE_QUEUE, STAT_QUEUE, TASK_NAME, make_celery
-from app.services.runtime import Runtime, build_runtime
+from app.services.assembly import build_runtime
+from app.services.runtime import Runtime
 from dicom_node.send import Destination, collect_files, send_files
 from tests.conftest import free_port
 from tests.pipeline.conftest import wait_for
