@@ -142,9 +142,10 @@ def store_instance(
             transfer_syntax_uid=transfer_syntax_uid,
             source_ae=calling_ae,
         )
-        # The file is written and fsynced on an I/O thread while this one parses
-        # and hashes; a rejected instance's temporary file is then dropped.
+        # The file is written and fsynced, and the data set hashed, on I/O threads
+        # while this one parses; a rejected instance's temporary file is dropped.
         writing = services.io.submit(store.write_temporary, (meta, encoded))
+        hashing = services.io.submit(_sha256, encoded)
         try:
             header = parse_instance(
                 meta + encoded,
@@ -152,7 +153,7 @@ def store_instance(
                 affected_sop_class_uid=sop_class_uid,
                 affected_sop_instance_uid=sop_instance_uid,
             )
-            digest = hashlib.sha256(encoded).hexdigest()
+            digest = hashing.result()
             # The path carries the digest: an identical re-send rewrites the same file
             # (harmless) and the index answers "identical"; a corrected instance gets a
             # new file and the old one is removed once the index points at the new one.
@@ -215,6 +216,10 @@ def store_instance(
     metrics.store_seconds.observe(time.perf_counter() - started)
     log.debug("C-STORE %s from %s: %s", header.sop_instance_uid, calling_ae, outcome.value)
     return StoreOutcome(StoreStatus.SUCCESS, outcome=outcome, header=header)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()  # releases the GIL while it hashes
 
 
 def _drop(store: InstanceStore, writing: Future[TemporaryFile]) -> None:

@@ -20,6 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, exists, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -98,6 +101,16 @@ _FIND_INSTANCE = select(
     Instance.id, Instance.sha256, Instance.storage_path, Instance.series_id
 ).where(Instance.sop_instance_uid == bindparam("sop"))
 _INSERT_INSTANCE = insert(Instance)
+# Insert-if-absent in one statement where the dialect has it (a new instance is the
+# common case; only a re-send or a correction needs the row that is already there).
+_INSERT_NEW_INSTANCE = {
+    "sqlite": sqlite_insert(Instance)
+    .on_conflict_do_nothing(index_elements=[Instance.sop_instance_uid])
+    .returning(Instance.id),
+    "postgresql": postgresql_insert(Instance)
+    .on_conflict_do_nothing(index_elements=[Instance.sop_instance_uid])
+    .returning(Instance.id),
+}
 _UPDATE_INSTANCE = update(Instance).where(Instance.id == bindparam("instance_pk"))
 _BUMP_SERIES = (
     update(Series)
@@ -338,9 +351,16 @@ class SqlInstanceIndex:
             "calling_ae": instance.calling_ae[:16] or None,
             "received_at": now,
         }
-        existing = conn.execute(_FIND_INSTANCE, {"sop": header.sop_instance_uid}).first()
+        row = {"sop_instance_uid": header.sop_instance_uid, **values}
+        insert_new = _INSERT_NEW_INSTANCE.get(conn.dialect.name)
+        if insert_new is not None:
+            inserted = conn.execute(insert_new, row).first() is not None
+            existing = None if inserted else self._existing(conn, header.sop_instance_uid)
+        else:
+            existing = self._existing(conn, header.sop_instance_uid)
+            if existing is None:
+                conn.execute(_INSERT_INSTANCE, row)
         if existing is None:
-            conn.execute(_INSERT_INSTANCE, {"sop_instance_uid": header.sop_instance_uid, **values})
             self._bump_series(conn, ids.series_id, now, added=1)
             self._reopen_study(conn, ids.study_id, now)
             return RecordResult(RecordOutcome.NEW)
@@ -382,6 +402,11 @@ class SqlInstanceIndex:
             header.series_instance_uid,
         )
         return RecordResult(RecordOutcome.REPLACED, previous_path=existing.storage_path)
+
+    @staticmethod
+    def _existing(conn: Connection, sop_instance_uid: str) -> Row[int, str, str, int] | None:
+        """The id, digest, path and series of the row already holding this UID."""
+        return conn.execute(_FIND_INSTANCE, {"sop": sop_instance_uid}).first()
 
     @staticmethod
     def _bump_series(conn: Connection, series_id: int, now: datetime, *, added: int) -> None:
