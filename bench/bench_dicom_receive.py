@@ -13,11 +13,14 @@ sent by four concurrent storescu processes (four associations).  Receivers,
 each started fresh with empty storage for every measurement:
 
 - ``radscribe``: ``python -m app.cli.dicom serve`` with its durability on
-  (every file written, fsynced, renamed, its folder fsynced and its row
-  committed to SQLite with synchronous=FULL before Success); one receiver
-  process for one association, ``--workers`` processes (SO_REUSEPORT) for four;
+  (every file written under a temporary name, fsynced, renamed, its folder
+  fsynced and its row committed to SQLite before Success; the row's commit
+  does not fsync by itself, the file is the durable record); one receiver
+  process for one association, ``--workers`` processes (SO_REUSEPORT, one
+  index writer in the parent) for four;
 - ``storescp``: DCMTK's storescp writing files (``--fork`` for four associations);
-- ``orthanc``: Orthanc with its own storage and SQLite index;
+- ``orthanc``: Orthanc (1.10.1 here) with its own storage and SQLite index; note
+  that it acknowledges without fsyncing the file or its index per instance;
 - ``pynetdicom-discard``: a pynetdicom SCP that reads each data set and
   discards it (the network layer's ceiling in one process, for reference).
 
