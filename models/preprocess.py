@@ -60,6 +60,8 @@ QUALITY_SLICES = 9
 OUTSIDE_FILL_HU = -1000.0
 """Grid voxels outside the scanned volume are filled with air (and flagged in quality)."""
 CENTRE_SAMPLE_STRIDE = 2
+CENTRE_MAX_SLICES = 96
+"""Body and lungs are found on at most this many slices (every n-th of a long stack)."""
 
 
 @dataclass(frozen=True)
@@ -258,8 +260,10 @@ class _Anatomy:
 def _find_anatomy(stack: SliceStack, pooled: _Pooled, spec: PreprocessSpec) -> _Anatomy:
     """Body and lungs from a coarse copy: where to centre the grid, and lung coverage."""
     s = CENTRE_SAMPLE_STRIDE
-    coarse = pooled.volume[:, ::s, ::s].numpy()
+    zs = max(1, math.ceil(pooled.volume.shape[0] / CENTRE_MAX_SLICES))
+    coarse = pooled.volume[::zs, ::s, ::s].numpy()
     fz, fr, fc = pooled.factors
+    fz *= zs  # one coarse slice now stands for zs pooled slices
     body = coarse > BODY_HU
     in_plane = np.zeros((3, 3, 3), dtype=bool)
     in_plane[1] = ndimage.generate_binary_structure(2, 1)
@@ -270,7 +274,7 @@ def _find_anatomy(stack: SliceStack, pooled: _Pooled, spec: PreprocessSpec) -> _
     lungs &= lung_slices[:, None, None]
 
     def to_source(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        k = idx[:, 0] * fz + (fz - 1) / 2
+        k = idx[:, 0] * fz + (pooled.factors[0] - 1) / 2  # centre of the pooled slice kept
         r = idx[:, 1] * s * fr + (fr - 1) / 2  # centre of the pooled pixel kept
         c = idx[:, 2] * s * fc + (fc - 1) / 2
         return k, r, c
@@ -332,30 +336,34 @@ def _is_axis_aligned(stack: SliceStack) -> bool:
     )
 
 
-def _interp_matrix(positions: np.ndarray, size: int) -> torch.Tensor:
-    """(len(positions), size) linear interpolation weights at fractional indices.
+def _lerp_along(volume: torch.Tensor, dim: int, positions: np.ndarray) -> torch.Tensor:
+    """Linear interpolation of ``volume`` along ``dim`` at fractional indices.
 
-    Indices outside [0, size - 1] lose the missing neighbour's weight, which is
-    what ``grid_sample(padding_mode="zeros", align_corners=True)`` does.
+    A neighbour outside [0, size - 1] (or a NaN position) contributes nothing, which
+    is what ``grid_sample(padding_mode="zeros", align_corners=True)`` does.
     """
-    weights = np.zeros((len(positions), size), dtype=np.float32)
+    size = volume.shape[dim]
     positions = np.where(np.isfinite(positions), positions, -(size + 2.0))  # NaN: outside
     lo = np.floor(positions).astype(np.int64)
-    frac = (positions - lo).astype(np.float32)
-    rows = np.arange(len(positions))
-    for index, weight in ((lo, 1 - frac), (lo + 1, frac)):
-        ok = (index >= 0) & (index < size)
-        weights[rows[ok], index[ok]] = weight[ok]
-    return torch.from_numpy(weights)
+    frac = positions - lo
+    w_lo = np.where((lo >= 0) & (lo < size), 1.0 - frac, 0.0)
+    w_hi = np.where((lo + 1 >= 0) & (lo + 1 < size), frac, 0.0)
+    shape = [1] * volume.dim()
+    shape[dim] = len(positions)
+
+    def gather(index: np.ndarray, weight: np.ndarray) -> torch.Tensor:
+        picked = volume.index_select(dim, torch.from_numpy(np.clip(index, 0, size - 1)))
+        return picked * torch.from_numpy(weight.astype(np.float32)).reshape(shape)
+
+    return gather(lo, w_lo).add_(gather(lo + 1, w_hi))
 
 
 def _sample_axis_aligned(
     stack: SliceStack, pooled: _Pooled, grid: GridGeometry, *, fill_hu: float
 ) -> torch.Tensor:
-    """Trilinear sampling as three small matrix products (exact for untilted stacks)."""
+    """Trilinear sampling as three 1D interpolations (exact for untilted stacks)."""
     xs, ys, zs = grid.axis_points_lps()
     fz, fr, fc = pooled.factors
-    depth, height, width = pooled.volume.shape
     origin = stack.origins_lps[0]
     u = (xs - origin[0]) * np.sign(stack.row_direction[0]) / stack.pixel_spacing_mm[1]
     v = (ys - origin[1]) * np.sign(stack.column_direction[1]) / stack.pixel_spacing_mm[0]
@@ -364,15 +372,12 @@ def _sample_axis_aligned(
     k = np.interp(d, offsets, np.arange(len(offsets), dtype=np.float64))
     first_gap, last_gap = offsets[1] - offsets[0], offsets[-1] - offsets[-2]
     k[(d < offsets[0] - first_gap / 2) | (d > offsets[-1] + last_gap / 2)] = np.nan
-    wx = _interp_matrix((u - (fc - 1) / 2) / fc, width)  # (X, width)
-    wy = _interp_matrix((v - (fr - 1) / 2) / fr, height)  # (Y, height)
-    wz = _interp_matrix((k - pooled.slab_start - (fz - 1) / 2) / fz, depth)  # (Z, depth)
-    source = pooled.volume - fill_hu  # (depth, height, width)
-    # contract width -> X, then height -> Y, then depth -> Z; result axes (X, Y, Z)
-    step = torch.matmul(source, wx.T)  # (depth, height, X)
-    step = torch.matmul(wy, step)  # (depth, Y, X)
-    step = torch.matmul(wz, step.reshape(depth, -1)).reshape(len(zs), len(ys), len(xs))
-    return step.permute(2, 1, 0).contiguous() + fill_hu
+    source = pooled.volume - fill_hu  # axes (slice, row, column)
+    # slices -> Z first (the axis that shrinks most), then rows -> Y, then columns -> X
+    step = _lerp_along(source, 0, (k - pooled.slab_start - (fz - 1) / 2) / fz)
+    step = _lerp_along(step, 1, (v - (fr - 1) / 2) / fr)
+    step = _lerp_along(step, 2, (u - (fc - 1) / 2) / fc)  # axes (Z, Y, X)
+    return step.add_(fill_hu).permute(2, 1, 0)  # a view with axes (X, Y, Z)
 
 
 def sample_stack(
@@ -446,9 +451,9 @@ def _sample_general(
 
 
 def window(hu: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
-    """Clip to the HU window and scale to [-1, 1]."""
+    """Clip to the HU window and scale to [-1, 1] (a new tensor, ``hu`` is kept)."""
     low, high = spec.hu_window
-    return (hu.clamp(low, high) - low) * (2.0 / (high - low)) - 1.0
+    return hu.clamp(low, high).sub_(low).mul_(2.0 / (high - low)).sub_(1.0)
 
 
 def _noise_and_metal(stack: SliceStack) -> tuple[float, float]:

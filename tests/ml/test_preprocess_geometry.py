@@ -196,3 +196,44 @@ def test_nifti_and_dicom_give_the_same_grid(tmp_path: Path, phantoms: ModuleType
     from_nifti = preprocess(tmp_path / "v.nii.gz", SMALL_SPEC)
     assert from_nifti.grid == from_dicom.grid
     assert float((from_nifti.image - from_dicom.image).abs().max()) < 1e-4
+
+
+def test_preview_pooling_matches_torch_average_pooling() -> None:
+    from models.dicom_loader import average_pool_2d
+
+    image = np.random.default_rng(0).integers(-1000, 2000, (65, 70)).astype(np.int16)
+    expected = torch.nn.functional.avg_pool2d(
+        torch.from_numpy(image.astype(np.float32))[None], kernel_size=(3, 2), stride=(3, 2)
+    )[0].numpy()
+    assert np.allclose(average_pool_2d(image, (3, 2)), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("stored", "slope", "intercept", "expected"),
+    [
+        (np.array([[0, 1024, 3000]], dtype=np.uint16), 1.0, -1024.0, [-1024, 0, 1976]),
+        (np.array([[0, 65535, 40000]], dtype=np.uint16), 1.0, -1024.0, [-1024, 32767, 32767]),
+        (np.array([[-2000, 10, 500]], dtype=np.int16), 0.5, -10.0, [-1010, -5, 240]),
+    ],
+)
+def test_rescale_to_hu_never_overflows(
+    stored: np.ndarray, slope: float, intercept: float, expected: list[int]
+) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from models.dicom_loader import _decode_into, _Header
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
+    ds.RescaleSlope, ds.RescaleIntercept = str(slope), str(intercept)
+    ds.PixelData = stored.tobytes()
+    out = np.zeros((1, *stored.shape), dtype=np.int16)
+    _decode_into(out, None, (1, 1), 0, _Header(path=Path("x.dcm"), dataset=ds), "1.2.3")
+    assert out[0].tolist() == [expected]
