@@ -74,6 +74,7 @@ def drafting_services(settings: Settings, factory: sessionmaker[Session]) -> Dra
         session_factory=factory,
         drafter=lambda: get_drafter(settings),
         transcribe=transcribe,
+        load_transcriber=transcriber,
     )
 
 
@@ -100,16 +101,26 @@ def build_runtime(
     celery = dispatcher_for(settings)
     if celery is None:  # embedded: jobs run on in-process workers
         pool = WorkerPool(
-            factory, lambda claimed: drafting.run_draft_job(services, claimed), threads=1
+            factory,
+            lambda claimed: drafting.run_draft_job(services, claimed),
+            threads=1,
+            warm_up=services.warm_up,
         )
 
         def request_and_wake() -> None:
             if drafting.request_drafts(factory):
                 pool.wake()
 
+        def transcribe_uploads() -> None:
+            # Dictations are transcribed as they arrive, so drafting rarely waits for Whisper.
+            drafting.transcribe_pending(services)
+
         candidates += [
             pool,
             PeriodicDuty(factory, "draft-requests", request_and_wake, interval_seconds=1.0),
+            PeriodicDuty(
+                factory, "dictation-transcription", transcribe_uploads, interval_seconds=1.0
+            ),
         ]
     else:  # scale-out: jobs go to Celery workers (`radscribe worker`)
         dispatcher = celery

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
+from celery.signals import worker_process_init, worker_ready
 from kombu import Queue
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -70,6 +71,16 @@ def _worker_services() -> DraftingServices:
     settings = load_settings()
     engine = make_engine(settings.effective_database_url)
     return drafting_services(settings, make_session_factory(engine))
+
+
+@worker_ready.connect
+@worker_process_init.connect
+def _warm_up(**_: object) -> None:
+    """Load the model and Whisper when a worker starts, not in its first job."""
+    try:
+        _worker_services().warm_up()
+    except Exception:  # the first job reports the same problem with its study
+        log.exception("loading the drafting models failed")
 
 
 def _draft_task(task: Task, job_id: int) -> str:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pydicom
@@ -57,6 +57,7 @@ from app.reporting.render import render_text
 from app.reporting.schema import Evidence, Nodule
 from app.services import audit, jobs
 from app.services import pipeline_metrics as metrics
+from app.services.dictation import DictationError, release_stale_dictations
 from app.services.study_status import change_status
 from models.errors import ModelInputError
 from models.findings import Finding
@@ -64,6 +65,9 @@ from models.inference import Drafter, DraftResult, SliceLocation
 from models.networks.gating import DictationQuality
 
 log = logging.getLogger(__name__)
+
+STALE_TRANSCRIPTION = timedelta(minutes=10)
+DICTATION_WAIT_SECONDS = 2.0
 
 # Studies in these states may get a (new) draft; signed or preliminary ones never.
 DRAFTABLE = (
@@ -94,6 +98,13 @@ class DraftingServices:
     drafter: Callable[[], Drafter]
     transcribe: Callable[[int], None] | None = None
     """Transcribe one pending dictation by id (None: dictations are not transcribed here)."""
+    load_transcriber: Callable[[], object] | None = None
+
+    def warm_up(self) -> None:
+        """Load the model (and Whisper) once, before the first job needs them."""
+        self.drafter()
+        if self.load_transcriber is not None:
+            self.load_transcriber()
 
 
 @dataclass
@@ -250,19 +261,37 @@ def _technique(first_instance: Path) -> Technique:
     )
 
 
+def transcribe_pending(services: DraftingServices, study_id: int | None = None) -> int:
+    """Transcribe pending dictations (of one study, or all); returns how many were tried."""
+    if services.transcribe is None:
+        return 0
+    query = select(Dictation.id).where(Dictation.status == DictationStatus.PENDING)
+    if study_id is not None:
+        query = query.where(Dictation.study_id == study_id)
+    with services.session_factory() as session:
+        pending = session.scalars(query.order_by(Dictation.id)).all()
+    for dictation_id in pending:
+        try:
+            services.transcribe(dictation_id)
+        except DictationError:  # another worker took it first
+            continue
+    return len(pending)
+
+
 def _dictations(
     services: DraftingServices, study_id: int
 ) -> tuple[dict[str, str], str | None, DictationQuality | None]:
-    """Transcribe what is pending, then join the study's transcripts by section."""
+    """Transcribe what is still pending, then join the study's transcripts by section."""
+    transcribe_pending(services, study_id)
+    release_stale_dictations(services.session_factory, older_than=STALE_TRANSCRIPTION)
     with services.session_factory() as session:
-        pending = session.scalars(
-            select(Dictation.id).where(
-                Dictation.study_id == study_id, Dictation.status == DictationStatus.PENDING
+        busy = session.scalar(
+            select(func.count(Dictation.id)).where(
+                Dictation.study_id == study_id, Dictation.status == DictationStatus.TRANSCRIBING
             )
-        ).all()
-    if pending and services.transcribe is not None:
-        for dictation_id in pending:
-            services.transcribe(dictation_id)
+        )
+    if busy:
+        raise jobs.DeferJob(DICTATION_WAIT_SECONDS, "waiting for a dictation being transcribed")
     with services.session_factory() as session:
         done = session.scalars(
             select(Dictation)
@@ -503,4 +532,5 @@ __all__ = [
     "model_output",
     "request_drafts",
     "run_draft_job",
+    "transcribe_pending",
 ]

@@ -29,6 +29,8 @@ class WorkerPool:
     handler: JobHandler
     threads: int = 1
     poll_seconds: float = 0.5
+    warm_up: Callable[[], None] | None = None
+    """Loads what jobs need (models) when the pool starts, not in the first job."""
     name: str = "workers"
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False)
@@ -36,6 +38,8 @@ class WorkerPool:
 
     def start(self) -> None:
         self._stop.clear()
+        if self.warm_up is not None:
+            threading.Thread(target=self._warm, name="worker-warm-up", daemon=True).start()
         for index in range(self.threads):
             owner = f"{leases.process_identity()}:worker-{index}"
             thread = threading.Thread(
@@ -43,6 +47,13 @@ class WorkerPool:
             )
             thread.start()
             self._threads.append(thread)
+
+    def _warm(self) -> None:
+        try:
+            if self.warm_up is not None:
+                self.warm_up()
+        except Exception:  # a job will report the same problem with its study
+            log.exception("loading the drafting models failed")
 
     def wake(self) -> None:
         """Look for work now instead of at the next poll (called after an enqueue)."""
