@@ -23,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.cli.db",
     "app.cli.users",
     "app.cli.serve",
+    "app.cli.demo",
+    "app.cli.worker",
     "app.cli.web",
     "app.cli.hl7",
     "app.cli.dicom",

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from app.core.domain import JobState, Priority
 from app.core.settings import Settings, load_settings
 from app.core.tables import Job, ReportVersion, Study
-from app.services.celery_app import ROUTINE_QUEUE, STAT_QUEUE, TASK_NAME, make_celery
 from app.services.assembly import build_runtime
+from app.services.celery_app import ROUTINE_QUEUE, STAT_QUEUE, TASK_NAME, make_celery
 from app.services.runtime import Runtime
 from dicom_node.send import Destination, collect_files, send_files
 from tests.conftest import free_port
