@@ -102,6 +102,48 @@ def _write_all(fd: int, chunks: Sequence[bytes]) -> int:
     return total
 
 
+class _SyncGroup:
+    """Leader/follower: one fsync serves every request made before it started."""
+
+    def __init__(self) -> None:
+        self._turn = threading.Condition()
+        self._requested = 0
+        self._completed = 0
+        self._running = False
+        self._waiters = 0
+
+    @property
+    def idle(self) -> bool:
+        with self._turn:
+            return self._waiters == 0 and not self._running
+
+    def sync(self, fsync: Callable[[], None]) -> None:
+        with self._turn:
+            self._requested += 1
+            ticket = self._requested
+            self._waiters += 1
+            try:
+                while self._completed < ticket:
+                    if self._running:
+                        self._turn.wait()
+                        continue
+                    self._running = True
+                    covered = self._requested
+                    synced = False
+                    self._turn.release()
+                    try:
+                        fsync()
+                        synced = True
+                    finally:
+                        self._turn.acquire()
+                        self._running = False
+                        if synced:
+                            self._completed = max(self._completed, covered)
+                        self._turn.notify_all()
+            finally:
+                self._waiters -= 1
+
+
 class InstanceStore:
     """Instance files under one root, written so that an acknowledged file survives."""
 
@@ -114,6 +156,7 @@ class InstanceStore:
         self._writer_dir: Path | None = None
         self._lock_fd: int | None = None
         self._known_dirs: set[Path] = set()
+        self._directory_syncs: dict[Path, _SyncGroup] = {}
         self._mutex = threading.Lock()
 
     # -- paths -----------------------------------------------------------------
@@ -203,8 +246,21 @@ class InstanceStore:
         return StoredFile(relative_path, temporary.size_bytes)
 
     def sync_directory_of(self, relative_path: str) -> None:
-        """Step 3: fsync the folder, so the rename survives a power loss."""
-        fsync_directory(self.absolute(relative_path).parent)
+        """Step 3: fsync the folder, so the rename survives a power loss.
+
+        Concurrent callers for one folder share fsyncs: an fsync that starts
+        after a caller's rename covers it, so while one runs, the renames that
+        arrive meanwhile wait for the next one instead of each issuing its own.
+        """
+        directory = self.absolute(relative_path).parent
+        with self._mutex:
+            group = self._directory_syncs.get(directory)
+            if group is None:
+                group = self._directory_syncs[directory] = _SyncGroup()
+        group.sync(lambda: fsync_directory(directory))
+        with self._mutex:
+            if group.idle and self._directory_syncs.get(directory) is group:
+                del self._directory_syncs[directory]
 
     def discard(self, temporary: TemporaryFile) -> None:
         temporary.path.unlink(missing_ok=True)
