@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -296,6 +297,30 @@ def send(port: int, parts: Sequence[Sequence[Path]]) -> float:
     return elapsed
 
 
+def synced_writes_per_second(folder: Path, size: int, count: int, streams: int) -> float:
+    """How many ``size``-byte files the disk takes per second, each written and fsynced
+    (the floor under any receiver that acknowledges only durable files)."""
+    folder.mkdir()
+    payload = os.urandom(size)
+
+    def write(stream: int) -> None:
+        for index in range(count):
+            fd = os.open(folder / f"{stream}-{index}", os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, payload)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return streams * count / (time.perf_counter() - started)
+
+
 def split(files: Sequence[Path], parts: int) -> list[list[Path]]:
     return [list(files[i::parts]) for i in range(parts)]
 
@@ -344,6 +369,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"series: {len(files)} slices {args.size}x{args.size}, {megabytes:.1f} MB; "
             f"rounds: {args.rounds}; cpus: {os.cpu_count()}; "
             f"load average: {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
+        slice_bytes = files[0].stat().st_size
+        disk = {
+            n: synced_writes_per_second(root / f"disk{n}", slice_bytes, 50, n)
+            for n in association_counts
+        }
+        print(
+            "disk: files of one slice's size written and fsynced per second: "
+            + ", ".join(
+                f"{rate:.0f} ({n} stream{'s' if n > 1 else ''})" for n, rate in disk.items()
+            ),
             flush=True,
         )
         rates: dict[tuple[str, int], list[float]] = {}
