@@ -18,13 +18,14 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(600)
 def test_wheel_installs_into_a_clean_venv_and_migrates_from_anywhere(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
-    subprocess.run(
+    built = subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist)],
         cwd=REPO,
-        check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    assert built.returncode == 0, built.stderr[-2000:] + built.stdout[-2000:]
     (wheel,) = dist.glob("radscribe-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("app/_resources/migrations/versions/") for n in names)
