@@ -330,3 +330,14 @@ def test_by_default_no_one_reaches_dicom_or_hl7(defaults: list[Manifest]) -> Non
     assert admitted(one(defaults, "NetworkPolicy", "hl7"), "hl7") == []
     policed = {p["metadata"]["name"] for p in find(defaults, "NetworkPolicy")}
     assert policed == {d["metadata"]["name"] for d in find(defaults, "Deployment")}
+
+
+def test_every_process_without_a_web_server_exposes_its_metrics_port(
+    defaults: list[Manifest],
+) -> None:
+    for name in ("dicom", "hl7"):
+        ports = {p["name"] for p in container(defaults, name).get("ports", [])}
+        assert "metrics" in ports, name
+        deployment = one(defaults, "Deployment", name)
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert labels.get("radscribe.io/metrics-port") == "true", name
