@@ -7,6 +7,7 @@ import sys
 
 from app.core.settings import Settings
 from app.services.celery_app import ROUTINE_QUEUE, STAT_QUEUE, run_worker
+from app.services.metrics_server import MetricsServer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,5 +35,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    run_worker(settings, concurrency=args.concurrency, queues=args.queue)
+    # One worker process (the default) serves its drafting metrics on the metrics port;
+    # with --concurrency > 1 the forked children would each need their own.
+    metrics = MetricsServer(settings) if args.concurrency == 1 else None
+    if metrics is not None:
+        metrics.start()
+    try:
+        run_worker(settings, concurrency=args.concurrency, queues=args.queue)
+    finally:
+        if metrics is not None:
+            metrics.stop()
     return 0

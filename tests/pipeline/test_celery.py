@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from sqlalchemy import select
@@ -63,7 +64,7 @@ def runtime(celery_settings: Settings) -> Iterator[Runtime]:
     built.stop()
 
 
-def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(settings: Settings, log: Path, metrics_port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADSCRIBE_")}
     env.update(
         RADSCRIBE_ENV="development",
@@ -71,6 +72,7 @@ def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         RADSCRIBE_DATABASE_URL=str(settings.database_url),
         RADSCRIBE_CELERY_BROKER_URL=REDIS_URL,
         RADSCRIBE_ORDER_WAIT_SECONDS="0",
+        RADSCRIBE_METRICS_PORT=str(metrics_port),
     )
     return subprocess.Popen(
         [sys.executable, "-m", "app.cli.main", "worker"],
@@ -117,7 +119,8 @@ def test_jobs_run_once_on_celery_workers_stat_first(
     celery.send_task(TASK_NAME, args=[stat_job.id], queue=STAT_QUEUE)
     celery.send_task(TASK_NAME, args=[routine_job.id], queue=ROUTINE_QUEUE)  # a repeat
 
-    worker = _start_worker(celery_settings, tmp_path / "worker.log")
+    metrics_port = free_port()
+    worker = _start_worker(celery_settings, tmp_path / "worker.log", metrics_port)
     try:
 
         def finished() -> list[Job] | None:
@@ -127,6 +130,8 @@ def test_jobs_run_once_on_celery_workers_stat_first(
                 return list(rows) if len(done) == 2 else None
 
         done = wait_for(finished, timeout=180, what="both jobs done on the worker")
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert 'radscribe_pipeline_stage_seconds_count{stage="model"} 2.0' in scraped
     finally:
         worker.terminate()
         worker.wait(timeout=30)
