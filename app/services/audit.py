@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.core.tables import AuditEvent
+from app.core.tables import AuditEvent, User
 
 SYSTEM_ACTOR = "system"
 
@@ -39,3 +39,25 @@ def record(
     )
     session.add(event)
     return event
+
+
+def record_study_view(
+    session: Session,
+    *,
+    user: User,
+    study_id: int,
+    client_address: str | None,
+    via: str | None = None,
+) -> AuditEvent:
+    """A user looked at a study's patient data (page or API)."""
+    return record(
+        session,
+        actor=user.username,
+        action="study.view",
+        object_type="study",
+        object_id=study_id,
+        user_id=user.id,
+        study_id=study_id,
+        client_address=client_address,
+        detail={"via": via} if via else None,
+    )

@@ -12,7 +12,7 @@ from datetime import date
 from fastapi import APIRouter, Depends, HTTPException, Request
 
 from app.core.domain import ReportKind
-from app.core.tables import Study, User
+from app.core.tables import Study
 from app.services import audit
 from app.services.audit_query import query_audit
 from app.services.claims import ClaimError, claim, release
@@ -240,20 +240,6 @@ def _detail(view: StudyView) -> StudyDetailPublic:
     )
 
 
-def _audit_view(db: DbDep, user: User, study: Study, client: str | None) -> None:
-    audit.record(
-        db,
-        actor=user.username,
-        action="study.view",
-        object_type="study",
-        object_id=study.id,
-        user_id=user.id,
-        study_id=study.id,
-        client_address=client,
-        detail={"via": "api"},
-    )
-
-
 @router.get("/studies/{study_id}", response_model=StudyDetailPublic)
 def study_detail(
     study_id: int,
@@ -266,7 +252,7 @@ def study_detail(
     """The study page as data (slices as PNG: /studies/{id}/slices/{index}.png?window=)."""
     study = get_study(db, study_id)
     detail = _detail(build_study_view(db, study, user=user, settings=settings, now=now))
-    _audit_view(db, user, study, client)
+    audit.record_study_view(db, user=user, study_id=study.id, client_address=client, via="api")
     db.commit()
     return detail
 

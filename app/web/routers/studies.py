@@ -42,16 +42,7 @@ def study_page(
     status_code: int = 200,
 ) -> Response:
     view = build_study_view(db, study, user=user, settings=settings, now=now)
-    audit.record(
-        db,
-        actor=user.username,
-        action="study.view",
-        object_type="study",
-        object_id=study.id,
-        user_id=user.id,
-        study_id=study.id,
-        client_address=client,
-    )
+    audit.record_study_view(db, user=user, study_id=study.id, client_address=client)
     db.commit()
     context: dict[str, Any] = {
         **page_context(request, user, settings, "worklist"),
