@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,8 +50,11 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from app.core.net import free_port
+
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
+
 ECHOSCU = "/usr/bin/echoscu"
 ORTHANC = "/usr/sbin/Orthanc"
 TOOL_ENV = {**os.environ, "TCP_NODELAY": "1"}
@@ -74,12 +76,6 @@ for cx in AllStoragePresentationContexts:
 ae.add_supported_context("1.2.840.10008.1.1")
 ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, on_store)])
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], bool], what: str) -> None:

@@ -50,6 +50,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core import migrate
 from app.core.db import make_engine, make_session_factory
 from app.core.domain import OutboxStatus, ReportKind, Role, StudyStatus
+from app.core.net import free_port
 from app.core.settings import Settings, load_settings
 from app.core.tables import Hl7Message, OutboxMessage, Study, User
 from app.emr import parse as hl7parse
@@ -69,12 +70,6 @@ SECTIONS = {
     "findings": "Lungs are clear. No pleural effusion. Heart size normal.",
     "impression": "No acute cardiopulmonary abnormality.",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from app.core.net import free_port
 from app.core.settings import load_settings
 from app.core.tables import Job, Report, ReportVersion, Study
 from app.emr.client import send_messages_sync
 from app.services.assembly import build_runtime
-from app.services.demo import free_port
 from app.services.dictation import store_dictation
 from app.services.synthetic_study import write_synthetic_study
 

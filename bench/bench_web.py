@@ -28,7 +28,6 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from sqlalchemy import insert
 from app.core import migrate
 from app.core.db import make_engine, make_session_factory, transaction
 from app.core.domain import Priority, Role, StudyStatus
+from app.core.net import free_port
 from app.core.tables import Study
 from app.services.users import create_user
 
@@ -80,12 +80,6 @@ class Samples:
             f"{name:<10} {len(ordered):>6} {statistics.median(ordered):>8.1f} "
             f"{pct(0.95):>8.1f} {pct(0.99):>8.1f} {ordered[-1]:>8.1f} {self.errors:>7}"
         )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -7,7 +7,6 @@ Databases are real: SQLite in a temporary folder, and PostgreSQL on
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,18 +18,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core import migrate
 from app.core.db import make_engine, make_session_factory
+from app.core.net import free_port
 from app.core.settings import Settings, load_settings
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "RADSCRIBE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
+__all__ = ["free_port"]
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

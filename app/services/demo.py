@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.domain import FlagStatus, JobState, Role
+from app.core.net import free_port
 from app.core.settings import Settings, load_settings
 from app.core.tables import Dictation, Job, Report, ReportFlag, ReportVersion, Study, User
 from app.emr.client import send_messages_sync
@@ -38,12 +38,6 @@ CHECK_MATRIX = 128
 
 class DemoError(RuntimeError):
     """The demonstration could not push its study through; the message says where."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def demo_settings(*, data_dir: Path | None, free_ports: bool) -> Settings:

@@ -27,7 +27,6 @@ from app.core.domain import (
     DictationStatus,
     FlagKind,
     FlagStatus,
-    JobState,
     Priority,
     ReportKind,
     SeriesState,
@@ -37,7 +36,6 @@ from app.core.settings import Settings
 from app.core.tables import (
     Dictation,
     Instance,
-    Job,
     Order,
     Report,
     ReportFlag,
@@ -517,13 +515,6 @@ def run_draft_job(services: DraftingServices, claimed: jobs.ClaimedJob) -> int |
         metrics.JOBS_FINISHED.labels("retrying" if will_retry else "failed").inc()
         log.exception("job %s failed (retry: %s)", claimed.id, will_retry)
     return None
-
-
-def job_state(factory: sessionmaker[Session], study_id: int) -> JobState | None:
-    with factory() as session:
-        return session.scalar(
-            select(Job.state).where(Job.study_id == study_id).order_by(Job.id.desc()).limit(1)
-        )
 
 
 __all__ = [

@@ -4,7 +4,6 @@ the app under uvicorn on a free port.  Screenshots go to test-artifacts/web/."""
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import uvicorn
 from sqlalchemy import select
 
 from app.core.domain import DictationStatus, Priority, Role, StudyStatus
+from app.core.net import free_port
 from app.core.tables import Dictation
 from app.services.dictation import transcribe_dictation
 
@@ -49,9 +49,7 @@ def server(web: object, free_port_number: int) -> Iterator[str]:
 
 @pytest.fixture
 def free_port_number() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 @pytest.fixture
