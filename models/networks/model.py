@@ -108,6 +108,9 @@ class ModelOutput:
     """(B, 3) gate weights for image, EMR, dictation (0 for an absent modality)."""
     nodule_map: torch.Tensor
     """(B, NODULE_CHANNELS, fx, fy, fz) dense nodule predictions (stride-16 cells)."""
+    image_only_logits: torch.Tensor | None = None
+    """(B, F) training only, when ``image_only_aux``: the same visual tokens fused with
+    both texts hidden, so the image pathway is taught even when a text gives the answer."""
 
 
 class RadscribeModel(nn.Module):
@@ -135,6 +138,8 @@ class RadscribeModel(nn.Module):
         self.finding_head = FindingHead(config)
         self.nodule_head = NoduleHead(in_channels=self.image_encoder.fine_channels, hidden=d)
         self.refiner = NoduleRefiner(width=config.refiner_width)
+        self.image_only_aux = False
+        """Training switch (not part of the config): also return ``image_only_logits``."""
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.text_summary_token, std=0.02)
 
@@ -225,6 +230,52 @@ class RadscribeModel(nn.Module):
         """
         visual, fine = self.image_encoder(image)
         nodule_map = self.nodule_head(fine)
+        logits, evidence, weights = self._fuse_visual(
+            visual,
+            image_quality,
+            emr_hidden,
+            emr_mask,
+            emr_present,
+            dictation_hidden,
+            dictation_mask,
+            dictation_present,
+            dictation_quality,
+        )
+        image_only_logits = None
+        if self.training and self.image_only_aux:
+            image_only_logits, _, _ = self._fuse_visual(
+                visual,
+                image_quality,
+                torch.zeros_like(emr_hidden),
+                torch.zeros_like(emr_mask),
+                torch.zeros_like(emr_present),
+                torch.zeros_like(dictation_hidden),
+                torch.zeros_like(dictation_mask),
+                torch.zeros_like(dictation_present),
+                dictation_quality,
+            )
+        return ModelOutput(
+            finding_logits=logits,
+            finding_probabilities=self.finding_head.calibrate(logits.float()),
+            evidence=evidence,
+            modality_weights=weights,
+            nodule_map=nodule_map,
+            image_only_logits=image_only_logits,
+        )
+
+    def _fuse_visual(
+        self,
+        visual: torch.Tensor,
+        image_quality: torch.Tensor,
+        emr_hidden: torch.Tensor,
+        emr_mask: torch.Tensor,
+        emr_present: torch.Tensor,
+        dictation_hidden: torch.Tensor,
+        dictation_mask: torch.Tensor,
+        dictation_present: torch.Tensor,
+        dictation_quality: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gate, fusion Transformer and finding head over the visual tokens and the texts."""
         b = visual.shape[0]
         weights = self.gate(
             image_quality=image_quality.to(visual.dtype),
@@ -268,10 +319,4 @@ class RadscribeModel(nn.Module):
             image=image_tokens, image_bias=image_bias, text=text_tokens, text_bias=text_bias
         )
         logits, evidence = self.finding_head(fused_visual, cls)
-        return ModelOutput(
-            finding_logits=logits,
-            finding_probabilities=self.finding_head.calibrate(logits.float()),
-            evidence=evidence,
-            modality_weights=weights,
-            nodule_map=nodule_map,
-        )
+        return logits, evidence, weights

@@ -147,6 +147,9 @@ class TrainConfig(_Strict):
     contrastive_epochs: int = Field(default=0, ge=0)
     """Optional first stage: CLIP-style alignment of image and report embeddings."""
     nodule_loss_weight: float = Field(default=1.0, ge=0.0)
+    image_only_loss_weight: float = Field(default=0.0, ge=0.0)
+    """Also fuse each study's visual tokens with both texts hidden and add this weight times
+    that prediction's findings loss, so the image pathway learns even when a text answers."""
     refiner_batch: int = Field(default=16, ge=0)
     """Nodule patches per step for the refiner (0: do not train it)."""
     device: str = "auto"

@@ -254,6 +254,13 @@ def training_losses(
     """Findings BCE, nodule detection losses (studies with known nodules), refiner, gate."""
     losses = radscribe_loss(out, finding_labels=batch.labels)
     total = losses["total"]
+    if out.image_only_logits is not None and config.image_only_loss_weight > 0:
+        known = ~torch.isnan(batch.labels)
+        bce = F.binary_cross_entropy_with_logits(
+            out.image_only_logits.float(), torch.nan_to_num(batch.labels), reduction="none"
+        )
+        losses["image_only"] = (bce * known).sum() / known.sum().clamp_min(1)
+        total = total + config.image_only_loss_weight * losses["image_only"]
     if teacher_probabilities is not None and distill_alpha > 0:
         soft = F.binary_cross_entropy_with_logits(
             out.finding_logits.float(), teacher_probabilities.float()
@@ -646,6 +653,7 @@ class _Run:
         groups = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
         accumulate = config.gradient_accumulate_steps
         module.train()
+        model.image_only_aux = config.image_only_loss_weight > 0
         teacher = self.trainer.teacher
         sums: dict[str, float] = dict(state.get("partial_sums", {}))
         seen = int(state.get("partial_seen", 0))

@@ -43,9 +43,9 @@ def _outputs(output: ModelOutput) -> list[torch.Tensor]:
     ]
 
 
-def _model(fusion: str) -> RadscribeModel:
+def _model(fusion: str, **config: float) -> RadscribeModel:
     torch.manual_seed(0)
-    model = RadscribeModel(tiny_config(fusion_method=fusion)).eval()
+    model = RadscribeModel(tiny_config(fusion_method=fusion, **config)).eval()
     # Open the gated cross-attention (it starts closed) so text can matter at all.
     for block in model.fusion.image_blocks:
         if block.gate is not None:
@@ -154,3 +154,25 @@ def test_poor_dictation_quality_moves_the_dictation_weight(tokenizer: TextTokeni
     with torch.inference_mode():
         weights = model(batch).modality_weights
     assert float(weights[1, 2]) < 0.5 * float(weights[0, 2])
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_image_only_logits_are_the_prediction_with_both_texts_hidden(
+    fusion: str, tokenizer: TextTokenizer
+) -> None:
+    """Training's image-only auxiliary output is exactly the forward with no texts, so its
+    loss teaches the image pathway what the image alone must show."""
+    model = _model(fusion, modality_dropout=0.0)
+    emr = _text(tokenizer, ["smoker with cough", "history of cancer"], [True, True])
+    dictation = _text(tokenizer, ["nodule right upper lobe", "no effusion"], [True, True])
+    model.train()
+    model.image_only_aux = True
+    with torch.no_grad():
+        with_texts = model(_batch(emr, dictation))
+        without_texts = model(_batch(TextInput.absent(2), TextInput.absent(2)))
+    assert with_texts.image_only_logits is not None
+    assert torch.allclose(with_texts.image_only_logits, without_texts.finding_logits, atol=1e-5)
+    assert not torch.allclose(with_texts.finding_logits, without_texts.finding_logits, atol=1e-3)
+    model.eval()
+    with torch.no_grad():
+        assert model(_batch(emr, dictation)).image_only_logits is None

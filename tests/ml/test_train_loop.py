@@ -65,6 +65,7 @@ def test_training_writes_checkpoints_with_thresholds_state_and_metrics(
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(float(r["epoch"])) for r in rows] == [1, 2]
     assert all(np.isfinite(float(r["val_loss"])) for r in rows)
+    assert all(float(r["train_image_only"]) > 0 for r in rows)  # the auxiliary loss ran
     for epoch in (1, 2):
         stem = run / "checkpoints" / f"epoch-{epoch:03d}"
         assert stem.with_suffix(".optim.pt").is_file()

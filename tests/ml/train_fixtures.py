@@ -76,6 +76,7 @@ TINY_TRAIN = {
     "amp": "off",
     "device": "cpu",
     "early_stopping_patience": 5,
+    "image_only_loss_weight": 0.5,
 }
 
 
