@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -214,6 +214,61 @@ class Settings(BaseSettings):
         description="Allow weights not validated for clinical use in production; drafts are "
         "then labelled a demonstration.",
     )
+    model_device: str = Field(
+        default="cpu",
+        description="Where the drafting model runs: cpu, cuda or cuda:N (the CUDA image sets "
+        "cuda).",
+    )
+    model_precision: Literal["fp32", "bf16", "int8"] | None = Field(
+        default=None,
+        description="The drafting model's full form: fp32, bf16 or int8 (CPU only); unset = "
+        "bf16 on a GPU, int8 on the CPU.",
+    )
+
+    load_adaptive_precision: bool = Field(
+        default=False,
+        description="On a GPU worker, draft with a lighter validated form of the model while "
+        "the GPU stays busy (see the load_adaptive_* settings). Where no GPU reading works it "
+        "reports itself unavailable and stays off.",
+    )
+    load_adaptive_light_checkpoint: Path | None = Field(
+        default=None,
+        description="The lighter form's checkpoint (a distilled student's .json sidecar); "
+        "unset = the drafting checkpoint itself, in load_adaptive_light_precision.",
+    )
+    load_adaptive_light_precision: Literal["fp32", "bf16", "int8"] = Field(
+        default="int8",
+        description="Precision of the lighter form; int8 runs on the CPU, the others on "
+        "model_device.",
+    )
+    load_adaptive_evaluation: Path | None = Field(
+        default=None,
+        description="Evaluation record of both forms on the same studies (distillation.json "
+        "of `radscribe distill`); the lighter form is used only if it shows its macro AUROC "
+        "within load_adaptive_auroc_tolerance of the full form's. Unset = switches are refused.",
+    )
+    load_adaptive_auroc_tolerance: float = Field(
+        default=0.01,
+        description="Most macro AUROC the lighter form may lose against the full form "
+        "(0.01 = one point).",
+    )
+    load_adaptive_up_percent: float = Field(
+        default=85.0,
+        description="GPU utilisation (%) above which, held for load_adaptive_hold_seconds, the "
+        "lighter form takes over.",
+    )
+    load_adaptive_down_percent: float = Field(
+        default=60.0,
+        description="GPU utilisation (%) below which, held for load_adaptive_hold_seconds, the "
+        "full form comes back.",
+    )
+    load_adaptive_hold_seconds: float = Field(
+        default=120.0,
+        description="How long utilisation must stay past a threshold before the form changes.",
+    )
+    load_adaptive_sample_seconds: float = Field(
+        default=5.0, description="How often a worker reads its GPU's utilisation."
+    )
 
     celery_broker_url: str | None = Field(
         default=None,
@@ -329,6 +384,33 @@ class Settings(BaseSettings):
             )
         if self.dicom_tls_client_ca is not None and self.dicom_tls_certificate is None:
             raise ValueError("RADSCRIBE_DICOM_TLS_CLIENT_CA needs a DICOM TLS certificate")
+        return self
+
+    @field_validator("model_device")
+    @classmethod
+    def _check_model_device(cls, value: str) -> str:
+        device = value.strip().lower()
+        kind, _, index = device.partition(":")
+        if kind not in {"cpu", "cuda"} or (index and (kind == "cpu" or not index.isdigit())):
+            raise ValueError("the model runs on cpu, cuda or cuda:N")
+        return device
+
+    @model_validator(mode="after")
+    def _check_load_adaptive(self) -> Settings:
+        if self.model_precision == "int8" and self.model_device != "cpu":
+            raise ValueError("RADSCRIBE_MODEL_PRECISION=int8 runs on the CPU only")
+        if not 0.0 <= self.load_adaptive_down_percent < self.load_adaptive_up_percent <= 100.0:
+            raise ValueError(
+                "load-adaptive thresholds need 0 <= RADSCRIBE_LOAD_ADAPTIVE_DOWN_PERCENT < "
+                "RADSCRIBE_LOAD_ADAPTIVE_UP_PERCENT <= 100"
+            )
+        if self.load_adaptive_hold_seconds < 0 or self.load_adaptive_auroc_tolerance < 0:
+            raise ValueError(
+                "RADSCRIBE_LOAD_ADAPTIVE_HOLD_SECONDS and RADSCRIBE_LOAD_ADAPTIVE_AUROC_TOLERANCE "
+                "must not be negative"
+            )
+        if self.load_adaptive_sample_seconds <= 0:
+            raise ValueError("RADSCRIBE_LOAD_ADAPTIVE_SAMPLE_SECONDS must be greater than zero")
         return self
 
     @field_validator("whisper_device")

@@ -20,10 +20,10 @@ from app.core.settings import Settings
 from app.core.tables import Study
 from app.emr.runtime import Hl7Component
 from app.services import drafting, linking
+from app.services.adaptive_drafting import drafter_for
 from app.services.celery_app import dispatcher_for
 from app.services.dicom_runtime import build_node
 from app.services.drafting import DraftingServices
-from app.services.model_loading import get_drafter
 from app.services.pipeline_metrics import TRANSCRIPTION_RTF
 from app.services.runtime import Component, Runtime, WebComponent, open_database
 from app.services.workers import PeriodicDuty, WorkerPool
@@ -72,7 +72,7 @@ def drafting_services(settings: Settings, factory: sessionmaker[Session]) -> Dra
     return DraftingServices(
         settings=settings,
         session_factory=factory,
-        drafter=lambda: get_drafter(settings),
+        drafter=drafter_for(settings),
         transcribe=transcribe,
         load_transcriber=transcriber,
     )

@@ -21,6 +21,7 @@ from models.checkpoint import (
     shipped_checkpoint_path,
 )
 from models.inference import Drafter
+from models.quantize import Precision
 
 
 class ModelGovernanceError(RuntimeError):
@@ -58,11 +59,34 @@ _lock = threading.Lock()
 
 
 @functools.cache
-def _drafter(checkpoint: Path | None, allow_demo: bool) -> Drafter:
-    return Drafter(_resolve(checkpoint, allow_demo=allow_demo))
+def _drafter(
+    checkpoint: Path | None, allow_demo: bool, device: str, precision: Precision | None
+) -> Drafter:
+    return Drafter(_resolve(checkpoint, allow_demo=allow_demo), device=device, precision=precision)
 
 
 def get_drafter(settings: Settings) -> Drafter:
     """The process-wide drafter for these settings: loaded once, then shared."""
     with _lock:
-        return _drafter(settings.checkpoint, demo_weights_allowed(settings))
+        return _drafter(
+            settings.checkpoint,
+            demo_weights_allowed(settings),
+            settings.model_device,
+            settings.model_precision,
+        )
+
+
+def light_form_device(settings: Settings) -> str:
+    """INT8 (dynamic quantization) runs on the CPU; the other forms where the model runs."""
+    return "cpu" if settings.load_adaptive_light_precision == "int8" else settings.model_device
+
+
+def get_light_drafter(settings: Settings) -> Drafter:
+    """The lighter form of load-adaptive precision (a student, or the checkpoint in INT8)."""
+    with _lock:
+        return _drafter(
+            settings.load_adaptive_light_checkpoint or settings.checkpoint,
+            demo_weights_allowed(settings),
+            light_form_device(settings),
+            settings.load_adaptive_light_precision,
+        )
