@@ -153,8 +153,9 @@ def compare(
     """Size, CPU latency and macro AUROC of teacher and student (fp32 and INT8)."""
     device = resolve_device(student.device, Distributed())
     amp = autocast_dtype(student.amp, device)
-    teacher = load_checkpoint(teacher_path, device=device).model
-    pupil = load_checkpoint(student_path, device=device).model
+    teacher_checkpoint = load_checkpoint(teacher_path, device=device)
+    student_checkpoint = load_checkpoint(student_path, device=device)
+    teacher, pupil = teacher_checkpoint.model, student_checkpoint.model
     spec = student.preprocess_spec()
     cached = open_split(student.data, split, spec, cache_dir, progress=False)
     texts = assign_texts(cached.studies, seed=student.seed, config=student.dictation, training=True)
@@ -191,6 +192,7 @@ def compare(
     subset_n = min(int8_studies, len(cached))
     subset = dataclasses.replace(cached, studies=cached.studies[:subset_n])
     token_table = StudyTable(subset, texts[:subset_n], model_config=pupil.config, store=None)
+    teacher_tokens = StudyTable(subset, texts[:subset_n], model_config=teacher.config, store=None)
     fp32_subset = StudyTable(subset, texts[:subset_n], model_config=teacher.config, store=store)
     on_cpu = device.type == "cpu"
     teacher_cpu = teacher if on_cpu else load_checkpoint(teacher_path, device="cpu").model
@@ -202,8 +204,27 @@ def compare(
     paired = {
         "teacher fp32": _macro(teacher, fp32_subset, device, None, amp),
         "student fp32": _macro(pupil, fp32_subset, device, None, amp),
+        "teacher int8": _macro(quantized["teacher int8"], teacher_tokens, cpu, None, None),
         "student int8": _macro(quantized["student int8"], token_table, cpu, None, None),
     }
+    # Each form as deployment names it (checkpoint identity and precision), for the check
+    # load-adaptive precision makes before it drafts with a lighter form.
+    float_precision = "bf16" if amp == torch.bfloat16 else "fp32" if amp is None else "fp16"
+    forms = [
+        {
+            "name": name,
+            "model_version": checkpoint.meta.model_version,
+            "weights_sha256": checkpoint.meta.weights_sha256,
+            "precision": "int8" if name.endswith("int8") else float_precision,
+            "macro_auroc": paired[name],
+        }
+        for name, checkpoint in (
+            ("teacher fp32", teacher_checkpoint),
+            ("teacher int8", teacher_checkpoint),
+            ("student fp32", student_checkpoint),
+            ("student int8", student_checkpoint),
+        )
+    ]
     grid = spec.grid_shape
     latency = {
         "teacher fp32": cpu_latency(teacher_cpu, grid),
@@ -225,6 +246,7 @@ def compare(
         "cpu_threads": torch.get_num_threads(),
         "macro_auroc": auroc,
         "macro_auroc_subset": paired,
+        "forms": forms,
         "latency_s": latency,
         "size_bytes": size,
         "student_int8_vs_teacher_fp32": {

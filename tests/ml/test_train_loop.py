@@ -179,3 +179,15 @@ def test_distillation_trains_a_student_and_reports_size_latency_and_auroc(
         "student int8",
     }
     assert (base / "distill" / "distillation.json").is_file()
+    # Each form names its checkpoint and precision: what load-adaptive precision checks.
+    from models.checkpoint import read_meta
+
+    forms = {form["name"]: form for form in report["forms"]}
+    assert set(forms) == set(report["macro_auroc_subset"])
+    student_sha = read_meta(done.best_checkpoint).weights_sha256
+    assert forms["student int8"]["weights_sha256"] == student_sha
+    assert forms["teacher int8"]["weights_sha256"] != student_sha
+    assert (forms["student int8"]["precision"], forms["student fp32"]["precision"]) == (
+        "int8",
+        "fp32",
+    )
