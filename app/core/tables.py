@@ -26,6 +26,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
+    func,
+    literal_column,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -188,6 +191,17 @@ class Study(TimestampMixin, Base):
 
     series: Mapped[list[Series]] = relationship(back_populates="study")
     order: Mapped[Order | None] = relationship()
+
+
+# The worklist's default order: STAT first, then the longest waiting.  Constants are
+# inline SQL (not bind parameters) so a query's ORDER BY matches the index expression
+# and the first page is read from the index instead of sorting every open study.
+STUDY_PRIORITY_RANK = case(
+    (Study.priority == literal_column("'stat'"), literal_column("0")), else_=literal_column("1")
+)
+STUDY_ACQUIRED = func.coalesce(Study.acquired_at, Study.created_at)
+Index("ix_studies_worklist_priority", STUDY_PRIORITY_RANK, STUDY_ACQUIRED, Study.id)
+Index("ix_studies_worklist_acquired", STUDY_ACQUIRED, Study.id)
 
 
 class StudyStatusChange(Base):
@@ -414,3 +428,21 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime]
+
+
+class WebSession(Base):
+    """A logged-in browser session; the cookie carries only its signed id.
+
+    Logout and idle log-off end the row, so a copy of the cookie is useless in
+    every web process.  ``id`` is the SHA-256 of the session id, never the id.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+    client_address: Mapped[str | None] = mapped_column(String(64))

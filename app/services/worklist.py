@@ -8,15 +8,16 @@ never from a URL.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, or_, select
+from sqlalchemy import ColumnElement, Select, String, and_, func, literal_column, select
 from sqlalchemy.orm import Session, aliased
 
 from app.core.domain import Priority, StudyStatus
-from app.core.tables import Study, User
+from app.core.tables import STUDY_ACQUIRED, STUDY_PRIORITY_RANK, Study, User
 from app.services.outbox import as_utc
 
 DEFAULT_PAGE_SIZE = 50
@@ -131,6 +132,26 @@ def parse_statuses(values: list[str]) -> tuple[StudyStatus, ...]:
         raise WorklistError(str(exc)) from None
 
 
+# One lower-cased text per study that a search looks in; migration 0005 indexes this
+# exact expression with trigrams on PostgreSQL, so a search does not read every row.
+_SPACE = literal_column("' '", String)
+SEARCH_TEXT = func.lower(
+    Study.accession_number
+    + _SPACE
+    + Study.dicom_patient_id
+    + _SPACE
+    + Study.dicom_patient_name
+    + _SPACE
+    + Study.study_description
+)
+_WORD_SEPARATORS = re.compile(r"[\s,^%_\\]+")
+
+
+def search_words(text: str) -> list[str]:
+    """The words of a search; each must occur in the study's text (any order, any field)."""
+    return [w for w in _WORD_SEPARATORS.split(text.casefold()) if w]
+
+
 def _filtered(query: WorklistQuery, *, user_id: int, now: datetime) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if query.statuses:
@@ -148,79 +169,51 @@ def _filtered(query: WorklistQuery, *, user_id: int, now: datetime) -> list[Colu
         conditions.append(~held | Study.claimed_by_id.is_(None))
     elif query.claimed is Claimed.OTHERS:
         conditions.append(and_(held, Study.claimed_by_id != user_id))
-    text = query.search.strip()
-    if text:
-        like = f"%{text.replace('%', '').replace('_', ' ')}%"
-        conditions.append(
-            or_(
-                Study.accession_number.ilike(like),
-                Study.dicom_patient_id.ilike(like),
-                Study.dicom_patient_name.ilike(like.replace(" ", "%").replace(",", "^")),
-                Study.study_description.ilike(like),
-            )
-        )
+    conditions.extend(SEARCH_TEXT.like(f"%{word}%") for word in search_words(query.search))
     return conditions
 
 
-_PRIORITY_RANK = case((Study.priority == Priority.STAT, 0), else_=1)
-_ACQUIRED = func.coalesce(Study.acquired_at, Study.created_at)
-
-
-def _ordered(statement: Select[Any], sort: Sort) -> Select[Any]:
+def _ordered(statement: Select[*tuple[Any, ...]], sort: Sort) -> Select[*tuple[Any, ...]]:
+    """Priority, oldest and newest follow the indexes of migration 0005."""
     if sort is Sort.PRIORITY:
-        return statement.order_by(_PRIORITY_RANK, _ACQUIRED.asc(), Study.id)
+        return statement.order_by(STUDY_PRIORITY_RANK, STUDY_ACQUIRED, Study.id)
     if sort is Sort.OLDEST:
-        return statement.order_by(_ACQUIRED.asc(), Study.id)
+        return statement.order_by(STUDY_ACQUIRED, Study.id)
     if sort is Sort.NEWEST:
-        return statement.order_by(_ACQUIRED.desc(), Study.id.desc())
+        return statement.order_by(STUDY_ACQUIRED.desc(), Study.id.desc())
     if sort is Sort.STATUS:
-        return statement.order_by(Study.status, _PRIORITY_RANK, _ACQUIRED.asc(), Study.id)
+        return statement.order_by(Study.status, STUDY_PRIORITY_RANK, STUDY_ACQUIRED, Study.id)
     return statement.order_by(Study.accession_number, Study.id)
 
 
 _READER = aliased(User)
-# Built once: the page's rows by id (the statement is compiled and cached once, too).
-_PAGE_ROWS = (
-    select(
-        Study.id,
-        Study.status,
-        Study.priority,
-        _ACQUIRED.label("acquired"),
-        Study.dicom_patient_name,
-        Study.dicom_patient_id,
-        Study.accession_number,
-        Study.study_description,
-        Study.claimed_by_id,
-        _READER.display_name,
-        Study.claim_expires_at,
-    )
-    .outerjoin(_READER, _READER.id == Study.claimed_by_id)
-    .where(Study.id.in_(bindparam("ids", expanding=True)))
-)
+_ROWS = select(
+    Study.id,
+    Study.status,
+    Study.priority,
+    STUDY_ACQUIRED.label("acquired"),
+    Study.dicom_patient_name,
+    Study.dicom_patient_id,
+    Study.accession_number,
+    Study.study_description,
+    Study.claimed_by_id,
+    _READER.display_name,
+    Study.claim_expires_at,
+).outerjoin(_READER, _READER.id == Study.claimed_by_id)
 
 
 def query_worklist(
     session: Session, query: WorklistQuery, *, user_id: int, now: datetime
 ) -> WorklistPage:
+    """One page in order, read along an index, and the number of matching studies."""
     conditions = _filtered(query, user_id=user_id, now=now)
-    # Sort narrow rows, then read the page's 50 in full: much less to sort.
-    page_ids = _ordered(
-        select(Study.id, _PRIORITY_RANK.label("rank"), _ACQUIRED.label("acquired")).where(
-            *conditions
-        ),
-        query.sort,
-    )
-    # One round trip: the page's ids in order, each row carrying the total count.
-    counted = page_ids.add_columns(func.count().over().label("total"))
     found = session.execute(
-        counted.limit(query.page_size).offset((query.page - 1) * query.page_size)
+        _ordered(_ROWS.where(*conditions), query.sort)
+        .limit(query.page_size)
+        .offset((query.page - 1) * query.page_size)
     ).all()
-    ids = [row.id for row in found]
-    by_id = {r.id: r for r in session.execute(_PAGE_ROWS, {"ids": ids})} if ids else {}
-    ordered_ids = [i for i in ids if i in by_id]
     rows = []
-    for study_id in ordered_ids:
-        r = by_id[study_id]
+    for r in found:
         expires = as_utc(r.claim_expires_at) if r.claim_expires_at else None
         held = r.claimed_by_id is not None and expires is not None and expires > now
         rows.append(
@@ -238,8 +231,8 @@ def query_worklist(
                 claim_expires_at=expires if held else None,
             )
         )
-    if found:
-        total = int(found[0].total)
-    else:  # a page past the end: count without paging
+    if query.page == 1 and len(found) < query.page_size:
+        total = len(found)  # the whole result fits on the first page
+    else:
         total = int(session.scalar(select(func.count()).select_from(Study).where(*conditions)) or 0)
     return WorklistPage(rows=rows, total=total, query=query)

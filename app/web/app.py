@@ -30,7 +30,7 @@ from app.web.deps import current_user
 from app.web.errors import install_error_handlers
 from app.web.metrics import install_http_metrics
 from app.web.routers import admin, api, auth, dictations, reports, studies, worklist
-from app.web.sessions import RevokedSessions, SessionCodec, SessionCookieMiddleware
+from app.web.sessions import SessionCache, SessionCodec, SessionCookieMiddleware
 from app.web.templating import build_templates
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -50,7 +50,7 @@ def create_app(settings: Settings, session_factory: sessionmaker[Session]) -> Fa
     app.state.settings = settings
     app.state.session_factory = session_factory
     app.state.session_codec = SessionCodec(settings.effective_secret_key)
-    app.state.revoked_sessions = RevokedSessions()
+    app.state.session_cache = SessionCache()
     app.state.templates = build_templates()
     app.state.slice_cache = SliceCache()
     app.state.oidc_providers = ProviderCache()

@@ -7,16 +7,20 @@ clock, to walk past the idle time-out).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
+from sqlalchemy import inspect
+from sqlalchemy.orm import Session, make_transient_to_detached
 from starlette.concurrency import run_in_threadpool
 
 from app.core.domain import Role
 from app.core.settings import Settings
 from app.core.tables import User
+from app.services import web_sessions
+from app.services.web_sessions import SessionState
 from app.web.sessions import (
     BACKGROUND_HEADER,
     CSRF_FIELD,
@@ -24,8 +28,7 @@ from app.web.sessions import (
     REFRESH_AFTER_SECONDS,
     SESSION_COOKIE,
     STATE_CLEAR,
-    STATE_SET,
-    RevokedSessions,
+    SessionCache,
     SessionCodec,
     SessionData,
 )
@@ -77,9 +80,9 @@ async def get_codec(request: Request) -> SessionCodec:
     return codec
 
 
-def get_revoked(request: Request) -> RevokedSessions:
-    revoked: RevokedSessions = request.app.state.revoked_sessions
-    return revoked
+def get_session_cache(request: Request) -> SessionCache:
+    cache: SessionCache = request.app.state.session_cache
+    return cache
 
 
 async def client_address(request: Request) -> str | None:
@@ -93,29 +96,57 @@ CodecDep = Annotated[SessionCodec, Depends(get_codec)]
 ClientDep = Annotated[str | None, Depends(client_address)]
 
 
+END_MESSAGES = {
+    web_sessions.ENDED_LOGOUT: "logged out",
+    web_sessions.ENDED_IDLE: "logged off after inactivity",
+    web_sessions.ENDED_EXPIRED: "session ended; please log in again",
+}
+_USER_COLUMNS = tuple(attr.key for attr in inspect(User).column_attrs)
+
+
 def session_problem(
-    data: SessionData | None,
-    user: User | None,
+    data: SessionData,
+    state: SessionState,
+    user: dict[str, Any],
     *,
     codec: SessionCodec,
     settings: Settings,
-    revoked: RevokedSessions,
     now: float,
-) -> str | None:
-    """Why this session is not valid now, or None when it is."""
-    if data is None:
-        return "login required"
-    if data.sid in revoked:
-        return "logged out"
-    if now - data.seen > settings.session_idle_minutes * 60:
-        return "logged off after inactivity"
-    if now - data.issued > settings.session_max_hours * 3600:
-        return "session ended; please log in again"
-    if user is None or not user.active:
-        return "account not active"
-    if codec.password_fingerprint(user.password_hash) != data.fingerprint:
-        return "password changed; please log in again"
+) -> tuple[str, str | None] | None:
+    """Why this session is not valid now and how to end it (None when it is valid)."""
+    if state.end_reason is not None:
+        return END_MESSAGES.get(state.end_reason, "logged out"), None
+    if state.user_id != data.uid:
+        return "login required", None
+    if now - state.seen_at > settings.session_idle_minutes * 60:
+        return END_MESSAGES[web_sessions.ENDED_IDLE], web_sessions.ENDED_IDLE
+    if now - state.created_at > settings.session_max_hours * 3600:
+        return END_MESSAGES[web_sessions.ENDED_EXPIRED], web_sessions.ENDED_EXPIRED
+    if not user["active"]:
+        return "account not active", web_sessions.ENDED_EXPIRED
+    if codec.password_fingerprint(user["password_hash"]) != data.fingerprint:
+        return "password changed; please log in again", web_sessions.ENDED_EXPIRED
     return None
+
+
+def _load(db: Session, key: str, cache: SessionCache) -> tuple[SessionState, dict[str, Any]] | None:
+    found = web_sessions.load_session(db, key)
+    if found is None:
+        cache.drop(key)
+        return None
+    state, user = found
+    values = {name: getattr(user, name) for name in _USER_COLUMNS}
+    db.expunge(user)
+    cache.put(state, values)
+    return state, values
+
+
+def _attached_user(db: Session, values: dict[str, Any]) -> User:
+    """A User for this request built from the cached row, attached without a query."""
+    user = User(**values)
+    make_transient_to_detached(user)
+    db.add(user)
+    return user
 
 
 def current_user(
@@ -125,29 +156,36 @@ def current_user(
     codec: CodecDep,
     now: NowDep,
 ) -> User:
-    """The logged-in user; refreshes the idle clock unless the request is background."""
+    """The logged-in user; records activity unless the request is background."""
     data = codec.decode(request.cookies.get(SESSION_COOKIE))
-    user = db.get(User, data.uid) if data is not None else None
+    if data is None:
+        raise NotAuthenticated("login required")
+    cache = get_session_cache(request)
+    key = web_sessions.session_key(data.sid)
     moment = now.timestamp()
-    problem = session_problem(
-        data, user, codec=codec, settings=settings, revoked=get_revoked(request), now=moment
-    )
-    if problem is not None or data is None or user is None:
-        if data is not None:
-            setattr(request.state, STATE_CLEAR, True)
-        raise NotAuthenticated(problem or "login required")
+    found = cache.get(key)
+    problem = None
+    if found is not None:
+        problem = session_problem(data, *found, codec=codec, settings=settings, now=moment)
+    if found is None or problem is not None:  # a refusal is never made on a cached row
+        found = _load(db, key, cache)
+        if found is not None:
+            problem = session_problem(data, *found, codec=codec, settings=settings, now=moment)
+    if found is None or problem is not None:
+        setattr(request.state, STATE_CLEAR, True)
+        if problem is not None and problem[1] is not None:
+            web_sessions.end_session(db, key, reason=problem[1], now=now)
+            db.commit()
+            cache.drop(key)
+        raise NotAuthenticated(problem[0] if problem else "login required")
+    state, values = found
     request.state.session = data
     background = request.headers.get(BACKGROUND_HEADER) == "1"
-    if not background and moment - data.seen >= REFRESH_AFTER_SECONDS:
-        fresh = SessionData(
-            sid=data.sid,
-            uid=data.uid,
-            issued=data.issued,
-            seen=moment,
-            fingerprint=data.fingerprint,
-        )
-        setattr(request.state, STATE_SET, fresh)
-    return user
+    if not background and moment - state.seen_at >= REFRESH_AFTER_SECONDS:
+        web_sessions.touch_session(db, key, now)
+        db.commit()
+        cache.put(replace(state, seen_at=moment), values)
+    return _attached_user(db, values)
 
 
 UserDep = Annotated[User, Depends(current_user)]

@@ -1,10 +1,11 @@
-"""Signed session cookies, CSRF tokens and the middleware that writes the cookie.
+"""Signed session cookies, CSRF tokens, the session cache and the cookie middleware.
 
-A session is a small JSON payload (session id, user id, login time, last
-activity, a fingerprint of the password hash) signed with HMAC-SHA256 under
-``settings.effective_secret_key``.  Nothing about the patient is in it.  The
-server checks it on every request: signature, idle time, absolute lifetime,
-the user still active with the same password, and not logged out.
+The cookie is a small JSON payload (session id, user id, a fingerprint of the
+password hash) signed with HMAC-SHA256 under ``settings.effective_secret_key``.
+Nothing about the patient is in it.  The session itself is a row
+(:mod:`app.services.web_sessions`): login time, last activity and whether it
+ended.  The server checks on every request: signature, the row live, idle
+time, absolute lifetime, the user still active with the same password.
 
 The cookie is HttpOnly and SameSite=Lax, and Secure when the request came over
 HTTPS (or ``cookie_secure`` forces it).  Handlers ask for a new cookie through
@@ -28,6 +29,8 @@ from typing import Any
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.services.web_sessions import SessionState
+
 SESSION_COOKIE = "radscribe_session"
 LOGIN_COOKIE = "radscribe_login"  # pre-session cookie that binds the login form's CSRF token
 OIDC_COOKIE = "radscribe_oidc"  # state, nonce and PKCE verifier between redirect and callback
@@ -35,8 +38,11 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 # Requests that must not count as activity (the worklist's self-refresh).
 BACKGROUND_HEADER = "X-Radscribe-Background"
-# Write a fresh cookie at most this often: the idle clock has this resolution.
+# Record activity at most this often: the idle clock has this resolution.
 REFRESH_AFTER_SECONDS = 30.0
+# How long a web process trusts a session row it read (a logout in another
+# process reaches this one within this time; in this process at once).
+SESSION_CACHE_SECONDS = 2.0
 STATE_SET = "radscribe_set_session"
 STATE_CLEAR = "radscribe_clear_session"
 
@@ -45,8 +51,6 @@ STATE_CLEAR = "radscribe_clear_session"
 class SessionData:
     sid: str
     uid: int
-    issued: float
-    seen: float
     fingerprint: str
 
 
@@ -77,11 +81,7 @@ class SessionCodec:
                 base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             )
             return SessionData(
-                sid=str(raw["sid"]),
-                uid=int(raw["uid"]),
-                issued=float(raw["issued"]),
-                seen=float(raw["seen"]),
-                fingerprint=str(raw["fingerprint"]),
+                sid=str(raw["sid"]), uid=int(raw["uid"]), fingerprint=str(raw["fingerprint"])
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -117,33 +117,43 @@ class SessionCodec:
         return bool(given) and hmac.compare_digest(expected, given or "")
 
 
-def new_session(uid: int, fingerprint: str, now: float) -> SessionData:
-    return SessionData(
-        sid=secrets.token_urlsafe(18), uid=uid, issued=now, seen=now, fingerprint=fingerprint
-    )
+def new_session(uid: int, fingerprint: str) -> SessionData:
+    return SessionData(sid=secrets.token_urlsafe(18), uid=uid, fingerprint=fingerprint)
 
 
-class RevokedSessions:
-    """Session ids ended by logout, kept until they would have expired anyway.
+class SessionCache:
+    """Session rows and their users this process read in the last few seconds.
 
-    Logging out also deletes the cookie in the browser; this list makes a copy
-    of the cookie useless in this process.  (With several web processes a
-    copied cookie lives at most until the idle time-out.)
+    Saves the per-request query for a busy reader.  Only answers younger than
+    ``ttl`` seconds are used; a refusal is always checked against the database
+    before it is acted on, and this process's own logouts drop the entry.
     """
 
-    def __init__(self) -> None:
-        self._until: dict[str, float] = {}
+    def __init__(self, ttl: float = SESSION_CACHE_SECONDS, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, SessionState, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
-    def revoke(self, sid: str, until: float) -> None:
-        with self._lock:
-            self._until[sid] = until
-            now = time.time()
-            for key in [k for k, v in self._until.items() if v < now]:
-                del self._until[key]
+    def get(self, key: str) -> tuple[SessionState, dict[str, Any]] | None:
+        entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry[0] > self.ttl:
+            return None
+        return entry[1], entry[2]
 
-    def __contains__(self, sid: object) -> bool:
-        return isinstance(sid, str) and sid in self._until
+    def put(self, state: SessionState, user: dict[str, Any]) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                now = time.monotonic()
+                for key in [k for k, v in self._entries.items() if now - v[0] > self.ttl]:
+                    del self._entries[key]
+                if len(self._entries) >= self.max_entries:
+                    self._entries.clear()
+            self._entries[state.key] = (time.monotonic(), state, user)
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
 
 
 def cookie_is_secure(policy: bool | None, scheme: str) -> bool:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from app.services import audit, oidc
+from app.services import audit, oidc, web_sessions
 from app.services.auth import LOGIN, LOGOUT, LoginPolicy, LoginRefused, authenticate
 from app.web.deps import (
     ClientDep,
@@ -17,7 +17,7 @@ from app.web.deps import (
     NowDep,
     SettingsDep,
     UserDep,
-    get_revoked,
+    get_session_cache,
     verify_csrf,
 )
 from app.web.sessions import (
@@ -145,8 +145,8 @@ def login(
             status_code=429 if refused.retry_after else 401,
             retry_after=refused.retry_after,
         )
+    _start_session(request, db, codec, user.id, user.password_hash, now=now, client=client)
     db.commit()
-    _start_session(request, codec, user.id, user.password_hash, now.timestamp())
     response = RedirectResponse(target, status_code=303)
     response.delete_cookie(LOGIN_COOKIE)
     return response
@@ -156,13 +156,13 @@ def login(
 def logout(
     request: Request,
     user: UserDep,
-    settings: SettingsDep,
     db: DbDep,
     now: NowDep,
     client: ClientDep,
 ) -> Response:
     data: SessionData = request.state.session
-    get_revoked(request).revoke(data.sid, until=now.timestamp() + settings.session_max_hours * 3600)
+    key = web_sessions.session_key(data.sid)
+    web_sessions.end_session(db, key, reason=web_sessions.ENDED_LOGOUT, now=now)
     audit.record(
         db,
         actor=user.username,
@@ -173,20 +173,25 @@ def logout(
         client_address=client,
     )
     db.commit()
-    if hasattr(request.state, STATE_SET):
-        delattr(request.state, STATE_SET)
+    get_session_cache(request).drop(key)
     setattr(request.state, STATE_CLEAR, True)
     return RedirectResponse("/login?reason=logout", status_code=303)
 
 
 def _start_session(
-    request: Request, codec: CodecDep, user_id: int, password_hash: str | None, now: float
+    request: Request,
+    db: DbDep,
+    codec: CodecDep,
+    user_id: int,
+    password_hash: str | None,
+    *,
+    now: NowDep,
+    client: str | None,
 ) -> None:
-    setattr(
-        request.state,
-        STATE_SET,
-        new_session(user_id, codec.password_fingerprint(password_hash), now),
-    )
+    """A session row in the login's transaction; the middleware writes its cookie."""
+    data = new_session(user_id, codec.password_fingerprint(password_hash))
+    web_sessions.open_session(db, sid=data.sid, user_id=user_id, now=now, client_address=client)
+    setattr(request.state, STATE_SET, data)
 
 
 @router.get("/auth/oidc/login", include_in_schema=False)
@@ -286,8 +291,8 @@ def oidc_callback(
         client_address=client,
         detail={"method": "oidc"},
     )
+    _start_session(request, db, codec, user.id, user.password_hash, now=now, client=client)
     db.commit()
-    _start_session(request, codec, user.id, user.password_hash, now.timestamp())
     response = RedirectResponse(next_path, status_code=303)
     response.delete_cookie(OIDC_COOKIE)
     return response
