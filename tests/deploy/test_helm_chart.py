@@ -341,3 +341,32 @@ def test_every_process_without_a_web_server_exposes_its_metrics_port(
         deployment = one(defaults, "Deployment", name)
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert labels.get("radscribe.io/metrics-port") == "true", name
+
+
+def test_load_adaptive_precision_is_off_by_default_and_set_on_the_gpu_worker_only(
+    defaults: list[Manifest], production: list[Manifest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def plain_env(c: Manifest) -> dict[str, str]:
+        return {e["name"]: e["value"] for e in c["env"] if "value" in e}
+
+    assert not any(
+        name.startswith("RADSCRIBE_LOAD_ADAPTIVE")
+        for _, spec in pod_specs(defaults)
+        for c in spec["containers"]
+        for name in plain_env(c)
+    )
+    worker = plain_env(container(production, "worker-gpu"))
+    wanted = production_values()["workers"]["gpu"]["loadAdaptivePrecision"]
+    assert worker["RADSCRIBE_LOAD_ADAPTIVE_PRECISION"] == "true"
+    assert worker["RADSCRIBE_LOAD_ADAPTIVE_EVALUATION"] == wanted["evaluation"]
+    assert worker["RADSCRIBE_LOAD_ADAPTIVE_HOLD_SECONDS"] == str(wanted["holdSeconds"])
+    for name in ("web", "dicom", "hl7"):
+        assert not plain_env(container(production, name))
+    # The worker's settings, ConfigMap and its own variables together, are valid.
+    for name, value in {**one(production, "ConfigMap", "config")["data"], **worker}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RADSCRIBE_SECRET_KEY", "k" * 48)
+    settings = load_settings()
+    assert settings.load_adaptive_precision
+    assert (settings.load_adaptive_up_percent, settings.load_adaptive_down_percent) == (85, 60)
+    assert settings.load_adaptive_light_precision == "int8"

@@ -4,6 +4,7 @@ One Radscribe process as a Deployment.  Called with a dict:
   component  name of the component (web, dicom, hl7, worker, worker-gpu)
   spec       its values block (replicas, resources, probes, nodeSelector, tolerations, affinity)
   args       the `radscribe` sub-command, as a list
+  env        extra environment variables of this component, a list of {name, value} (optional)
   ports      container ports, a list of dicts {name, port}
   data       true when the process needs the shared DICOM/data volume
   gpu        true for the CUDA image
@@ -61,6 +62,9 @@ spec:
                 name: {{ include "radscribe.fullname" $root }}-config
           env:
             {{- include "radscribe.secretEnv" $root | nindent 12 }}
+            {{- with .env }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
           ports:
             {{- range .ports }}
             - name: {{ .name }}
