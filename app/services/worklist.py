@@ -11,9 +11,20 @@ import enum
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, and_, func, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.orm import Session, aliased
 
 from app.core.domain import Priority, StudyStatus
@@ -152,24 +163,43 @@ def search_words(text: str) -> list[str]:
     return [w for w in _WORD_SEPARATORS.split(text.casefold()) if w]
 
 
-def _filtered(query: WorklistQuery, *, user_id: int, now: datetime) -> list[ColumnElement[bool]]:
+def _status_in(statuses: tuple[StudyStatus, ...]) -> ColumnElement[bool]:
+    """Statuses inline: they are fixed words, and the statement stays one cached text."""
+    return Study.status.in_([literal_column(f"'{StudyStatus(s).value}'") for s in statuses])
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What decides the SQL of a worklist query (values travel as parameters)."""
+
+    statuses: tuple[StudyStatus, ...]
+    scope: Scope
+    priority: Priority | None
+    claimed: Claimed
+    words: int
+    sort: Sort
+
+
+def _conditions(shape: _Shape) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
-    if query.statuses:
-        conditions.append(Study.status.in_(query.statuses))
-    elif query.scope is Scope.OPEN:
-        conditions.append(Study.status.in_(OPEN_STATUSES))
-    elif query.scope is Scope.SIGNED:
-        conditions.append(Study.status.in_(tuple(SIGNED)))
-    if query.priority is not None:
-        conditions.append(Study.priority == query.priority)
+    if shape.statuses:
+        conditions.append(_status_in(shape.statuses))
+    elif shape.scope is Scope.OPEN:
+        conditions.append(_status_in(OPEN_STATUSES))
+    elif shape.scope is Scope.SIGNED:
+        conditions.append(_status_in(tuple(SIGNED)))
+    if shape.priority is not None:
+        conditions.append(Study.priority == literal_column(f"'{shape.priority.value}'"))
+    now = bindparam("now", type_=Study.claim_expires_at.type)
+    user_id = bindparam("user_id", type_=Integer)
     held = and_(Study.claimed_by_id.is_not(None), Study.claim_expires_at > now)
-    if query.claimed is Claimed.MINE:
+    if shape.claimed is Claimed.MINE:
         conditions.append(and_(held, Study.claimed_by_id == user_id))
-    elif query.claimed is Claimed.UNCLAIMED:
+    elif shape.claimed is Claimed.UNCLAIMED:
         conditions.append(~held | Study.claimed_by_id.is_(None))
-    elif query.claimed is Claimed.OTHERS:
+    elif shape.claimed is Claimed.OTHERS:
         conditions.append(and_(held, Study.claimed_by_id != user_id))
-    conditions.extend(SEARCH_TEXT.like(f"%{word}%") for word in search_words(query.search))
+    conditions.extend(SEARCH_TEXT.like(bindparam(f"word{i}")) for i in range(shape.words))
     return conditions
 
 
@@ -202,15 +232,39 @@ _ROWS = select(
 ).outerjoin(_READER, _READER.id == Study.claimed_by_id)
 
 
+@lru_cache(maxsize=512)
+def _statements(shape: _Shape) -> tuple[Select[*tuple[Any, ...]], Select[int]]:
+    """The page and count statements of one shape, built once (building costs more than
+    running them); SQLAlchemy then finds their compiled SQL in its cache."""
+    conditions = _conditions(shape)
+    page = (
+        _ordered(_ROWS.where(*conditions), shape.sort)
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+    return page, select(func.count()).select_from(Study).where(*conditions)
+
+
 def query_worklist(
     session: Session, query: WorklistQuery, *, user_id: int, now: datetime
 ) -> WorklistPage:
     """One page in order, read along an index, and the number of matching studies."""
-    conditions = _filtered(query, user_id=user_id, now=now)
+    words = search_words(query.search)
+    shape = _Shape(
+        statuses=query.statuses,
+        scope=query.scope,
+        priority=query.priority,
+        claimed=query.claimed,
+        words=len(words),
+        sort=query.sort,
+    )
+    page_statement, count_statement = _statements(shape)
+    params: dict[str, Any] = {f"word{i}": f"%{word}%" for i, word in enumerate(words)}
+    if shape.claimed is not Claimed.ANY:
+        params.update(now=now, user_id=user_id)
     found = session.execute(
-        _ordered(_ROWS.where(*conditions), query.sort)
-        .limit(query.page_size)
-        .offset((query.page - 1) * query.page_size)
+        page_statement,
+        {**params, "limit": query.page_size, "offset": (query.page - 1) * query.page_size},
     ).all()
     rows = []
     for r in found:
@@ -234,5 +288,5 @@ def query_worklist(
     if query.page == 1 and len(found) < query.page_size:
         total = len(found)  # the whole result fits on the first page
     else:
-        total = int(session.scalar(select(func.count()).select_from(Study).where(*conditions)) or 0)
+        total = int(session.scalar(count_statement, params) or 0)
     return WorklistPage(rows=rows, total=total, query=query)

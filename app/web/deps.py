@@ -68,7 +68,10 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     finally:
-        await run_in_threadpool(session.close)
+        if session.in_transaction():  # rolling back talks to the database
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 async def get_now() -> datetime:
@@ -149,28 +152,28 @@ def _attached_user(db: Session, values: dict[str, Any]) -> User:
     return user
 
 
-def current_user(
+def _checked_in_database(
     request: Request,
-    db: DbDep,
-    settings: SettingsDep,
-    codec: CodecDep,
-    now: NowDep,
-) -> User:
-    """The logged-in user; records activity unless the request is background."""
-    data = codec.decode(request.cookies.get(SESSION_COOKIE))
-    if data is None:
-        raise NotAuthenticated("login required")
+    db: Session,
+    data: SessionData,
+    *,
+    settings: Settings,
+    codec: SessionCodec,
+    now: datetime,
+    cached: tuple[SessionState, dict[str, Any]] | None,
+) -> tuple[SessionState, dict[str, Any]]:
+    """The slow path, in a worker thread: read the row, end it or record activity."""
     cache = get_session_cache(request)
     key = web_sessions.session_key(data.sid)
     moment = now.timestamp()
-    found = cache.get(key)
-    problem = None
-    if found is not None:
-        problem = session_problem(data, *found, codec=codec, settings=settings, now=moment)
-    if found is None or problem is not None:  # a refusal is never made on a cached row
-        found = _load(db, key, cache)
-        if found is not None:
-            problem = session_problem(data, *found, codec=codec, settings=settings, now=moment)
+    found = cached
+    if found is None or session_problem(data, *found, codec=codec, settings=settings, now=moment):
+        found = _load(db, key, cache)  # a refusal is never made on a cached row
+    problem = (
+        None
+        if found is None
+        else session_problem(data, *found, codec=codec, settings=settings, now=moment)
+    )
     if found is None or problem is not None:
         setattr(request.state, STATE_CLEAR, True)
         if problem is not None and problem[1] is not None:
@@ -179,13 +182,55 @@ def current_user(
             cache.drop(key)
         raise NotAuthenticated(problem[0] if problem else "login required")
     state, values = found
-    request.state.session = data
-    background = request.headers.get(BACKGROUND_HEADER) == "1"
-    if not background and moment - state.seen_at >= REFRESH_AFTER_SECONDS:
+    if _records_activity(request, state, moment):
         web_sessions.touch_session(db, key, now)
         db.commit()
-        cache.put(replace(state, seen_at=moment), values)
-    return _attached_user(db, values)
+        state = replace(state, seen_at=moment)
+        cache.put(state, values)
+    return state, values
+
+
+def _records_activity(request: Request, state: SessionState, moment: float) -> bool:
+    background = request.headers.get(BACKGROUND_HEADER) == "1"
+    return not background and moment - state.seen_at >= REFRESH_AFTER_SECONDS
+
+
+async def current_user(
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    codec: CodecDep,
+    now: NowDep,
+) -> User:
+    """The logged-in user; records activity unless the request is background.
+
+    A session this process read moments ago is checked on the event loop without
+    a query; anything else (first sight, a refusal, activity to record) goes to the
+    database in a worker thread.
+    """
+    data = codec.decode(request.cookies.get(SESSION_COOKIE))
+    if data is None:
+        raise NotAuthenticated("login required")
+    found = get_session_cache(request).get(web_sessions.session_key(data.sid))
+    fast = (
+        found is not None
+        and session_problem(data, *found, codec=codec, settings=settings, now=now.timestamp())
+        is None
+        and not _records_activity(request, found[0], now.timestamp())
+    )
+    if not fast or found is None:
+        found = await run_in_threadpool(
+            _checked_in_database,
+            request,
+            db,
+            data,
+            settings=settings,
+            codec=codec,
+            now=now,
+            cached=found,
+        )
+    request.state.session = data
+    return _attached_user(db, found[1])
 
 
 UserDep = Annotated[User, Depends(current_user)]
