@@ -14,10 +14,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
 
+from pydicom.dataset import Dataset
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_ASSOCIATE
@@ -27,8 +30,14 @@ from dicom_node.contexts import ContextTable
 from dicom_node.header import InstanceHeader, RejectedInstance, encode_file_meta, parse_instance
 from dicom_node.index import InstanceIndex, RecordOutcome, StoredInstance
 from dicom_node.metrics import ReceiveMetrics
+from dicom_node.reactor import streamed_sink
 from dicom_node.status import ECHO_SUCCESS, StoreStatus
-from dicom_node.storage import InstanceStore, TemporaryFile, instance_relative_path
+from dicom_node.storage import (
+    InstanceStore,
+    TemporaryFile,
+    TemporaryWriter,
+    instance_relative_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +125,7 @@ def store_instance(
     sop_instance_uid: str,
     calling_ae: str,
     peer_address: str = "",
+    received: ReceivedDataSet | None = None,
 ) -> StoreOutcome:
     """Validate, store durably and index one received data set.
 
@@ -125,7 +135,9 @@ def store_instance(
     never acknowledged and which start-up recovery reconciles).
 
     ``encoded`` is the data set exactly as the sender encoded it; the file
-    written is our File Meta followed by these bytes.
+    written is our File Meta followed by these bytes.  With ``received`` (its
+    data set streamed into a temporary file while it arrived) that file is
+    only fsynced here; the caller discards it afterwards in any case.
     """
     started = time.perf_counter()
     metrics = services.metrics
@@ -136,16 +148,23 @@ def store_instance(
                 StoreStatus.OUT_OF_RESOURCES,
                 f"free disk space is below the floor of {store.min_free_bytes} bytes",
             )
-        meta = encode_file_meta(
-            sop_class_uid=sop_class_uid,
-            sop_instance_uid=sop_instance_uid,
-            transfer_syntax_uid=transfer_syntax_uid,
-            source_ae=calling_ae,
-        )
-        # The file is written and fsynced, and the data set hashed, on I/O threads
-        # while this one parses; a rejected instance's temporary file is dropped.
-        writing = services.io.submit(store.write_temporary, (meta, encoded))
-        hashing = services.io.submit(_sha256, encoded)
+        # The file is written (or, streamed, finished) and fsynced, and the data set
+        # hashed, on I/O threads while this one parses; a rejected instance's
+        # temporary file is dropped.
+        if received is None:
+            meta = encode_file_meta(
+                sop_class_uid=sop_class_uid,
+                sop_instance_uid=sop_instance_uid,
+                transfer_syntax_uid=transfer_syntax_uid,
+                source_ae=calling_ae,
+            )
+            writing = services.io.submit(store.write_temporary, (meta, encoded))
+            hashing = services.io.submit(_sha256, encoded)
+            durable: Callable[[], TemporaryFile] = writing.result
+            digest_of: Callable[[], str] = hashing.result
+        else:  # written while it arrived, fsynced by the receiving thread meanwhile
+            meta = received.meta
+            durable, digest_of = received.durable, received.hexdigest
         try:
             header = parse_instance(
                 meta + encoded,
@@ -153,7 +172,7 @@ def store_instance(
                 affected_sop_class_uid=sop_class_uid,
                 affected_sop_instance_uid=sop_instance_uid,
             )
-            digest = hashing.result()
+            digest = digest_of()
             # The path carries the digest: an identical re-send rewrites the same file
             # (harmless) and the index answers "identical"; a corrected instance gets a
             # new file and the old one is removed once the index points at the new one.
@@ -164,9 +183,9 @@ def store_instance(
                 digest=digest,
             )
         except BaseException:
-            _drop(store, writing)
+            _drop(store, durable)
             raise
-        stored = store.place(writing.result(), relative)
+        stored = store.place(durable(), relative)
         # The folder fsync (making the rename durable) runs beside the index commit;
         # both finish before Success.  Recovery completes a rename a power loss undid.
         syncing = services.io.submit(store.sync_directory_of, relative)
@@ -222,10 +241,92 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()  # releases the GIL while it hashes
 
 
-def _drop(store: InstanceStore, writing: Future[TemporaryFile]) -> None:
+class ReceivedDataSet:
+    """A C-STORE data set written to its temporary file and hashed as it arrives.
+
+    The :class:`dicom_node.reactor.DataSetSink` of the node: fragments come
+    from the association's DUL thread, which also fsyncs the file once the
+    last one is in (while the handler already parses); the temporary file
+    starts with our File Meta.  The fragments are also kept (as views of the
+    received PDUs, no copy) for the header parse.  A write error is kept for
+    the handler, which then answers with a failure status.
+    """
+
+    def __init__(self, writer: TemporaryWriter, meta: bytes) -> None:
+        self.meta = meta
+        self._writer = writer
+        self._hash = hashlib.sha256()
+        self._fragments: list[memoryview] = []
+        self._error: BaseException | None = None
+        self._file: TemporaryFile | None = None
+        self._finished = threading.Event()
+        writer.write(meta)
+
+    def write(self, fragment: memoryview) -> None:
+        self._fragments.append(fragment)
+        self._hash.update(fragment)
+        if self._error is None:
+            try:
+                self._writer.write(fragment)
+            except OSError as exc:
+                self._error = exc
+
+    def finish(self) -> None:
+        try:
+            if self._error is None:
+                self._file = self._writer.finish()
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._finished.set()
+
+    def discard(self) -> None:
+        self._fragments.clear()
+        self._writer.abandon()
+
+    def encoded(self) -> bytes:
+        return b"".join(self._fragments)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+    def durable(self) -> TemporaryFile:
+        """The fsynced temporary file, once :meth:`finish` is done (or its error)."""
+        self._finished.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._file is not None
+        return self._file
+
+
+def open_received(
+    services: NodeServices, assoc: Association, context_id: int, command: Dataset
+) -> ReceivedDataSet | None:
+    """A :data:`dicom_node.reactor.SinkFactory`: stream a C-STORE data set to disk.
+
+    None (receive it in memory) when the disk is below its floor: the handler
+    then refuses the instance with out-of-resources without writing anything.
+    """
+    if not services.store.has_room(0):
+        return None
+    meta = encode_file_meta(
+        sop_class_uid=str(command.AffectedSOPClassUID),
+        sop_instance_uid=str(command.AffectedSOPInstanceUID),
+        transfer_syntax_uid=str(assoc._accepted_cx[context_id].transfer_syntax[0]),
+        source_ae=str(assoc.requestor.ae_title).strip(),
+    )
+    writer = services.store.open_temporary()
+    try:
+        return ReceivedDataSet(writer, meta)
+    except BaseException:
+        writer.abandon()
+        raise
+
+
+def _drop(store: InstanceStore, durable: Callable[[], TemporaryFile]) -> None:
     """Remove the temporary file of an instance that will not be stored."""
     with contextlib.suppress(Exception):  # a failed write left nothing to remove
-        store.discard(writing.result())
+        store.discard(durable())
 
 
 def _loggable(rejected: RejectedInstance) -> str:
@@ -247,24 +348,36 @@ def handle_store(event: Event, services: NodeServices) -> int:
     request = cast(C_STORE, event.request)
     assoc = event.assoc
     calling_ae = str(assoc.requestor.ae_title).strip()
+    sink = streamed_sink(request)
+    received = sink if isinstance(sink, ReceivedDataSet) else None
     try:
-        encoded = event.encoded_dataset(include_meta=False)
-        transfer_syntax = str(event.context.transfer_syntax)
-        sop_class = str(request.AffectedSOPClassUID)
-        sop_instance = str(request.AffectedSOPInstanceUID)
-    except Exception as exc:
-        services.metrics.failures.labels(StoreStatus.UNPARSEABLE_DATASET.reason).inc()
-        log.warning("C-STORE from %s without a usable request: %s", calling_ae, type(exc).__name__)
-        return int(StoreStatus.UNPARSEABLE_DATASET)
-    result = store_instance(
-        services,
-        encoded=encoded,
-        transfer_syntax_uid=transfer_syntax,
-        sop_class_uid=sop_class,
-        sop_instance_uid=sop_instance,
-        calling_ae=calling_ae,
-        peer_address=str(assoc.requestor.address),
-    )
+        try:
+            if received is not None:
+                encoded = received.encoded()
+            else:
+                encoded = event.encoded_dataset(include_meta=False)
+            transfer_syntax = str(event.context.transfer_syntax)
+            sop_class = str(request.AffectedSOPClassUID)
+            sop_instance = str(request.AffectedSOPInstanceUID)
+        except Exception as exc:
+            services.metrics.failures.labels(StoreStatus.UNPARSEABLE_DATASET.reason).inc()
+            log.warning(
+                "C-STORE from %s without a usable request: %s", calling_ae, type(exc).__name__
+            )
+            return int(StoreStatus.UNPARSEABLE_DATASET)
+        result = store_instance(
+            services,
+            encoded=encoded,
+            transfer_syntax_uid=transfer_syntax,
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+            calling_ae=calling_ae,
+            peer_address=str(assoc.requestor.address),
+            received=received,
+        )
+    finally:
+        if sink is not None:
+            sink.discard()  # a stored file was renamed away: this only frees memory
     changed = result.outcome in (RecordOutcome.NEW, RecordOutcome.REPLACED)
     services.tracker.count(
         id(assoc),

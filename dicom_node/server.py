@@ -10,6 +10,8 @@ connections over them).
 
 from __future__ import annotations
 
+import functools
+import gc
 import logging
 import socket
 import socketserver
@@ -18,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, evt
@@ -31,16 +33,15 @@ from dicom_node.handlers import NodeServices
 from dicom_node.header import configure_pydicom
 from dicom_node.index import InstanceIndex
 from dicom_node.metrics import ReceiveMetrics
+from dicom_node.reactor import SinkFactory, StreamingRequestHandler, check_pynetdicom_version
 from dicom_node.storage import InstanceStore
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 11112
 DEFAULT_MAX_PDU = 262_144
-# The DUL thread polls its socket; between PDUs it sleeps this long.  pynetdicom's
-# default (1 ms) adds up to a millisecond to every request/response turn.
-DUL_POLL_SECONDS = 0.0002
 STOP_POLL_SECONDS = 0.05
+YOUNG_GENERATIONS = 1  # gc.collect(1): generations 0 and 1
 
 
 @dataclass(frozen=True)
@@ -74,23 +75,27 @@ class NodeConfig:
     dimse_timeout: float = 60.0
 
 
-class _ReusePortServer(ThreadedAssociationServer):
-    """An association server whose socket may share its port with other processes."""
+class _Server(ThreadedAssociationServer):
+    """Association threads with :mod:`dicom_node.reactor`'s acceptors; C-STORE data
+    sets go to ``data_set_sinks`` as they arrive."""
 
     daemon_threads = True
+    data_set_sinks: SinkFactory | None = None
+
+    def service_actions(self) -> None:
+        """Instead of pynetdicom's full ``gc.collect()`` every 30 s (a stall of the
+        whole process, GIL held, of a fraction of a second with the application
+        loaded): collect the young generations, where ended associations' cycles are."""
+        gc.collect(YOUNG_GENERATIONS)
+
+
+class _ReusePortServer(_Server):
+    """An association server whose socket may share its port with other processes."""
 
     def server_bind(self) -> None:
         if self.socket is not None:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
-
-
-class _Server(ThreadedAssociationServer):
-    daemon_threads = True
-
-
-def _tune_dul(event: evt.Event) -> None:
-    event.assoc.dul._run_loop_delay = DUL_POLL_SECONDS
 
 
 class DicomNode:
@@ -119,6 +124,7 @@ class DicomNode:
         # pynetdicom's per-PDU logging handlers cost CPU on every PDU even when
         # their output is filtered; the node logs per association instead.
         _config.LOG_HANDLER_LEVEL = "none"
+        check_pynetdicom_version()
         configure_pydicom()
         ae = AE(ae_title=self.config.ae_title)
         ae.maximum_associations = self.config.max_associations
@@ -135,7 +141,6 @@ class DicomNode:
     def _handlers(self) -> list[Any]:
         services = self.services
         return [
-            (evt.EVT_CONN_OPEN, _tune_dul),
             (evt.EVT_REQUESTED, handlers.handle_requested, [services]),
             (evt.EVT_ESTABLISHED, handlers.handle_established, [services]),
             (evt.EVT_REJECTED, handlers.handle_rejected, [services]),
@@ -155,13 +160,17 @@ class DicomNode:
         if self._server is not None:
             raise RuntimeError("the DICOM node is already running")
         ssl_context = self.config.tls.server_context() if self.config.tls else None
-        server_class = _ReusePortServer if self.config.reuse_port else _Server
+        server_class: type[_Server] = _ReusePortServer if self.config.reuse_port else _Server
         server = self.ae.make_server(
             (self.config.host, self.config.port),
             ae_title=self.config.ae_title,
             ssl_context=ssl_context,
             evt_handlers=self._handlers(),
             server_class=server_class,
+            request_handler=StreamingRequestHandler,
+        )
+        cast(_Server, server).data_set_sinks = functools.partial(
+            handlers.open_received, self.services
         )
         self.ae._servers.append(server)  # as AE.start_server does, so shutdown() finds it
         self._server = server

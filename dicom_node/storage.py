@@ -16,6 +16,8 @@ leaves behind.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import fcntl
 import logging
@@ -27,6 +29,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import cast
 
 from dicom_node.header import MAX_UID_LENGTH, UID_PATTERN
 
@@ -39,6 +42,8 @@ INSTANCE_SUFFIX = ".dcm"
 DIGEST_CHARS = 16
 FILE_MODE = 0o640
 DIR_MODE = 0o750
+# sync_file_range(2) flag: start writing back the range's dirty pages, do not wait.
+SYNC_FILE_RANGE_WRITE = 2
 
 
 class UnsafePathError(ValueError):
@@ -91,15 +96,82 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, chunks: Sequence[bytes]) -> int:
-    total = 0
-    for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            written = os.write(fd, view)
-            total += written
-            view = view[written:]
+def _write_all(fd: int, data: bytes | memoryview) -> int:
+    view = memoryview(data)
+    total = len(view)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
     return total
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's sync_file_range(2) from libc, or None where there is none."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], function)
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+class TemporaryWriter:
+    """A temporary file written piece by piece, its writeback started as it grows.
+
+    Each :meth:`write` asks the kernel to start writing the new bytes to disk
+    (``sync_file_range``, without waiting), so by the time the last piece
+    arrives most of the file is on its way and :meth:`finish`'s fsync has
+    little left to wait for.  Thread-safe: :meth:`abandon` from another thread
+    makes later writes no-ops (the descriptor is never used after close).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        self._size = 0
+        self._lock = threading.Lock()
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    def write(self, data: bytes | memoryview) -> None:
+        with self._lock:
+            if self._fd is None:
+                raise OSError(errno.EBADF, "the temporary file was abandoned")
+            start = self._size
+            self._size += _write_all(self._fd, data)
+            if _sync_file_range is not None:
+                _sync_file_range(self._fd, start, self._size - start, SYNC_FILE_RANGE_WRITE)
+
+    def finish(self) -> TemporaryFile:
+        """fsync and close; the file is then complete and durable under its temporary name."""
+        with self._lock:
+            if self._fd is None:
+                raise OSError(errno.EBADF, "the temporary file was abandoned")
+            fd, self._fd = self._fd, None
+        try:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
+        return TemporaryFile(self.path, self._size)
+
+    def abandon(self) -> None:
+        """Close (if open) and remove the temporary file."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        self.path.unlink(missing_ok=True)
 
 
 class _SyncGroup:
@@ -214,20 +286,20 @@ class InstanceStore:
             fsync_directory(path.parent)
         self._known_dirs.add(directory)
 
+    def open_temporary(self) -> TemporaryWriter:
+        """Step 1, piece by piece: a new temporary file to write into, then ``finish()``."""
+        return TemporaryWriter(self._writer() / f"{uuid.uuid4().hex}{TEMP_SUFFIX}")
+
     def write_temporary(self, chunks: Sequence[bytes]) -> TemporaryFile:
         """Step 1: write ``chunks`` under a temporary name and fsync it."""
-        temporary = self._writer() / f"{uuid.uuid4().hex}{TEMP_SUFFIX}"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        writer = self.open_temporary()
         try:
-            try:
-                size = _write_all(fd, chunks)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            for chunk in chunks:
+                writer.write(chunk)
         except BaseException:
-            temporary.unlink(missing_ok=True)
+            writer.abandon()
             raise
-        return TemporaryFile(temporary, size)
+        return writer.finish()
 
     def place(self, temporary: TemporaryFile, relative_path: str) -> StoredFile:
         """Step 2: rename a synced temporary file into its place (atomic)."""

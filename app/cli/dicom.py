@@ -22,7 +22,12 @@ from app.core import migrate
 from app.core.db import make_engine, make_session_factory
 from app.core.logging import configure_logging
 from app.core.settings import Settings, SettingsError, load_settings
-from app.services.dicom_runtime import SUPERVISE_SECONDS, DicomComponent, ReceiverPool
+from app.services.dicom_runtime import (
+    SUPERVISE_SECONDS,
+    DicomComponent,
+    ReceiverPool,
+    freeze_heap,
+)
 from app.services.metrics_server import MetricsServer
 from dicom_node.access import AccessRuleError, parse_rule
 from dicom_node.send import Destination, send_files
@@ -104,6 +109,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         metrics = MetricsServer(settings, registry=runner.registry)
     try:
         runner.start()
+        freeze_heap()
         if not args.no_metrics:
             metrics.start()
         print(runner.describe(), flush=True)

@@ -1,0 +1,558 @@
+"""pynetdicom's acceptor, made to wait for work instead of polling, and to stream C-STORE data.
+
+pynetdicom 3.0 runs two threads per association that poll: the DUL thread
+checks its socket and queues and sleeps ``_run_loop_delay`` when idle, the
+association thread sleeps a millisecond before every look at its message
+queue; and it reads the socket 4 KiB at a time.  Per received instance that
+adds up to a couple of milliseconds of waiting and hundreds of system calls.
+Here (subclasses, same state machine and DIMSE decoding):
+
+- :class:`EventDrivenDUL` blocks in ``select`` on its socket and a wake-up
+  socket that every queued primitive pokes (and on a timeout, for its timers);
+- :class:`StreamingAssociation`'s reactor blocks until a message or an ACSE
+  primitive arrives;
+- :class:`BulkSocket` reads each PDU with as few ``recv_into`` calls as the
+  kernel allows;
+- :class:`StreamingDimse` hands the data set fragments of a C-STORE request to
+  a :class:`DataSetSink` as they arrive (for the node: written to its
+  temporary file and hashed while the rest is still on the wire), instead of
+  collecting them in memory for the handler to write afterwards.
+
+Everything else (negotiation, the state machine, events and handlers) is
+pynetdicom's own.  The subclasses depend on pynetdicom 3.0 internals
+(``_run_reactor``, ``_create_association``, the DUL loop) and are checked
+against the installed version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import queue
+import select
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable
+from copy import deepcopy
+from datetime import datetime
+from typing import Any, Protocol, cast
+
+import pynetdicom
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE, DimsePrimitiveType
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.transport import AssociationSocket, RequestHandler
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_PYNETDICOM = ("3.0.",)
+# Longest a DUL waits for its socket or a primitive before checking its timers.
+DUL_WAIT_SECONDS = 0.05
+# Longest the association reactor waits before checking its network timeout.
+REACTOR_WAIT_SECONDS = 0.05
+DUL_IDLE_SLEEP_SECONDS = 0.001  # when there is no socket to wait on
+LAST_FRAGMENT = 0x02
+COMMAND_FRAGMENT = 0x01
+NO_DATA_SET = 0x0101
+C_STORE_RSP_FIELD = 0x8001
+PDU_HEADER_LENGTH = 6
+PDV_LENGTH_SIZE = 4
+P_DATA_TF_TYPE = 0x04
+KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
+# Handlers on these would miss PDUs that take the P-DATA fast path.
+_WATCHING_EVENTS = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_FSM_TRANSITION)
+LAST_COMMAND = bytes((COMMAND_FRAGMENT | LAST_FRAGMENT,))
+
+
+def check_pynetdicom_version() -> None:
+    if not pynetdicom.__version__.startswith(SUPPORTED_PYNETDICOM):
+        raise RuntimeError(
+            f"dicom_node.reactor is written against pynetdicom {SUPPORTED_PYNETDICOM}; "
+            f"{pynetdicom.__version__} is installed"
+        )
+
+
+class DataSetSink(Protocol):
+    """Where the fragments of one C-STORE request's data set go as they arrive."""
+
+    def write(self, fragment: memoryview) -> None:
+        """Take the next fragment (must not raise: remember a failure for the handler)."""
+        ...
+
+    def finish(self) -> None:
+        """The last fragment has arrived (called once the request is queued for its
+        handler, on the thread that receives; it may block, for example to fsync)."""
+        ...
+
+    def discard(self) -> None:
+        """The request will not be handled (association ended): drop what was kept."""
+        ...
+
+
+# (association, presentation context ID, decoded command set) -> a sink, or None to
+# receive this data set in memory as pynetdicom does.
+SinkFactory = Callable[[Association, int, Dataset], DataSetSink | None]
+
+
+class _StreamedDataSet(io.BytesIO):
+    """Stands in for the data set of a streamed C-STORE request; carries its sink."""
+
+    def __init__(self, sink: DataSetSink) -> None:
+        super().__init__()
+        self.sink = sink
+
+
+def streamed_sink(request: object) -> DataSetSink | None:
+    """The sink a C-STORE request's data set was streamed into, or None."""
+    data_set = getattr(request, "DataSet", None)
+    return data_set.sink if isinstance(data_set, _StreamedDataSet) else None
+
+
+class _WakingQueue(queue.Queue[Any]):
+    """A queue that calls ``wake`` after every put."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._wake()
+
+
+def pdv_items(body: bytearray) -> list[tuple[int, memoryview]] | None:
+    """The (context ID, control header + fragment) PDVs of a P-DATA-TF body, or None
+    if the items do not tile the body exactly (PS3.8 9.3.5)."""
+    view = memoryview(body)
+    items: list[tuple[int, memoryview]] = []
+    offset, end = 0, len(body)
+    while offset < end:
+        if end - offset < PDV_LENGTH_SIZE:
+            return None
+        (length,) = struct.unpack_from(">L", body, offset)
+        start = offset + PDV_LENGTH_SIZE
+        if length < 2 or start + length > end:
+            return None
+        items.append((body[start], view[start + 1 : start + length]))
+        offset = start + length
+    return items or None
+
+
+class BulkSocket(AssociationSocket):
+    """Reads a PDU with large ``recv_into`` calls instead of 4 KiB ``recv`` calls."""
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        sock = cast(socket.socket, self.socket)
+        buffer = bytearray(nr_bytes)
+        view = memoryview(buffer)
+        received = 0
+        while received < nr_bytes:
+            count = sock.recv_into(view[received:], nr_bytes - received)
+            if not count:  # connection closed: return what arrived (as pynetdicom does)
+                view.release()
+                del buffer[received:]
+                return buffer
+            received += count
+        view.release()
+        return buffer
+
+
+class EventDrivenDUL(DULServiceProvider):
+    """The DUL reactor, waiting in ``select`` instead of sleeping between polls."""
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        self._wake_in, self._wake_out = socket.socketpair()
+        self._wake_in.setblocking(False)
+        self._wake_out.setblocking(False)
+        self.to_provider_queue = _WakingQueue(self.wake)
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (already awake) or closed (finished)
+            self._wake_out.send(b"\0")
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self.wake()
+
+    def stop_dul(self) -> bool:
+        if self.state_machine.current_state == "Sta1":
+            self._kill_thread = True
+            self.wake()
+            while self.is_alive():
+                time.sleep(DUL_IDLE_SLEEP_SECONDS)
+            return True
+        return False
+
+    def _wait_for_work(self) -> None:
+        """Block until the socket is readable, a primitive is queued, or a timeout."""
+        wrapper = self.socket
+        sock = wrapper.socket if wrapper is not None else None
+        if sock is None or not wrapper._is_connected:  # type: ignore[union-attr]
+            time.sleep(DUL_IDLE_SLEEP_SECONDS)
+            return
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return
+        try:
+            readable, _, _ = select.select([sock, self._wake_in], [], [], DUL_WAIT_SECONDS)
+        except (OSError, ValueError):  # closed meanwhile: the loop notices
+            return
+        if self._wake_in in readable:
+            with contextlib.suppress(OSError):
+                while self._wake_in.recv(4096):
+                    pass
+
+    def run_reactor(self) -> None:
+        """pynetdicom's DUL loop with :meth:`_wait_for_work` in place of its sleep."""
+        try:
+            self._run()
+        finally:
+            self._wake_in.close()
+            self._wake_out.close()
+
+    def _read_pdu_data(self) -> None:
+        """Read one PDU; P-DATA in Sta6 goes straight to DIMSE (see :meth:`_fast_p_data`)."""
+        wrapper = cast(AssociationSocket, self.socket)
+        try:
+            header = wrapper.recv(PDU_HEADER_LENGTH)
+        except (OSError, TimeoutError):
+            log.error("connection closed before the entire PDU was received")
+            self.event_queue.put("Evt17")
+            return
+        if len(header) != PDU_HEADER_LENGTH:
+            self.event_queue.put("Evt17")
+            return
+        pdu_type, _, length = struct.unpack(">BBL", header)
+        if pdu_type not in KNOWN_PDU_TYPES:
+            log.error("unknown PDU type 0x%02X received", pdu_type)
+            self.event_queue.put("Evt19")
+            return
+        try:
+            body = wrapper.recv(length)
+        except (OSError, TimeoutError):
+            log.error("connection closed before the entire PDU was received")
+            self.event_queue.put("Evt17")
+            return
+        if len(body) != length:
+            log.error("the received PDU is shorter than expected")
+            self.event_queue.put("Evt17")
+            return
+        if pdu_type == P_DATA_TF_TYPE and self._fast_p_data(body):
+            return
+        try:
+            pdu, event = self._decode_pdu(header + body)
+        except Exception:
+            log.exception("unable to decode the received PDU")
+            self.event_queue.put("Evt19")
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
+
+    def _fast_p_data(self, body: bytearray) -> bool:
+        """Hand a P-DATA-TF's PDVs to DIMSE directly, as the state machine would.
+
+        In Sta6 a P-DATA-TF (Evt10) always runs DT-2, which passes its PDVs to
+        DIMSE and stays in Sta6; doing that here skips decoding the PDU into
+        objects and the event round trip.  Only when nothing else is queued
+        (so the order of events is kept), no handler watches received PDUs or
+        transitions, and the PDV items are well formed; otherwise False.
+        """
+        if self.state_machine.current_state != "Sta6" or not self.event_queue.empty():
+            return False
+        assoc = self.assoc
+        if any(assoc.get_handlers(event) for event in _WATCHING_EVENTS):
+            return False
+        fragments = pdv_items(body)
+        if fragments is None:
+            return False
+        cast(StreamingDimse, assoc.dimse).receive_fragments(fragments)
+        return True
+
+    def _run(self) -> None:
+        self._idle_timer.start()
+        idle = False
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+                idle = True
+            if idle:
+                self._wait_for_work()
+            if self._kill_thread:
+                break
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception:
+                log.exception("exception in the DUL reactor, aborting the association")
+                abort_pdu = A_ABORT_RQ()
+                abort_pdu.source = 0x02
+                abort_pdu.reason_diagnostic = 0x00
+                with contextlib.suppress(Exception):
+                    cast(AssociationSocket, self.socket).send(abort_pdu.encode())
+                self.assoc.is_aborted = True
+                self.assoc.is_established = False
+                self.assoc._kill = True
+                self._kill_thread = True
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                idle = True
+                continue
+            self.state_machine.do_action(event)
+            idle = False
+
+
+def _p_data(context_id: int, data: bytes) -> P_DATA:
+    """A P-DATA primitive with one PDV (pynetdicom wants ``[ID, bytes]`` lists)."""
+    primitive = P_DATA()
+    primitive.presentation_data_value_list = cast(Any, [[context_id, data]])
+    return primitive
+
+
+def _element(element: int, value: bytes) -> bytes:
+    """One group-0000 element, Implicit VR Little Endian (PS3.7 6.3.1)."""
+    return struct.pack("<HHI", 0x0000, element, len(value)) + value
+
+
+def _uid(value: object) -> bytes:
+    raw = str(value).encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def store_response_command(primitive: object) -> bytes | None:
+    """The encoded command set of a C-STORE response, or None if it needs pynetdicom.
+
+    Written by hand (pynetdicom builds and encodes a pydicom data set for every
+    response, a large part of its per-instance cost): the same bytes, for a
+    response with a status and no error comment or offending elements.
+    """
+    if not isinstance(primitive, C_STORE) or primitive.MessageIDBeingRespondedTo is None:
+        return None
+    if primitive.ErrorComment is not None or primitive.OffendingElement is not None:
+        return None
+    status = primitive.Status
+    if not isinstance(status, int) or primitive.AffectedSOPInstanceUID is None:
+        return None
+    try:
+        body = b"".join(
+            (
+                _element(0x0002, _uid(primitive.AffectedSOPClassUID))
+                if primitive.AffectedSOPClassUID is not None
+                else b"",
+                _element(0x0100, struct.pack("<H", C_STORE_RSP_FIELD)),
+                _element(0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
+                _element(0x0800, struct.pack("<H", NO_DATA_SET)),
+                _element(0x0900, struct.pack("<H", status)),
+                _element(0x1000, _uid(primitive.AffectedSOPInstanceUID)),
+            )
+        )
+    except (struct.error, UnicodeEncodeError):
+        return None
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+class StreamingDimse(DIMSEServiceProvider):
+    """DIMSE decoding that hands C-STORE data set fragments to a sink as they arrive."""
+
+    def __init__(self, assoc: Association, sinks: SinkFactory | None) -> None:
+        super().__init__(assoc)
+        self._sinks = sinks
+        self._sink: DataSetSink | None = None
+        self._decided = False  # whether the current message's sink was asked for
+
+    def receive_primitive(self, primitive: P_DATA) -> None:
+        self.receive_fragments(
+            [
+                (context_id, memoryview(data))
+                for context_id, data in primitive.presentation_data_value_list
+            ]
+        )
+
+    def receive_fragments(self, fragments: list[tuple[int, memoryview]]) -> None:
+        """Take the PDVs of one P-DATA (each: message control header, then the fragment)."""
+        for context_id, data in fragments:
+            control = data[0]
+            sink = self._sink
+            if sink is None or control & COMMAND_FRAGMENT:
+                self._receive_one(context_id, bytes(data))
+                continue
+            sink.write(data[1:])
+            if not control & LAST_FRAGMENT:
+                continue
+            self._sink = None
+            try:
+                # Completes the message through pynetdicom's own path, with no bytes;
+                # the handler may start on it while the sink finishes (fsync) here.
+                self._receive_one(context_id, bytes((control,)))
+            finally:
+                sink.finish()
+
+    def _receive_one(self, context_id: int, data: bytes) -> None:
+        single = _p_data(context_id, data)
+        if self.message is None:  # the first fragment of a new message
+            self._decided = False
+        super().receive_primitive(single)
+        message = self.message  # None once a message completed
+        if (
+            message is None
+            or self._decided
+            or self._sinks is None
+            or not isinstance(message, C_STORE_RQ)
+        ):
+            return
+        # The command set of a C-STORE request with a data set is complete.
+        self._decided = True
+        try:
+            sink = self._sinks(self.assoc, context_id, message.command_set)
+        except Exception:
+            log.exception("could not open a sink for a C-STORE data set")
+            sink = None
+        if sink is not None:
+            self._sink = sink
+            message.data_set = _StreamedDataSet(sink)
+
+    def send_msg(self, primitive: DimsePrimitiveType, context_id: int) -> None:
+        """Send a DIMSE message; a plain C-STORE response is encoded by hand."""
+        command = store_response_command(primitive)
+        if command is None or self.assoc.get_handlers(evt.EVT_DIMSE_SENT):
+            super().send_msg(primitive, context_id)
+            return
+        self.dul.send_pdu(_p_data(context_id, LAST_COMMAND + command))
+
+    def discard_pending(self) -> None:
+        """Drop the sinks of requests that will not be handled (association ended)."""
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.discard()
+        while True:
+            try:
+                _context_id, request = self.msg_queue.get(block=False)
+            except queue.Empty:
+                return
+            pending = streamed_sink(request)
+            if pending is not None:
+                pending.discard()
+
+
+class StreamingAssociation(Association):
+    """An acceptor association with :class:`EventDrivenDUL` and :class:`StreamingDimse`."""
+
+    def __init__(self, ae: Any, mode: str, sinks: SinkFactory | None) -> None:
+        super().__init__(ae, mode)
+        self._work = threading.Event()
+        self.dul = EventDrivenDUL(self)
+        self.dimse = StreamingDimse(self, sinks)
+        self.dimse.msg_queue = _WakingQueue(self._work.set)
+        self.dul.to_user_queue = _WakingQueue(self._work.set)
+        # The timers live in the DUL: apply the AE's timeouts to the new one.
+        self.acse_timeout = self.acse_timeout
+        self.network_timeout = self.network_timeout
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            cast(StreamingDimse, self.dimse).discard_pending()
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        try:
+            super()._serve_request(msg, context_id)
+        finally:
+            sink = streamed_sink(msg)
+            if sink is not None:  # no-op if the handler stored (or dropped) it already
+                sink.discard()
+
+    def _run_reactor(self) -> None:
+        """pynetdicom's acceptor loop, waiting on its queues instead of sleeping 1 ms."""
+        self._is_paused = False
+        served = False
+        while not self._kill:
+            if not served:
+                self._work.wait(REACTOR_WAIT_SECONDS)
+            self._work.clear()
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+            context_id, msg = self.dimse.get_msg(block=False)
+            served = msg is not None
+            if msg:
+                self._serve_request(msg, cast(int, context_id))
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                log.debug("association released")
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+            if self.acse.is_aborted():
+                self.dul.receive_pdu(wait=False)
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+            if not self.dul.is_alive():
+                self.kill()
+                return
+            if self.dul.idle_timer_expired():
+                log.error("network timeout reached")
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
+
+
+class StreamingRequestHandler(RequestHandler):
+    """Creates :class:`StreamingAssociation` acceptors on :class:`BulkSocket` sockets.
+
+    The server's ``data_set_sinks`` attribute (a :data:`SinkFactory` or None)
+    decides where C-STORE data sets go.
+    """
+
+    def _create_association(self) -> Association:
+        sinks: SinkFactory | None = getattr(self.server, "data_set_sinks", None)
+        assoc = StreamingAssociation(self.ae, MODE_ACCEPTOR, sinks)
+        assoc._server = self.server
+        timestamp = datetime.strftime(datetime.now(), "%Y%m%d%H%M%S")
+        assoc.name = f"AcceptorThread@{timestamp}"
+        request = cast(socket.socket, self.request)
+        with contextlib.suppress(OSError):  # responses are small: send them at once
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assoc.set_socket(BulkSocket(assoc, client_socket=request))
+        assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
+        assoc.acceptor.ae_title = self.server.ae_title
+        assoc.acceptor.address_info = self.local
+        assoc.acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        assoc.acceptor.implementation_version_name = self.ae.implementation_version_name
+        assoc.acceptor.supported_contexts = deepcopy(self.server.contexts)
+        assoc.requestor.address_info = self.remote
+        for event in self.server._handlers:
+            if event.is_intervention and self.server._handlers[event]:
+                assoc.bind(event, *self.server._handlers[event])
+            elif isinstance(event, evt.NotificationEvent):
+                for handler in self.server._handlers[event]:
+                    handler = cast(evt._HandlerBase, handler)
+                    assoc.bind(event, handler[0], handler[1])
+        return assoc
