@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_process_shutdown
 from kombu import Queue
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +26,7 @@ from app.core.domain import JobState, Priority
 from app.core.settings import Settings, load_settings
 from app.core.tables import Job
 from app.services import jobs, leases
+from app.services.metrics_server import forget_process
 
 if TYPE_CHECKING:  # the ML stack loads in the worker, not where jobs are only sent
     from app.services.drafting import DraftingServices
@@ -73,14 +75,22 @@ def _worker_services() -> DraftingServices:
     return drafting_services(settings, make_session_factory(engine))
 
 
-@worker_ready.connect
 @worker_process_init.connect
 def _warm_up(**_: object) -> None:
-    """Load the model and Whisper when a worker starts, not in its first job."""
+    """Load the model and Whisper when a process that drafts starts, not in its first job.
+
+    Both pools send this signal: solo in the worker itself, prefork in each child (the
+    parent, which only hands out messages, loads nothing)."""
     try:
         _worker_services().warm_up()
     except Exception:  # the first job reports the same problem with its study
         log.exception("loading the drafting models failed")
+
+
+@worker_process_shutdown.connect
+def _forget_process(pid: int | None = None, **_: object) -> None:
+    """A prefork child ends: its live gauges leave the worker's metrics."""
+    forget_process(pid or os.getpid())
 
 
 def _draft_task(task: Task, job_id: int) -> str:

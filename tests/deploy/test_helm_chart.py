@@ -370,3 +370,12 @@ def test_load_adaptive_precision_is_off_by_default_and_set_on_the_gpu_worker_onl
     assert settings.load_adaptive_precision
     assert (settings.load_adaptive_up_percent, settings.load_adaptive_down_percent) == (85, 60)
     assert settings.load_adaptive_light_precision == "int8"
+
+
+def test_worker_concurrency_becomes_the_worker_argument(
+    check_radscribe_command: Callable[[Sequence[str]], str | None],
+) -> None:
+    rendered = render({"workers": {"cpu": {"concurrency": 3}}})
+    args = container(rendered, "worker")["args"]
+    assert args == ["worker", "--concurrency", "3"]
+    assert check_radscribe_command(args) is None

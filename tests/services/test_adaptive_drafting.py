@@ -157,8 +157,8 @@ def test_a_busy_gpu_switches_drafting_to_int8_and_back(
     record = evaluation_record(tmp_path / "distillation.json", full_auroc=0.880, int8_auroc=0.876)
     settings = adaptive_settings(tmp_path, record)
     runtime = receiving(settings)
-    first = push_and_wait_for_job(settings, runtime, small_study_factory(31))
-    second = push_and_wait_for_job(settings, runtime, small_study_factory(32))
+    first = push_and_wait_for_job(settings, runtime, small_study_factory(11))
+    second = push_and_wait_for_job(settings, runtime, small_study_factory(12))
 
     trace = TraceSource.from_nvidia_smi_csv(H200_TRACE)
     adaptive = AdaptiveDrafting(settings, source=trace, run_sampler=False)
@@ -200,7 +200,7 @@ def test_a_lighter_form_outside_the_tolerance_is_refused_and_drafting_stays_full
     record = evaluation_record(tmp_path / "distillation.json", full_auroc=0.880, int8_auroc=0.850)
     settings = adaptive_settings(tmp_path, record)
     runtime = receiving(settings)
-    job = push_and_wait_for_job(settings, runtime, small_study_factory(31))
+    job = push_and_wait_for_job(settings, runtime, small_study_factory(11))
 
     trace = TraceSource.from_nvidia_smi_csv(H200_TRACE)
     adaptive = AdaptiveDrafting(settings, source=trace, run_sampler=False)
