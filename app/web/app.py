@@ -29,7 +29,16 @@ from app.services.slices import SliceCache
 from app.web.deps import current_user
 from app.web.errors import install_error_handlers
 from app.web.metrics import install_http_metrics
-from app.web.routers import admin, api, auth, dictations, reports, studies, worklist
+from app.web.routers import (
+    admin,
+    api,
+    auth,
+    dictations,
+    reconciliation,
+    reports,
+    studies,
+    worklist,
+)
 from app.web.sessions import SessionCache, SessionCodec, SessionCookieMiddleware
 from app.web.templating import build_templates
 
@@ -80,9 +89,10 @@ def create_app(settings: Settings, session_factory: sessionmaker[Session]) -> Fa
 
     app.include_router(auth.router)
     protected = [Depends(current_user)]
-    for module in (worklist, studies, reports, dictations, admin):
+    for module in (worklist, studies, reports, dictations, admin, reconciliation):
         app.include_router(module.router, dependencies=protected)
     app.include_router(api.router, prefix="/api", dependencies=protected)
+    app.include_router(reconciliation.api_router, prefix="/api", dependencies=protected)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=protected)
     def openapi() -> JSONResponse:

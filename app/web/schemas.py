@@ -222,3 +222,43 @@ class AgreementPublic(Public):
     removed: int
     added: int
     kept_fraction: float | None
+
+
+class OrderCandidatePublic(Public):
+    order_id: int
+    accession_number: str
+    accession_issuer: str
+    status: str
+    procedure: str
+    patient_name: str
+    patient_mrn: str
+    patient_birth_date: str | None
+    why: str
+    linkable: bool
+
+
+class ReconciliationItemPublic(Public):
+    study_id: int
+    accession_number: str
+    dicom_patient_id: str
+    dicom_patient_name: str
+    dicom_birth_date: str | None
+    description: str
+    reason: str
+    since: datetime | None
+    candidates: list[OrderCandidatePublic]
+
+
+class ReconciliationLink(BaseModel):
+    order_id: int
+    note: str = Field(min_length=1, max_length=500)
+
+
+class ReconciliationDismiss(BaseModel):
+    note: str = Field(min_length=1, max_length=500)
+
+
+class ReconciliationResult(Public):
+    study_id: int
+    status: str
+    order_id: int | None

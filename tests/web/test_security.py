@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 
 from app.core.domain import Role
 from app.web.deps import get_now
-from app.web.routers import admin, api, dictations, reports, studies, worklist
+from app.web.routers import admin, api, dictations, reconciliation, reports, studies, worklist
 from app.web.sessions import SESSION_COOKIE
 
 OPEN_PATHS = {"/healthz", "/metrics", "/login"}
@@ -26,9 +26,10 @@ def _protected_routes() -> list[tuple[str, str]]:
         (reports, ""),
         (dictations, ""),
         (admin, ""),
+        (reconciliation, ""),
         (api, "/api"),
     ):
-        for route in module.router.routes:
+        for route in [*module.router.routes, *getattr(module, "api_router", module.router).routes]:
             assert isinstance(route, APIRoute)
             path = prefix + re.sub(r"\{[^}]+\}", "1", route.path)
             routes.extend((method, path) for method in sorted(route.methods))
