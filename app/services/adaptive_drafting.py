@@ -8,9 +8,10 @@ starts a sampler thread that reads the GPU's utilisation every
 drafter of the current form, so each drafting job runs, and records in its draft, the
 precision (and model version) of the form chosen when it started.
 
-Where no GPU reading works the feature reports itself unavailable (a warning in the log,
-``radscribe_load_adaptive_available`` 0) and drafting stays in the full form.  Switches and
-refusals are logged and counted; a gauge shows the current form.
+With the feature off, a model on a GPU is still watched: the sampler only sets
+``radscribe_gpu_utilisation_percent``.  Where no GPU reading works the feature reports itself
+unavailable (a warning in the log, ``radscribe_load_adaptive_available`` 0) and drafting stays
+in the full form.  Switches and refusals are logged and counted; a gauge shows the current form.
 """
 
 from __future__ import annotations
@@ -102,13 +103,17 @@ class AdaptiveDrafting:
         settings: Settings,
         *,
         source: UtilisationSource | None = None,
+        switching: bool = True,
         run_sampler: bool = True,
         load_full: Callable[[Settings], Drafter] = get_drafter,
         load_light: Callable[[Settings], Drafter] = get_light_drafter,
     ) -> None:
-        """``source`` None: the GPU of ``settings.model_device``.  Without ``run_sampler``
-        the owner calls :meth:`sample` itself (a replayed trace, one reading per call)."""
+        """``source`` None: the GPU of ``settings.model_device``.  Without ``switching`` the
+        GPU is only watched (its utilisation gauge), and the full form always drafts.  Without
+        ``run_sampler`` the owner calls :meth:`sample` itself (a replayed trace, one reading
+        per call)."""
         self.settings = settings
+        self.switching = switching
         self.hysteresis = Hysteresis(
             settings.load_adaptive_up_percent,
             settings.load_adaptive_down_percent,
@@ -142,11 +147,13 @@ class AdaptiveDrafting:
 
     def sample(self) -> Decision | None:
         """Read the GPU once and let the controller decide; act on what it decides."""
-        if self.controller is None or self._source is None:
+        if self._source is None:
             return None
         reading = self._source.read()
         if reading.percent is not None:
             GPU_UTILISATION.set(reading.percent)
+        if self.controller is None:  # watching only: load-adaptive precision is off
+            return None
         with self._lock:
             decision = self.controller.observe(reading.at, reading.percent)
         if decision is not None:
@@ -164,6 +171,9 @@ class AdaptiveDrafting:
         full = self._load_full(self.settings)
         if self._source is None:
             opened = open_gpu_source(self.settings.model_device)
+            if isinstance(opened, Unavailable) and not self.switching:
+                log.info("GPU utilisation is not reported: %s", opened.reason)
+                return _Forms(full, None, FormCheck(False, "load-adaptive precision is off"))
             if isinstance(opened, Unavailable):
                 self.unavailable = opened.reason
                 LOAD_ADAPTIVE_AVAILABLE.set(0)
@@ -176,6 +186,8 @@ class AdaptiveDrafting:
                 self._show_form(ModelForm.FULL)
                 return _Forms(full, None, FormCheck(False, opened.reason))
             self._source = opened
+        if not self.switching:
+            return _Forms(full, None, FormCheck(False, "load-adaptive precision is off"))
         light = self._load_light(self.settings)
         check = validate_light_form(self.settings, full, light)
         if check.passed:
@@ -238,7 +250,7 @@ class AdaptiveDrafting:
     # -- the sampler thread ---------------------------------------------------------------------
     def _ensure_sampler(self) -> None:
         """Start the sampler in this process (again after a fork: threads do not survive it)."""
-        if not self._run_sampler or self.controller is None:
+        if not self._run_sampler or self._source is None:
             return
         with self._lock:
             if self._sampler_pid == os.getpid() and self._sampler is not None:
@@ -265,7 +277,10 @@ class AdaptiveDrafting:
 
 
 def drafter_for(settings: Settings) -> Callable[[], Drafter]:
-    """The drafter a drafting job asks for: load-adaptive where enabled, else the full form."""
-    if not settings.load_adaptive_precision:
+    """The drafter a drafting job asks for: load-adaptive where enabled, else the full form.
+
+    A model on a GPU is watched either way, so its utilisation reaches the metrics."""
+    watch_gpu = settings.model_device.startswith("cuda")
+    if not settings.load_adaptive_precision and not watch_gpu:
         return lambda: get_drafter(settings)
-    return AdaptiveDrafting(settings).drafter
+    return AdaptiveDrafting(settings, switching=settings.load_adaptive_precision).drafter

@@ -239,3 +239,19 @@ def test_a_machine_without_nvidia_tools_has_no_gpu_source() -> None:
     assert isinstance(opened, Unavailable)
     assert "nvidia-smi is not on the PATH" in opened.reason
     assert isinstance(open_gpu_source("cpu"), Unavailable)
+
+
+def test_with_the_feature_off_a_gpu_is_only_watched(tmp_path: Path) -> None:
+    record = evaluation_record(tmp_path / "distillation.json", full_auroc=0.88, int8_auroc=0.88)
+    settings = load_settings(
+        **{**adaptive_settings(tmp_path, record).model_dump(), "load_adaptive_precision": False}
+    )
+    trace = TraceSource.from_nvidia_smi_csv(H200_TRACE)
+    watcher = AdaptiveDrafting(settings, source=trace, switching=False, run_sampler=False)
+    assert watcher.drafter().precision == "fp32"
+    seen = []
+    while trace.remaining:
+        assert watcher.sample() is None, "nothing is decided"
+        seen.append(REGISTRY.get_sample_value("radscribe_gpu_utilisation_percent"))
+    assert max(seen) == 97 and seen[-1] == 0
+    assert watcher.form is ModelForm.FULL and watcher.drafter().precision == "fp32"
