@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.domain import OutboxStatus, ReportKind
 from app.core.settings import Settings
-from app.core.tables import Order, OutboxMessage, Patient, ReportVersion, Study, User
+from app.core.tables import Order, OutboxMessage, Patient, Report, ReportVersion, Study, User
 from app.emr.messages import (
     Interpreter,
     OrderInfo,
@@ -28,6 +28,7 @@ from app.emr.messages import (
     ResultInfo,
     build_oru_r01,
 )
+from app.services import audit
 
 MESSAGE_TYPE_ORU = "ORU^R01"
 DESTINATION_EMR = "emr"
@@ -237,6 +238,9 @@ def due_batch(session: Session, *, now: datetime, limit: int) -> list[Delivery]:
     return batch
 
 
+EXPORT_ACTION = "report.export"
+
+
 def record_results(
     factory: sessionmaker[Session],
     results: Sequence[DeliveryResult],
@@ -244,13 +248,24 @@ def record_results(
     policy: RetryPolicy,
     now: datetime,
 ) -> list[int]:
-    """Store what happened to each attempt in one transaction; returns dead-lettered ids."""
+    """Store what happened to each attempt in one transaction; returns dead-lettered ids.
+
+    Every attempt is an export of patient data: its audit event (the system sent
+    report version X: acknowledged, retrying or dead) commits with its outcome.
+    """
     dead: list[int] = []
     if not results:
         return dead
     with factory() as session, session.begin():
+        messages = {
+            m.id: m
+            for m in session.scalars(
+                select(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in results]))
+            )
+        }
+        study_of = _studies_of_versions(session, [m.report_version_id for m in messages.values()])
         for result in results:
-            message = session.get(OutboxMessage, result.id)
+            message = messages.get(result.id)
             if message is None or message.status in (OutboxStatus.ACKED, OutboxStatus.DEAD):
                 continue
             message.attempts += 1
@@ -268,7 +283,43 @@ def record_results(
                 message.status = OutboxStatus.RETRYING
                 message.last_error = result.error
                 message.next_attempt_at = now + timedelta(seconds=policy.delay(message.attempts))
+            _audit_export(session, message, result, study_of.get(message.report_version_id))
     return dead
+
+
+def _studies_of_versions(session: Session, version_ids: list[int]) -> dict[int, int]:
+    rows = session.execute(
+        select(ReportVersion.id, Report.study_id)
+        .join(Report, Report.id == ReportVersion.report_id)
+        .where(ReportVersion.id.in_(version_ids))
+    )
+    return {version_id: study_id for version_id, study_id in rows}
+
+
+def _audit_export(
+    session: Session, message: OutboxMessage, result: DeliveryResult, study_id: int | None
+) -> None:
+    outcome = {
+        OutboxStatus.ACKED: "acknowledged",
+        OutboxStatus.DEAD: "dead-lettered",
+    }.get(message.status, "retrying")
+    audit.record(
+        session,
+        actor=audit.SYSTEM_ACTOR,
+        action=EXPORT_ACTION,
+        object_type="report_version",
+        object_id=message.report_version_id,
+        study_id=study_id,
+        detail={
+            "outcome": outcome,
+            "destination": message.destination,
+            "message_type": message.message_type,
+            "control_id": message.control_id,
+            "attempt": message.attempts,
+            "ack_code": result.ack_code,
+            "error": result.error,
+        },
+    )
 
 
 def dead_letter_count(session: Session) -> int:
