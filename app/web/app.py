@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
+from swagger_ui_bundle import swagger_ui_path
 
 from app.core.settings import Settings
 from app.core.version import package_version
@@ -43,6 +44,8 @@ from app.web.sessions import SessionCache, SessionCodec, SessionCookieMiddleware
 from app.web.templating import build_templates
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Swagger UI's own files, from the swagger-ui-bundle-v2 package: /docs needs no CDN.
+DOCS_ASSETS = "/docs/assets"
 
 
 def create_app(settings: Settings, session_factory: sessionmaker[Session]) -> FastAPI:
@@ -73,6 +76,7 @@ def create_app(settings: Settings, session_factory: sessionmaker[Session]) -> Fa
     )
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:
@@ -100,6 +104,12 @@ def create_app(settings: Settings, session_factory: sessionmaker[Session]) -> Fa
 
     @app.get("/docs", include_in_schema=False, dependencies=protected)
     def docs() -> Response:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="Radscribe API")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Radscribe API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
     return app

@@ -271,7 +271,11 @@ def test_openapi_lists_the_api(web) -> None:
     assert (
         "/api/worklist/_search" in spec["paths"] and "/api/studies/{study_id}/sign" in spec["paths"]
     )
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "https://" not in docs.text and "/docs/assets/swagger-ui-bundle.js" in docs.text
+    bundle = client.get("/docs/assets/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and "javascript" in bundle.headers["content-type"]
     assert client.get("/healthz").text == "ok"
     assert "radscribe_http_requests_total" in client.get("/metrics").text
 

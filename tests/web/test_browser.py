@@ -222,3 +222,30 @@ def test_read_a_study_from_login_to_signature(
     assert page.locator("#turnaround-chart").count() == 1
     shot(page, "08-stats")
     context.close()
+
+
+def test_the_api_docs_load_without_network(web: object, server: str, browser: object) -> None:
+    """Swagger UI comes from the app itself: every request that leaves the app is refused
+    (and recorded), and the page still renders the API."""
+    web.seed.user("rad", Role.RADIOLOGIST)  # type: ignore[attr-defined]
+    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
+    elsewhere: list[str] = []
+
+    def only_the_app(route: object) -> None:
+        url = route.request.url  # type: ignore[attr-defined]
+        if url.startswith(server + "/"):
+            route.continue_()  # type: ignore[attr-defined]
+        else:
+            elsewhere.append(url)
+            route.abort()  # type: ignore[attr-defined]
+
+    context.route("**/*", only_the_app)
+    page = context.new_page()
+    log_in(page, server, "rad")
+    page.goto(f"{server}/docs")
+    page.wait_for_selector(".swagger-ui .info .title")
+    assert "Radscribe" in page.inner_text(".swagger-ui .info .title")
+    page.wait_for_selector("[data-path='/api/worklist/_search']")
+    assert elsewhere == []
+    shot(page, "09-api-docs")
+    context.close()
