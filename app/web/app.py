@@ -24,6 +24,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from app.core.settings import Settings
 from app.core.version import package_version
+from app.services.audit import AuditWriter
 from app.services.oidc import ProviderCache
 from app.services.queue_metrics import report_queues
 from app.services.slices import SliceCache
@@ -63,6 +64,7 @@ def create_app(settings: Settings, session_factory: sessionmaker[Session]) -> Fa
     app.state.session_factory = session_factory
     app.state.session_codec = SessionCodec(settings.effective_secret_key)
     app.state.session_cache = SessionCache()
+    app.state.audit_writer = AuditWriter(session_factory)
     app.state.templates = build_templates()
     app.state.slice_cache = SliceCache()
     app.state.oidc_providers = ProviderCache()

@@ -20,6 +20,7 @@ from app.core.domain import Role
 from app.core.settings import Settings
 from app.core.tables import User
 from app.services import web_sessions
+from app.services.audit import AuditWriter
 from app.services.web_sessions import SessionState
 from app.web.sessions import (
     BACKGROUND_HEADER,
@@ -81,6 +82,11 @@ async def get_now() -> datetime:
 async def get_codec(request: Request) -> SessionCodec:
     codec: SessionCodec = request.app.state.session_codec
     return codec
+
+
+def get_audit_writer(request: Request) -> AuditWriter:
+    writer: AuditWriter = request.app.state.audit_writer
+    return writer
 
 
 def get_session_cache(request: Request) -> SessionCache:

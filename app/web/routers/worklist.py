@@ -13,7 +13,6 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.core.domain import Priority, Role, StudyStatus
 from app.core.tables import User
-from app.services import audit
 from app.services.worklist import (
     Claimed,
     Scope,
@@ -31,6 +30,7 @@ from app.web.deps import (
     SettingsDep,
     UserDep,
     csrf_token_for,
+    get_audit_writer,
     verify_csrf,
 )
 from app.web.sessions import BACKGROUND_HEADER
@@ -87,9 +87,10 @@ def audited_worklist(
     now: NowDep,
     client: str | None,
 ) -> WorklistPage:
+    """The page of the worklist, returned only once its audit event is committed."""
     page = query_worklist(db, query, user_id=user.id, now=now)
-    audit.record(
-        db,
+    db.commit()  # ends the read; the event goes in the writer's shared commit
+    get_audit_writer(request).record(
         actor=user.username,
         action="worklist.view",
         object_type="worklist",
@@ -102,7 +103,6 @@ def audited_worklist(
             "refresh": request.headers.get(BACKGROUND_HEADER) == "1",
         },
     )
-    db.commit()
     return page
 
 
