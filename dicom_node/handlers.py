@@ -27,7 +27,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from dicom_node.access import AccessPolicy
 from dicom_node.contexts import ContextTable
-from dicom_node.header import InstanceHeader, RejectedInstance, encode_file_meta, parse_instance
+from dicom_node.header import InstanceHeader, RejectedInstance, encode_file_meta, parse_data_set
 from dicom_node.index import InstanceIndex, RecordOutcome, StoredInstance
 from dicom_node.metrics import ReceiveMetrics
 from dicom_node.reactor import streamed_sink
@@ -136,8 +136,8 @@ def store_instance(
 
     ``encoded`` is the data set exactly as the sender encoded it; the file
     written is our File Meta followed by these bytes.  With ``received`` (its
-    data set streamed into a temporary file while it arrived) that file is
-    only fsynced here; the caller discards it afterwards in any case.
+    data set streamed into a fsynced temporary file while it arrived) that
+    file is placed instead; the caller discards it afterwards in any case.
     """
     started = time.perf_counter()
     metrics = services.metrics
@@ -148,9 +148,9 @@ def store_instance(
                 StoreStatus.OUT_OF_RESOURCES,
                 f"free disk space is below the floor of {store.min_free_bytes} bytes",
             )
-        # The file is written (or, streamed, finished) and fsynced, and the data set
-        # hashed, on I/O threads while this one parses; a rejected instance's
-        # temporary file is dropped.
+        # Received in memory, the file is written and fsynced, and the data set hashed,
+        # on I/O threads while this one parses; a rejected instance's temporary file
+        # is dropped.
         if received is None:
             meta = encode_file_meta(
                 sop_class_uid=sop_class_uid,
@@ -162,12 +162,11 @@ def store_instance(
             hashing = services.io.submit(_sha256, encoded)
             durable: Callable[[], TemporaryFile] = writing.result
             digest_of: Callable[[], str] = hashing.result
-        else:  # written while it arrived, fsynced by the receiving thread meanwhile
-            meta = received.meta
+        else:  # written while it arrived and fsynced by the receiving thread
             durable, digest_of = received.durable, received.hexdigest
         try:
-            header = parse_instance(
-                meta + encoded,
+            header = parse_data_set(
+                encoded,
                 transfer_syntax_uid=transfer_syntax_uid,
                 affected_sop_class_uid=sop_class_uid,
                 affected_sop_instance_uid=sop_instance_uid,
@@ -246,14 +245,13 @@ class ReceivedDataSet:
 
     The :class:`dicom_node.reactor.DataSetSink` of the node: fragments come
     from the association's DUL thread, which also fsyncs the file once the
-    last one is in (while the handler already parses); the temporary file
-    starts with our File Meta.  The fragments are also kept (as views of the
-    received PDUs, no copy) for the header parse.  A write error is kept for
-    the handler, which then answers with a failure status.
+    last one is in, before the handler runs; the temporary file starts with
+    our File Meta.  The fragments are also kept (as views of the received
+    PDUs, no copy) for the header parse.  A write error is kept for the
+    handler, which then answers with a failure status.
     """
 
     def __init__(self, writer: TemporaryWriter, meta: bytes) -> None:
-        self.meta = meta
         self._writer = writer
         self._hash = hashlib.sha256()
         self._fragments: list[memoryview] = []

@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Any
 
 from pydicom import config as pydicom_config
 from pydicom import dcmread
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from pydicom.uid import UID, generate_uid
 
 from dicom_node.status import StoreStatus
@@ -51,6 +53,15 @@ NATIVE_TRANSFER_SYNTAXES = frozenset(
     {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
 )
 PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+# Values longer than this are not read when parsing a received data set (pixel data).
+DEFER_BYTES = 16_384
+# VRs whose values are ASCII text whatever the character set (PS3.5 6.1.2, 6.2).
+PLAIN_TEXT_VRS = frozenset({"UI", "CS", "DA", "TM", "IS", "DS"})
+META_GROUP_LENGTH_TAG = 0x0000_0002  # (0002,0000) read as a little-endian uint32
+META_GROUP_LENGTH_SIZE = 12  # tag, VR, length, UL value
 # A UUID-derived (2.25) UID, stable across runs, naming the writer of the File Meta.
 RADSCRIBE_IMPLEMENTATION_UID = generate_uid(prefix=None, entropy_srcs=["Radscribe DICOM node"])
 RADSCRIBE_IMPLEMENTATION_VERSION = "RADSCRIBE_1"
@@ -180,8 +191,37 @@ def parse_instance(
 ) -> InstanceHeader:
     """Parse and check a received instance: File Meta from :func:`encode_file_meta`
     followed by the data set exactly as the sender encoded it."""
-    dataset = _read(io.BytesIO(part10), what="received data set")
-    header = _summarize_checked(dataset, transfer_syntax_uid=transfer_syntax_uid)
+    return parse_data_set(
+        part10[_data_set_offset(part10) :],
+        transfer_syntax_uid=transfer_syntax_uid,
+        affected_sop_class_uid=affected_sop_class_uid,
+        affected_sop_instance_uid=affected_sop_instance_uid,
+    )
+
+
+def _data_set_offset(part10: bytes) -> int:
+    """Where the data set starts after a File Meta that opens with its group length."""
+    start = len(PREAMBLE)
+    if part10[:start] != PREAMBLE or len(part10) < start + META_GROUP_LENGTH_SIZE:
+        raise RejectedInstance(StoreStatus.UNPARSEABLE_DATASET, "no File Meta Information")
+    tag, vr, _length, value = struct.unpack_from("<I2sHI", part10, start)
+    if tag != META_GROUP_LENGTH_TAG or vr != b"UL":
+        raise RejectedInstance(
+            StoreStatus.UNPARSEABLE_DATASET, "the File Meta Information has no group length"
+        )
+    return start + META_GROUP_LENGTH_SIZE + int(value)
+
+
+def parse_data_set(
+    encoded: bytes,
+    *,
+    transfer_syntax_uid: str,
+    affected_sop_class_uid: str,
+    affected_sop_instance_uid: str,
+) -> InstanceHeader:
+    """Parse and check a received data set (the bytes after the File Meta)."""
+    dataset, size = _read_data_set(encoded, transfer_syntax_uid)
+    header = _summarize_checked(dataset, transfer_syntax_uid=transfer_syntax_uid, size=size)
     if header.sop_class_uid != str(affected_sop_class_uid):
         raise RejectedInstance(
             StoreStatus.SOP_CLASS_MISMATCH,
@@ -206,12 +246,14 @@ def read_header_file(path: Path) -> InstanceHeader:
 
 
 def _summarize_checked(
-    dataset: Dataset, *, transfer_syntax_uid: str, check_pixels: bool = True
+    dataset: Dataset, *, transfer_syntax_uid: str, check_pixels: bool = True, size: int = 0
 ) -> InstanceHeader:
-    """:func:`summarize`, with errors of pydicom's lazy element decoding made a status."""
+    """:func:`summarize`, with errors of pydicom's lazy element decoding made a status.
+
+    ``size``: of the bytes the data set was read from (where deferred values end)."""
     try:
         if check_pixels:
-            _check_not_truncated(dataset)
+            _check_not_truncated(dataset, size)
         return summarize(
             dataset, transfer_syntax_uid=transfer_syntax_uid, check_pixels=check_pixels
         )
@@ -222,6 +264,33 @@ def _summarize_checked(
             StoreStatus.UNPARSEABLE_DATASET,
             f"data set cannot be decoded: {type(exc).__name__}: {exc}",
         ) from exc
+
+
+def _read_data_set(encoded: bytes, transfer_syntax_uid: str) -> tuple[Dataset, int]:
+    """The data set's elements, bulk values (pixel data) left unread (deferred), and
+    the size of the (inflated) bytes they were read from.
+
+    Read straight from the bytes in the transfer syntax's encoding, as
+    ``dcmread`` would after the File Meta; values over ``DEFER_BYTES`` are
+    skipped (their length and position kept), so no pixel data is copied.
+    """
+    implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
+    little = transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN
+    data = encoded
+    try:
+        if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            data = zlib.decompress(encoded, -zlib.MAX_WBITS)
+        dataset = read_dataset(io.BytesIO(data), implicit, little, defer_size=DEFER_BYTES)
+    except Exception as exc:  # pydicom raises many kinds of errors on bad input
+        raise RejectedInstance(
+            StoreStatus.UNPARSEABLE_DATASET,
+            f"received data set cannot be parsed: {type(exc).__name__}: {exc}",
+        ) from exc
+    dataset.set_original_encoding(implicit, little, dataset._character_set)
+    # Where pydicom reads a deferred value from, should one be asked for.
+    dataset.filename, dataset.buffer, dataset.timestamp = None, io.BytesIO(data), None
+    dataset.fileobj_type = io.BytesIO
+    return dataset, len(data)
 
 
 def _read(source: Any, *, what: str, stop_before_pixels: bool = False) -> Dataset:
@@ -243,9 +312,58 @@ def _tag(keyword: str) -> int:
 
 
 def _value(dataset: Dataset, keyword: str) -> Any:
-    """An element's value by keyword, looked up by tag (cheaper on this hot path)."""
-    element = dataset.get(_tag(keyword))
+    """An element's value by keyword, looked up by tag (cheaper on this hot path).
+
+    Values of the plain ASCII VRs (UIDs, code strings, dates, numbers as text,
+    unsigned shorts) are decoded here from the raw element, the same values
+    pydicom's conversion gives as far as the summary is concerned (strings,
+    lists for several values); the rest (names and descriptions in the
+    data set's character set) go through pydicom.
+    """
+    tag = _tag(keyword)
+    element = dataset.get_item(tag, keep_deferred=True)
+    if element is None:
+        return None
+    if isinstance(element, RawDataElement) and element.value is not None:
+        value = _plain_value(element, tag)
+        if value is not _NOT_PLAIN:
+            return value
+    element = dataset.get(tag)
     return None if element is None else element.value
+
+
+_NOT_PLAIN = object()
+
+
+def _plain_value(element: RawDataElement, tag: int) -> Any:
+    vr = element.VR or _dictionary_vr(tag)
+    raw = element.value or b""
+    if vr in PLAIN_TEXT_VRS:
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            return _NOT_PLAIN
+        if "\\" in text:
+            return [item.strip("\x00 ") for item in text.split("\\")]
+        return text.strip("\x00 ")
+    if vr == "US" and len(raw) == 2:
+        return int.from_bytes(raw, "little" if element.is_little_endian else "big")
+    return _NOT_PLAIN
+
+
+@functools.cache
+def _dictionary_vr(tag: int) -> str:
+    return str(dictionary_VR(tag))
+
+
+def _value_length(dataset: Dataset, keyword: str) -> int:
+    """The length of an element's value, without reading a deferred value."""
+    element = dataset.get_item(_tag(keyword), keep_deferred=True)
+    if element is None:
+        return 0
+    if isinstance(element, RawDataElement):
+        return element.length if element.value is None else len(element.value)
+    return len(element.value or b"")
 
 
 def configure_pydicom() -> None:
@@ -259,20 +377,26 @@ def configure_pydicom() -> None:
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
 
-def _check_not_truncated(dataset: Dataset) -> None:
-    """pydicom keeps a last element that is shorter than its declared length; refuse it."""
+def _check_not_truncated(dataset: Dataset, size: int) -> None:
+    """Refuse a last element that is shorter than its declared length (pydicom keeps
+    it) or, when it has no value, that cannot be decoded (garbage read as an element)."""
     tags = list(dataset.keys())
     if not tags:
         return
-    last = dataset.get_item(tags[-1])
-    if isinstance(last, RawDataElement) and last.length != UNDEFINED_LENGTH:
-        present = len(last.value or b"")
-        if present < last.length:
-            raise RejectedInstance(
-                StoreStatus.UNPARSEABLE_DATASET,
-                f"data set is truncated: element {last.tag} declares {last.length} bytes, "
-                f"{present} present",
-            )
+    last = dataset.get_item(tags[-1], keep_deferred=True)
+    if not isinstance(last, RawDataElement) or last.length == UNDEFINED_LENGTH:
+        return
+    # A deferred value was not read: what is there is what follows its position.
+    deferred = last.value is None and last.length > DEFER_BYTES
+    present = max(0, size - last.value_tell) if deferred else len(last.value or b"")
+    if present < last.length:
+        raise RejectedInstance(
+            StoreStatus.UNPARSEABLE_DATASET,
+            f"data set is truncated: element {last.tag} declares {last.length} bytes, "
+            f"{present} present",
+        )
+    if last.value is None and not deferred:
+        dataset[tags[-1]]  # decodes it; raises on an element that is not one
 
 
 def _text(dataset: Dataset, keyword: str) -> str:
@@ -391,7 +515,7 @@ def _image_attributes(
             f"decoded pixel data would be {expected} bytes (limit {MAX_DECODED_BYTES})",
         )
     if check_pixels and transfer_syntax_uid in NATIVE_TRANSFER_SYNTAXES:
-        actual = len(dataset[pixel_keyword].value or b"")
+        actual = _value_length(dataset, pixel_keyword)
         # Native pixel data is padded to an even length.
         if actual < expected or actual > expected + 1:
             raise RejectedInstance(

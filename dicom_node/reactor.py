@@ -47,12 +47,19 @@ from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dimse_messages import C_STORE_RQ
-from pynetdicom.dimse_primitives import C_STORE, DimsePrimitiveType
+from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
+from pynetdicom.dimse_primitives import (
+    C_CANCEL,
+    C_STORE,
+    N_EVENT_REPORT,
+    DimsePrimitiveType,
+    DimseServiceType,
+)
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler
+from pynetdicom.utils import make_target
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,7 @@ COMMAND_FRAGMENT = 0x01
 NO_DATA_SET = 0x0101
 C_STORE_RSP_FIELD = 0x8001
 PDU_HEADER_LENGTH = 6
+MAX_CANCEL_REQUESTS = 10  # as pynetdicom
 PDV_LENGTH_SIZE = 4
 P_DATA_TF_TYPE = 0x04
 KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
@@ -91,8 +99,8 @@ class DataSetSink(Protocol):
         ...
 
     def finish(self) -> None:
-        """The last fragment has arrived (called once the request is queued for its
-        handler, on the thread that receives; it may block, for example to fsync)."""
+        """The last fragment has arrived; called on the receiving thread before the
+        request goes to its handler (it may block, for example to fsync)."""
         ...
 
     def discard(self) -> None:
@@ -396,25 +404,22 @@ class StreamingDimse(DIMSEServiceProvider):
             if not control & LAST_FRAGMENT:
                 continue
             self._sink = None
-            try:
-                # Completes the message through pynetdicom's own path, with no bytes;
-                # the handler may start on it while the sink finishes (fsync) here.
-                self._receive_one(context_id, bytes((control,)))
-            finally:
-                sink.finish()
+            sink.finish()
+            # Completes the message as pynetdicom would, with no bytes left to add.
+            self._receive_one(context_id, bytes((control,)))
 
     def _receive_one(self, context_id: int, data: bytes) -> None:
-        single = _p_data(context_id, data)
-        if self.message is None:  # the first fragment of a new message
+        """pynetdicom's ``receive_primitive`` for one PDV, and a sink once a C-STORE
+        request's command set is complete."""
+        message = self.message
+        if message is None:  # the first fragment of a new message
+            message = self.message = DIMSEMessage()
             self._decided = False
-        super().receive_primitive(single)
-        message = self.message  # None once a message completed
-        if (
-            message is None
-            or self._decided
-            or self._sinks is None
-            or not isinstance(message, C_STORE_RQ)
-        ):
+        if message.decode_msg(_p_data(context_id, data), self.assoc):
+            self.message = None
+            self._complete(message)
+            return
+        if self._decided or self._sinks is None or not isinstance(message, C_STORE_RQ):
             return
         # The command set of a C-STORE request with a data set is complete.
         self._decided = True
@@ -426,6 +431,29 @@ class StreamingDimse(DIMSEServiceProvider):
         if sink is not None:
             self._sink = sink
             message.data_set = _StreamedDataSet(sink)
+
+    def _complete(self, message: DIMSEMessage) -> None:
+        """A message is decoded: deliver it (as pynetdicom's ``receive_primitive`` does,
+        except that requests go through :meth:`StreamingAssociation.deliver`)."""
+        evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": message})
+        context_id = cast(int, message.context_id)
+        try:
+            primitive = message.message_to_primitive()
+        except Exception:
+            log.exception("received an invalid DIMSE message")
+            self.dul.event_queue.put("Evt19")
+            return
+        if isinstance(primitive, C_CANCEL) and len(self.cancel_req) < MAX_CANCEL_REQUESTS:
+            self.cancel_req[cast(int, primitive.MessageIDBeingRespondedTo)] = primitive
+        elif isinstance(primitive, N_EVENT_REPORT) and primitive.is_valid_request:
+            # pynetdicom serves these on a thread of their own (not to block the DUL).
+            threading.Thread(
+                target=make_target(self.assoc._serve_request), args=(primitive, context_id)
+            ).start()
+        else:
+            cast(StreamingAssociation, self.assoc).deliver(
+                cast(DimseServiceType, primitive), context_id
+            )
 
     def send_msg(self, primitive: DimsePrimitiveType, context_id: int) -> None:
         """Send a DIMSE message; a plain C-STORE response is encoded by hand."""
@@ -456,6 +484,7 @@ class StreamingAssociation(Association):
     def __init__(self, ae: Any, mode: str, sinks: SinkFactory | None) -> None:
         super().__init__(ae, mode)
         self._work = threading.Event()
+        self._serving = threading.Lock()  # held while a request is served
         self.dul = EventDrivenDUL(self)
         self.dimse = StreamingDimse(self, sinks)
         self.dimse.msg_queue = _WakingQueue(self._work.set)
@@ -478,6 +507,32 @@ class StreamingAssociation(Association):
             if sink is not None:  # no-op if the handler stored (or dropped) it already
                 sink.discard()
 
+    def deliver(self, request: DimseServiceType, context_id: int) -> None:
+        """A request arrived (on the DUL thread): serve a C-STORE right here, else queue it.
+
+        Serving on the thread that received it saves two thread hand-offs per
+        instance (and the GIL convoys they cause on a busy machine); the peer
+        waits for the response anyway.  Only when nothing is queued or being
+        served by the association thread (so requests stay in order), for an
+        accepted context, and while the association is established; anything
+        else goes to the association thread as in pynetdicom.
+        """
+        if (
+            isinstance(request, C_STORE)
+            and request.is_valid_request
+            and context_id in self._accepted_cx
+            and self.is_established
+            and not self._sent_release
+            and self._serving.acquire(blocking=False)
+        ):
+            try:
+                if self.dimse.msg_queue.empty():
+                    self._serve_request(request, context_id)
+                    return
+            finally:
+                self._serving.release()
+        self.dimse.msg_queue.put((context_id, request))
+
     def _run_reactor(self) -> None:
         """pynetdicom's acceptor loop, waiting on its queues instead of sleeping 1 ms."""
         self._is_paused = False
@@ -489,10 +544,11 @@ class StreamingAssociation(Association):
             self._is_paused = True
             self._reactor_checkpoint.wait()
             self._is_paused = False
-            context_id, msg = self.dimse.get_msg(block=False)
-            served = msg is not None
-            if msg:
-                self._serve_request(msg, cast(int, context_id))
+            with self._serving:
+                context_id, msg = self.dimse.get_msg(block=False)
+                served = msg is not None
+                if msg:
+                    self._serve_request(msg, cast(int, context_id))
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)
                 log.debug("association released")

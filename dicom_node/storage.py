@@ -16,8 +16,6 @@ leaves behind.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import logging
@@ -29,7 +27,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import cast
 
 from dicom_node.header import MAX_UID_LENGTH, UID_PATTERN
 
@@ -42,8 +39,6 @@ INSTANCE_SUFFIX = ".dcm"
 DIGEST_CHARS = 16
 FILE_MODE = 0o640
 DIR_MODE = 0o750
-# sync_file_range(2) flag: start writing back the range's dirty pages, do not wait.
-SYNC_FILE_RANGE_WRITE = 2
 
 
 class UnsafePathError(ValueError):
@@ -105,29 +100,11 @@ def _write_all(fd: int, data: bytes | memoryview) -> int:
     return total
 
 
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """Linux's sync_file_range(2) from libc, or None where there is none."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        function = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    function.restype = ctypes.c_int
-    return cast(Callable[[int, int, int, int], int], function)
-
-
-_sync_file_range = _load_sync_file_range()
-
-
 class TemporaryWriter:
-    """A temporary file written piece by piece, its writeback started as it grows.
+    """A temporary file written piece by piece (for example as a data set arrives).
 
-    Each :meth:`write` asks the kernel to start writing the new bytes to disk
-    (``sync_file_range``, without waiting), so by the time the last piece
-    arrives most of the file is on its way and :meth:`finish`'s fsync has
-    little left to wait for.  Thread-safe: :meth:`abandon` from another thread
-    makes later writes no-ops (the descriptor is never used after close).
+    Thread-safe: after :meth:`abandon` from another thread, writes raise
+    instead of touching the descriptor (never used after close).
     """
 
     def __init__(self, path: Path) -> None:
@@ -144,10 +121,7 @@ class TemporaryWriter:
         with self._lock:
             if self._fd is None:
                 raise OSError(errno.EBADF, "the temporary file was abandoned")
-            start = self._size
             self._size += _write_all(self._fd, data)
-            if _sync_file_range is not None:
-                _sync_file_range(self._fd, start, self._size - start, SYNC_FILE_RANGE_WRITE)
 
     def finish(self) -> TemporaryFile:
         """fsync and close; the file is then complete and durable under its temporary name."""

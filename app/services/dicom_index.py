@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -156,6 +156,7 @@ class SqlInstanceIndex:
         self._waiting: list[_Pending] = []
         self._committing = False
         self._closed = False
+        self._receive_conn: Connection | None = None  # used by the commit leader only
 
     # -- receiving ---------------------------------------------------------------
     def find_instance(self, sop_instance_uid: str) -> KnownInstance | None:
@@ -195,6 +196,9 @@ class SqlInstanceIndex:
     def close(self) -> None:
         with self._turn:
             self._closed = True
+            while self._committing:
+                self._turn.wait()
+            self._drop_receive_connection()
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         if len(batch) > 1:
@@ -238,29 +242,48 @@ class SqlInstanceIndex:
 
     @contextmanager
     def _receive_transaction(self) -> Iterator[Connection]:
-        """A transaction for instance rows.
+        """A transaction for instance rows, on the connection kept for them.
 
-        On SQLite it commits with ``synchronous=NORMAL``: committed and visible,
-        surviving a crash of any process, but synced to disk with the next
-        checkpoint or FULL commit rather than on its own.  The instance *file*
-        is the durable record (fsynced, renamed and its folder fsynced before
-        Success), and start-up recovery rebuilds any row a power loss takes
-        away from the files; saving this fsync per instance is about half of
-        the receive path on a busy disk.  PostgreSQL keeps its normal commit:
-        a database crash there would not restart the node's recovery.
+        Only the group-commit leader runs one at a time, so one connection
+        serves every receiving thread (no pool checkout per instance).
+
+        What a commit guarantees: on SQLite (WAL) this connection commits
+        with ``synchronous=NORMAL``: the row is committed and visible and
+        survives a crash of any process, but it reaches the disk with the next
+        checkpoint or FULL commit (the scan's, for example), not on its own,
+        so a power loss or kernel crash can take the last rows away.  The
+        instance *file* is the durable record (written, fsynced, renamed and
+        its folder fsynced before Success), and start-up recovery rebuilds a
+        missing row (and a lost replacement, with its audit entry) from the
+        files, so no acknowledged instance is lost; a WAL fsync per instance
+        would be a third disk flush in the path of every acknowledgement.
+        PostgreSQL commits normally (durable): its crash does not restart the
+        node's recovery.
         """
-        with self._engine.connect() as conn:
-            relaxed = conn.dialect.name == "sqlite"
-            if relaxed:
+        conn = self._receive_connection()
+        try:
+            with conn.begin():
+                yield conn
+        except BaseException:
+            if conn.invalidated or conn.closed:
+                self._drop_receive_connection()
+            raise
+
+    def _receive_connection(self) -> Connection:
+        conn = self._receive_conn
+        if conn is None or conn.closed:
+            conn = self._engine.connect()
+            if conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
-                conn.commit()  # ends SQLAlchemy's autobegun (empty) transaction
-            try:
-                with conn.begin():
-                    yield conn
-            finally:
-                if relaxed:
-                    conn.exec_driver_sql("PRAGMA synchronous=FULL")
-                    conn.commit()
+            conn.commit()  # ends SQLAlchemy's autobegun transaction
+            self._receive_conn = conn
+        return conn
+
+    def _drop_receive_connection(self) -> None:
+        conn, self._receive_conn = self._receive_conn, None
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
 
     def _remember(self, created: dict[str, int]) -> None:
         for key, id_ in created.items():
