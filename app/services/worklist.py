@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -98,8 +98,9 @@ class WorklistQuery:
             raise WorklistError(f"search text is at most {MAX_SEARCH_LENGTH} characters")
 
 
-@dataclass(frozen=True)
-class WorklistRow:
+class WorklistRow(NamedTuple):
+    """One study on the worklist (a named tuple: pages build fifty of these per request)."""
+
     study_id: int
     status: StudyStatus
     priority: Priority
@@ -262,31 +263,44 @@ def query_worklist(
     params: dict[str, Any] = {f"word{i}": f"%{word}%" for i, word in enumerate(words)}
     if shape.claimed is not Claimed.ANY:
         params.update(now=now, user_id=user_id)
-    found = session.execute(
+    # Core execution on the session's connection: no ORM entities to load.
+    connection = session.connection()
+    found = connection.execute(
         page_statement,
         {**params, "limit": query.page_size, "offset": (query.page - 1) * query.page_size},
     ).all()
     rows = []
-    for r in found:
-        expires = as_utc(r.claim_expires_at) if r.claim_expires_at else None
-        held = r.claimed_by_id is not None and expires is not None and expires > now
+    for (
+        study_id,
+        status,
+        priority,
+        acquired,
+        patient_name,
+        patient_id,
+        accession,
+        description,
+        reader_id,
+        reader_name,
+        expires,
+    ) in found:
+        held = reader_id is not None and expires is not None and as_utc(expires) > now
         rows.append(
             WorklistRow(
-                study_id=r.id,
-                status=r.status,
-                priority=r.priority,
-                acquired_at=as_utc(r.acquired),
-                patient_name=display_name(r.dicom_patient_name),
-                patient_id=r.dicom_patient_id,
-                accession_number=r.accession_number,
-                description=r.study_description,
-                reader_id=r.claimed_by_id if held else None,
-                reader_name=r.display_name if held else None,
-                claim_expires_at=expires if held else None,
+                study_id,
+                status,
+                priority,
+                as_utc(acquired),
+                display_name(patient_name),
+                patient_id,
+                accession,
+                description,
+                reader_id if held else None,
+                reader_name if held else None,
+                as_utc(expires) if held else None,
             )
         )
     if query.page == 1 and len(found) < query.page_size:
         total = len(found)  # the whole result fits on the first page
     else:
-        total = int(session.scalar(count_statement, params) or 0)
+        total = int(connection.execute(count_statement, params).scalar() or 0)
     return WorklistPage(rows=rows, total=total, query=query)
