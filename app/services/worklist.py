@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -246,8 +248,42 @@ def _statements(shape: _Shape) -> tuple[Select[*tuple[Any, ...]], Select[int]]:
     return page, select(func.count()).select_from(Study).where(*conditions)
 
 
+class TotalsCache:
+    """How many studies match a filter, remembered for a couple of seconds.
+
+    Counting reads every matching index entry (thousands) while the page reads
+    fifty; a worklist that refreshes itself asks the same count again and again.
+    The rows are always read fresh; only the total shown above them may be up
+    to ``ttl`` seconds old.  Filters that depend on the reader or the clock
+    (claimed by me / others) are always counted.
+    """
+
+    def __init__(self, ttl: float = 2.0, max_entries: int = 1024) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[tuple[Any, ...], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> int | None:
+        entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry[0] > self.ttl:
+            return None
+        return entry[1]
+
+    def put(self, key: tuple[Any, ...], total: int) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic(), total)
+
+
 def query_worklist(
-    session: Session, query: WorklistQuery, *, user_id: int, now: datetime
+    session: Session,
+    query: WorklistQuery,
+    *,
+    user_id: int,
+    now: datetime,
+    totals: TotalsCache | None = None,
 ) -> WorklistPage:
     """One page in order, read along an index, and the number of matching studies."""
     words = search_words(query.search)
@@ -302,5 +338,12 @@ def query_worklist(
     if query.page == 1 and len(found) < query.page_size:
         total = len(found)  # the whole result fits on the first page
     else:
-        total = int(connection.execute(count_statement, params).scalar() or 0)
+        key = (shape, *words) if shape.claimed is Claimed.ANY and totals is not None else None
+        cached = totals.get(key) if totals is not None and key is not None else None
+        if cached is not None:
+            total = max(cached, (query.page - 1) * query.page_size + len(found))
+        else:
+            total = int(connection.execute(count_statement, params).scalar() or 0)
+            if totals is not None and key is not None:
+                totals.put(key, total)
     return WorklistPage(rows=rows, total=total, query=query)

@@ -28,6 +28,7 @@ from app.services.audit import AuditWriter
 from app.services.oidc import ProviderCache
 from app.services.queue_metrics import report_queues
 from app.services.slices import SliceCache
+from app.services.worklist import TotalsCache
 from app.web.deps import current_user
 from app.web.errors import install_error_handlers
 from app.web.metrics import install_http_metrics
@@ -65,6 +66,7 @@ def create_app(settings: Settings, session_factory: sessionmaker[Session]) -> Fa
     app.state.session_codec = SessionCodec(settings.effective_secret_key)
     app.state.session_cache = SessionCache()
     app.state.audit_writer = AuditWriter(session_factory)
+    app.state.worklist_totals = TotalsCache()
     app.state.templates = build_templates()
     app.state.slice_cache = SliceCache()
     app.state.oidc_providers = ProviderCache()

@@ -8,6 +8,7 @@ answers "can", not "would at this size").
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +21,15 @@ from app.core import migrate
 from app.core.db import make_engine, make_session_factory, transaction
 from app.core.domain import Priority, StudyStatus
 from app.core.tables import Study
-from app.services.worklist import Scope, Sort, WorklistQuery, query_worklist, search_words
+from app.services.worklist import (
+    Claimed,
+    Scope,
+    Sort,
+    TotalsCache,
+    WorklistQuery,
+    query_worklist,
+    search_words,
+)
 
 
 @pytest.fixture
@@ -96,3 +105,28 @@ def test_a_search_uses_the_trigram_index_and_finds_every_word(pg_engine: Engine)
 
 def test_search_words_drop_wildcards_and_separators() -> None:
     assert search_words(" Doe,  JANE^x%_y\\ ") == ["doe", "jane", "x", "y"]
+
+
+def test_totals_are_remembered_briefly_but_rows_are_always_fresh(pg_engine: Engine) -> None:
+    totals = TotalsCache(ttl=0.3)
+    query = WorklistQuery(scope=Scope.ALL, page_size=10, sort=Sort.NEWEST)
+    now = datetime.now(UTC)
+    with Session(pg_engine) as session:
+        first = query_worklist(session, query, user_id=1, now=now, totals=totals)
+    with transaction(make_session_factory(pg_engine)) as session:
+        session.add(Study(study_instance_uid="2.25.999999", acquired_at=now, created_at=now))
+    with Session(pg_engine) as session:
+        second = query_worklist(session, query, user_id=1, now=now, totals=totals)
+        assert second.rows[0].study_id != first.rows[0].study_id  # the new study, read fresh
+        assert second.total == first.total == 400  # the count is the remembered one
+        mine = query_worklist(
+            session,
+            WorklistQuery(scope=Scope.ALL, claimed=Claimed.MINE),
+            user_id=1,
+            now=now,
+            totals=totals,
+        )
+        assert mine.total == 0
+        time.sleep(0.4)
+        third = query_worklist(session, query, user_id=1, now=now, totals=totals)
+    assert third.total == 401

@@ -88,7 +88,9 @@ def audited_worklist(
     client: str | None,
 ) -> WorklistPage:
     """The page of the worklist, returned only once its audit event is committed."""
-    page = query_worklist(db, query, user_id=user.id, now=now)
+    page = query_worklist(
+        db, query, user_id=user.id, now=now, totals=request.app.state.worklist_totals
+    )
     db.commit()  # ends the read; the event goes in the writer's shared commit
     get_audit_writer(request).record(
         actor=user.username,
