@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.cli.synth",
     "app.cli.train",
     "app.cli.evaluate",
+    "app.cli.calibrate",
     "app.cli.distill",
 )
 

@@ -3,8 +3,10 @@
 Two thresholds per finding, on the calibrated probability:
 
 * the decision threshold (the finding is drafted as present): by default the
-  lowest threshold whose specificity reaches ``decision_target`` (a high-specificity
-  operating point), or a stated sensitivity, or Youden's J;
+  best sensitivity whose specificity reaches ``decision_target`` (a high-specificity
+  operating point; where the classes separate better than that, the threshold moves
+  into the gap rather than drafting the target's share of normal studies as
+  abnormal), or a stated sensitivity, or Youden's J;
 * the verify threshold, never above the decision threshold: the highest threshold
   that keeps sensitivity at ``verify_sensitivity`` (~0.95).  A probability between
   the two is drafted as "verify" for the radiologist.
@@ -32,14 +34,27 @@ def threshold_at_sensitivity(p: np.ndarray, y: np.ndarray, target: float) -> flo
 
 
 def threshold_at_specificity(p: np.ndarray, y: np.ndarray, target: float) -> float:
-    """The lowest threshold t with specificity(p < t) >= target (strictly above those negatives)."""
+    """The threshold with the best sensitivity at specificity >= target and, among those,
+    the best specificity: midway between the lowest positive it keeps and the next lower
+    score.  (The lowest admissible threshold alone would call ``1 - target`` of the
+    negatives positive even when every negative scores below every positive.)"""
     negatives = np.sort(p[~y])
     keep_below = int(np.ceil(target * len(negatives) - 1e-9))
     if keep_below == 0:
-        return float(negatives[0])
-    highest_negative = negatives[keep_below - 1]
-    above = p[p > highest_negative]
-    return float(above.min()) if above.size else float(np.nextafter(highest_negative, 2.0))
+        lowest = float(negatives[0])
+    else:
+        highest_negative = negatives[keep_below - 1]
+        above = p[p > highest_negative]
+        if not above.size:
+            return float(np.nextafter(highest_negative, 2.0))
+        lowest = float(above.min())
+    kept = np.sort(p[y][p[y] >= lowest])
+    if not kept.size:
+        return lowest
+    top = float(kept[0])  # the same positives are kept by any threshold in (below, top]
+    below = p[p < top]
+    below = below[below >= lowest]
+    return float((top + below.max()) / 2) if below.size else top
 
 
 @dataclass(frozen=True)

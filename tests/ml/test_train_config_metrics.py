@@ -110,6 +110,9 @@ def test_operating_points_meet_their_targets_and_verify_sits_below_decision() ->
     assert (p[y] >= np.nextafter(t, 2)).mean() < 0.95  # the highest such threshold
     s = threshold_at_specificity(p, y, 0.9)
     assert (p[~y] < s).mean() >= 0.9
+    # No threshold at that specificity keeps more positives.
+    admissible = [t for t in np.unique(p) if (p[~y] < t).mean() >= 0.9]
+    assert (p[y] >= s).mean() == max((p[y] >= t).mean() for t in admissible)
     points = choose_operating_points(
         probabilities, labels, decision_target=0.9, verify_sensitivity=0.95
     )
@@ -118,6 +121,21 @@ def test_operating_points_meet_their_targets_and_verify_sits_below_decision() ->
     single = labels.copy()
     single[:, 3] = 0
     assert choose_operating_points(probabilities, single).decision["pericardial_effusion"] == 0.5
+
+
+def test_separable_classes_get_a_threshold_in_the_gap_not_at_the_target_specificity() -> None:
+    """A finding the model separates perfectly must not be drafted in 10 % of normal studies."""
+    negatives = np.linspace(0.0, 0.2, 90)
+    positives = np.linspace(0.6, 1.0, 10)
+    p = np.concatenate([negatives, positives])
+    y = np.concatenate([np.zeros(90, bool), np.ones(10, bool)])
+    t = threshold_at_specificity(p, y, 0.9)
+    assert (p[~y] < t).all() and (p[y] >= t).all()
+    assert t == pytest.approx(0.4)  # midway between the classes
+    # Overlapping classes: the specificity target still binds.
+    overlap = np.concatenate([np.linspace(0.0, 1.0, 90), np.linspace(0.5, 1.0, 10)])
+    t = threshold_at_specificity(overlap, y, 0.9)
+    assert (overlap[~y] < t).mean() >= 0.9
 
 
 def test_dictation_simulation_degrades_with_noise_and_is_seeded() -> None:

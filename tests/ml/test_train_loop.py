@@ -131,6 +131,52 @@ def test_evaluate_reports_aurocs_ablation_hard_split_and_plots(
         assert (out / plot).stat().st_size > 1000
 
 
+def test_calibrate_refits_thresholds_on_a_split_and_keeps_the_weights(
+    ctrate: Path, trained: tuple[TrainResult, Path], tmp_path: Path
+) -> None:
+    from app.cli.main import main
+
+    result, base = trained
+    assert result.best_checkpoint is not None
+    out = tmp_path / "local" / "recalibrated"
+    code = main(
+        [
+            "calibrate", "--checkpoint", str(result.best_checkpoint), "--data", str(ctrate),
+            "--split", "valid", "--out", str(out), "--cache-dir", str(base / "cache"),
+            "--specificity", "0.8", "--device", "cpu",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    before, after = load_checkpoint(result.best_checkpoint), load_checkpoint(out.with_suffix(".json"))
+    record = after.meta.training["recalibrated"]
+    assert record["split"] == "valid" and record["rule"]["decision_target"] == 0.8
+    assert set(after.meta.thresholds) == {f.slug for f in FINDINGS}
+    assert all(
+        0.0 <= after.meta.verify_thresholds[s] <= t <= 1.0 for s, t in after.meta.thresholds.items()
+    )
+    changed = {
+        name
+        for name, value in after.model.state_dict().items()
+        if not torch.equal(value, before.model.state_dict()[name])
+    }
+    assert changed <= {
+        "finding_head.calibration_temperature",
+        "finding_head.calibration_bias",
+    }, changed
+
+
+def test_calibrate_refuses_a_missing_checkpoint(tmp_path: Path, ctrate: Path) -> None:
+    from app.cli.main import main
+
+    code = main(
+        [
+            "calibrate", "--checkpoint", str(tmp_path / "none.json"), "--data", str(ctrate),
+            "--out", str(tmp_path / "x"), "--device", "cpu",
+        ]
+    )  # fmt: skip
+    assert code == 2
+
+
 def test_cli_train_refuses_a_bad_config_without_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
