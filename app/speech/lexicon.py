@@ -1,14 +1,18 @@
 """Radiology vocabulary for Whisper: the prompt that biases it, fixes for what it still mishears.
 
 The prompt is report text in the style we want back (digits and units, section
-words, chest CT terms); Whisper continues in the style of its prompt, so it
-writes "6 mm" and "pleural effusion" far more often.  The corrections were made
-from the errors tiny.en and base make on synthesized chest CT dictations (the
-development set in ``bench/radiology_dictations.py``); the benchmark measures
-them on dictations built from other sentence templates.
+words, chest CT terms, dictation commands); Whisper continues in the style of
+its prompt, so it writes "6 mm", "pleural effusion" and "scratch that" far
+more often.  The corrections were made from the errors tiny.en and base make on
+synthesized chest CT dictations (the development set in
+``bench/radiology_dictations.py``); the benchmark measures them on dictations
+built from other sentence templates (``tests/speech/test_vocabulary.py`` keeps
+the two apart).
 
 A correction marked ``needs_context`` applies only where the transcript is
 about the chest (:func:`has_context`), so "module" stays "module" elsewhere.
+Words Whisper invents that no correction names are handled in general by
+:mod:`app.speech.phonetic`, against the chest CT vocabulary.
 """
 
 from __future__ import annotations
@@ -24,10 +28,20 @@ VOCABULARY_PROMPT = (
     "Mediastinum: hilar, subcarinal and paratracheal lymph nodes, lymphadenopathy. Heart: "
     "cardiomegaly, pericardial effusion, coronary artery calcifications, arterial wall "
     "calcification. Hiatal hernia. Degenerative changes of the thoracic spine. Cyst, 15 "
-    "Hounsfield units. Impression: 6 x 4 mm nodule. Follow-up CT in 12 months."
+    "Hounsfield units. Impression: 6 x 4 mm nodule. Follow-up CT in 12 months. "
+    "Scratch that. New paragraph."
 )
 """Report text in the style we want back; its terms are the 18 findings Radscribe predicts
-(``models.findings``) with the chest CT anatomy and descriptors around them."""
+(``models.findings``) with the chest CT anatomy and descriptors around them.  The dictation
+commands at its end let Whisper write them as said (without them tiny.en heard "scratch
+that" as "crash-hat").  A prompt written as a dictation throughout (spoken "comma" and
+"period") was tried: as good on average, but Whisper then dropped the pause after a section
+word that no "period" followed ("Impression normal chest CT"), so the heading was lost.
+At most :data:`PROMPT_MAX_TOKENS` tokens: Whisper keeps only the last half of its context
+for a prompt."""
+
+PROMPT_MAX_TOKENS = 223
+"""Whisper's context is 448 tokens; faster-whisper keeps the last 448 // 2 - 1 of a prompt."""
 
 CONTEXT_WORDS = frozenset(
     [

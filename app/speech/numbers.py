@@ -55,6 +55,8 @@ NEGATIVE_WORDS = frozenset({"minus", "negative"})
 MAX_DIMENSIONS = 3
 UNIT_SEPARATORS = frozenset({"-", ","})
 DIGITS = re.compile(r"^\d+(?:\.\d+)?$")
+SPOKEN_NUMBER_PARTS = frozenset([*ONES, *TENS, HUNDRED, POINT, *DIMENSION_JOINERS])
+"""Words a hyphenated spoken measurement may be made of ("two-by-one", "one-point-five")."""
 
 # Unit phrases (lower-case word sequences) and how a report writes them.
 UNITS: dict[tuple[str, ...], str] = {
@@ -90,6 +92,14 @@ TIME_UNITS = frozenset(
     ]
 )
 DENSITY_UNIT = "HU"
+
+
+def split_spoken_number(word: str) -> list[str]:
+    """``word``'s parts if Whisper hyphenated a spoken number ("two-by-one"), else ``[word]``."""
+    parts = word.lower().split("-")
+    if len(parts) > 1 and all(part in SPOKEN_NUMBER_PARTS for part in parts):
+        return parts
+    return [word]
 
 
 @dataclass(frozen=True, slots=True)

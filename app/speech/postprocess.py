@@ -3,7 +3,9 @@
 The steps, in order:
 
 1. the lexicon (:mod:`app.speech.lexicon`) fixes the confusions Whisper still
-   makes with radiology words ("plural effusion" -> "pleural effusion");
+   makes with radiology words ("plural effusion" -> "pleural effusion"), and in
+   a chest dictation words Whisper invented become the chest CT term they sound
+   like (:mod:`app.speech.phonetic`: "stickulated" -> "spiculated");
 2. spoken measurements become report notation ("six by four millimeters" ->
    "6 x 4 mm", see :mod:`app.speech.numbers`);
 3. spoken punctuation and commands act ("period", "comma", "new paragraph",
@@ -24,7 +26,8 @@ from functools import partial
 from typing import TypeVar
 
 from app.speech.lexicon import CORRECTIONS, Correction, has_context
-from app.speech.numbers import match_measurement
+from app.speech.numbers import Measurement, match_measurement, split_spoken_number
+from app.speech.phonetic import PhoneticCorrector, chest_corrector
 
 T = TypeVar("T")
 
@@ -144,10 +147,15 @@ class CorrectedText:
 
 
 def correct_transcript(
-    raw_text: str, *, corrections: Sequence[Correction] = CORRECTIONS
+    raw_text: str,
+    *,
+    corrections: Sequence[Correction] = CORRECTIONS,
+    phonetic: PhoneticCorrector | None = None,
 ) -> CorrectedText:
     """Turn Whisper's raw text into report text and sections (see the module docstring)."""
     fixed = apply_lexicon(raw_text, corrections)
+    if has_context(fixed):
+        fixed = (phonetic or chest_corrector()).correct(fixed)
     tokens = convert_measurements(tokenize(fixed))
     return _Assembler().run(tokens)
 
@@ -186,7 +194,9 @@ def convert_measurements(tokens: Sequence[Token]) -> list[Token]:
     out: list[Token] = []
     index = 0
     while index < len(tokens):
-        measurement = match_measurement(words, index)
+        measurement = _hyphenated_measurement(tokens, words, index) or match_measurement(
+            words, index
+        )
         if measurement is None:
             out.append(tokens[index])
             index += 1
@@ -194,6 +204,19 @@ def convert_measurements(tokens: Sequence[Token]) -> list[Token]:
         out.append(Token(measurement.text, Kind.WORD, glued=tokens[index].glued))
         index = measurement.end
     return out
+
+
+def _hyphenated_measurement(
+    tokens: Sequence[Token], words: Sequence[str], index: int
+) -> Measurement | None:
+    """A measurement that starts with a word Whisper hyphenated: "two-by-one point five cm"."""
+    parts = split_spoken_number(words[index]) if tokens[index].kind is Kind.WORD else []
+    if len(parts) < 2:
+        return None
+    found = match_measurement([*parts, *words[index + 1 :]], 0)
+    if found is None or found.end < len(parts):
+        return None
+    return Measurement(text=found.text, start=index, end=index + 1 + found.end - len(parts))
 
 
 class ItemKind(enum.Enum):

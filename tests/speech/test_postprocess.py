@@ -43,6 +43,16 @@ def test_numbers_and_units() -> None:
     )
 
 
+def test_hyphenated_spoken_measurements() -> None:
+    result = correct_transcript(
+        "A two-by-one point five centimeters mass. A six-by-four mm nodule. Twenty-two "
+        "millimeters. A well-defined two-by-two pattern."
+    )
+    assert result.text == (
+        "A 2 x 1.5 cm mass. A 6 x 4 mm nodule. 22 mm. A well-defined two-by-two pattern."
+    )
+
+
 def test_spoken_punctuation_replaces_whispers() -> None:
     result = correct_transcript(
         "There is a nodule period. No effusion, period. Small nodule. Period. "

@@ -1,0 +1,237 @@
+"""Words Whisper invents for radiology terms, mapped to the term they sound like.
+
+Whisper tiny.en writes what it hears when it does not know a word:
+"stickulated" for spiculated, "hyattal" for hiatal, "lural" for pleural,
+"mediastinil" for mediastinal.  Such a word is in neither the chest CT
+vocabulary (:mod:`app.speech.vocabulary`) nor common English (the whole words
+of Whisper's own tokenizer, :data:`COMMON_WORDS_FILE`).  Only such a word is
+looked at: it is replaced, alone or with the word next to it ("media still"),
+by the vocabulary word whose sound key (:func:`sound_key`, a small Metaphone)
+and spelling are both close enough.  A known word ("assist", "order") is never
+changed, so correct English stays as it is, and a made-up word that sounds like
+no chest CT term stays too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from app.speech.vocabulary import CHEST_CT_VOCABULARY
+
+COMMON_WORDS_FILE = Path(__file__).with_name("common_words.txt")
+"""Lower-case words, one a line: every whole word of the GPT-2 byte-pair vocabulary
+that all English Whisper models share (a token "Ġword"), so a word Whisper writes in one
+token is an English word, not an invention."""
+
+MAX_KEY_DISTANCE = 0.34
+"""Most sound-key edits per key letter of the longer key for a replacement."""
+MAX_SPELLING_DISTANCE = 0.5
+"""Most letter edits per letter of the longer spelling for a replacement."""
+MAX_SCORE = 0.6
+"""Most key distance plus spelling distance for a replacement."""
+NEIGHBOUR_COST = 0.1
+"""Added to a match that swallows a known word next to the invented one."""
+MIN_LETTERS = 4
+MIN_KEY = 3
+"""Shorter inventions (in letters, in sound-key letters) are too ambiguous to map."""
+
+_WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
+_VOWELS = frozenset("aeiou")
+# An inflected form of a known word is known: (suffix, what may replace it).
+_SUFFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ies", ("y",)),
+    ("es", ("", "e")),
+    ("s", ("",)),
+    ("ed", ("", "e")),
+    ("ing", ("", "e")),
+    ("ly", ("",)),
+    ("er", ("", "e")),
+    ("ity", ("", "e")),
+    ("ness", ("",)),
+)
+
+
+@cache
+def common_words() -> frozenset[str]:
+    return frozenset(COMMON_WORDS_FILE.read_text(encoding="utf-8").split())
+
+
+def sound_key(word: str) -> str:
+    """A Metaphone-like key: letters that sound alike share a code, inner vowels go."""
+    text = re.sub(r"[^a-z]", "", word.lower())
+    if not text:
+        return ""
+    for start, sound in (("kn", "n"), ("gn", "n"), ("pn", "n"), ("ps", "s"), ("wr", "r")):
+        if text.startswith(start):
+            text = sound + text[len(start) :]
+    if text.startswith("x"):
+        text = "s" + text[1:]
+    for group, sound in (
+        ("tch", "x"),
+        ("sch", "sk"),
+        ("tion", "xn"),
+        ("sion", "xn"),
+        ("cia", "xa"),
+        ("ph", "f"),
+        ("ck", "k"),
+        ("sh", "x"),
+        ("ch", "k"),
+        ("th", "0"),
+        ("dg", "j"),
+        ("gh", ""),
+        ("wh", "w"),
+        ("qu", "kw"),
+    ):
+        text = text.replace(group, sound)
+    text = re.sub(r"c(?=[eiy])", "s", text)
+    text = re.sub(r"g(?=[eiy])", "j", text)
+    text = text.translate(str.maketrans("cqxzdgvy", "kksstkfi"))
+    text = text.replace("ks", "s")
+    key = [text[0]] if text[0] in _VOWELS else []
+    for index, letter in enumerate(text):
+        if letter in _VOWELS or (letter in "hw" and index > 0):
+            continue
+        if key and key[-1] == letter and index > 0:
+            continue
+        key.append(letter)
+    return "".join(key).upper()
+
+
+def edit_distance(first: str, second: str) -> int:
+    """Levenshtein distance."""
+    if len(first) < len(second):
+        first, second = second, first
+    previous = list(range(len(second) + 1))
+    for i, a in enumerate(first, start=1):
+        current = [i]
+        for j, b in enumerate(second, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
+        previous = current
+    return previous[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class _Term:
+    word: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneticCorrector:
+    """Replaces invented words with the vocabulary term they sound like."""
+
+    terms: tuple[_Term, ...]
+    known: frozenset[str]
+
+    @classmethod
+    def build(cls, vocabulary: Iterable[str], common: Iterable[str]) -> PhoneticCorrector:
+        words = sorted({word for word in vocabulary if "-" not in word})
+        terms = tuple(_Term(word, sound_key(word)) for word in words if len(word) >= MIN_LETTERS)
+        return cls(terms=terms, known=frozenset(common) | frozenset(words))
+
+    def correct(self, text: str) -> str:
+        """``text`` with each invented word (and maybe a neighbour) replaced by a term."""
+        matches = list(_WORD.finditer(text))
+        out: list[str] = []
+        position = 0
+        taken = -1  # index of the last word already replaced
+        for index, match in enumerate(matches):
+            if index <= taken or not self.invented(match.group(0)):
+                continue
+            found = self._best_span(matches, index, first_free=taken + 1)
+            if found is None:
+                continue
+            first, last, word = found
+            out.append(text[position : matches[first].start()])
+            out.append(_cased(word, matches[first]))
+            position = matches[last].end()
+            taken = last
+        out.append(text[position:])
+        return "".join(out)
+
+    def _best_span(
+        self, matches: Sequence[re.Match[str]], index: int, *, first_free: int
+    ) -> tuple[int, int, str] | None:
+        """(first, last, term): the closest term for the invention at ``index`` alone or with
+        a neighbour; taking in a known neighbour costs :data:`NEIGHBOUR_COST`."""
+        best: tuple[tuple[int, float], int, int, str] | None = None
+        for first, last in ((index, index), (index - 1, index), (index, index + 1)):
+            if first < first_free or last >= len(matches):
+                continue
+            span = matches[first : last + 1]
+            if not _adjacent(span):
+                continue
+            spelled = "".join(m.group(0).lower() for m in span).replace("-", "")
+            found = self.closest(spelled)
+            if found is None:
+                continue
+            invented = sum(self.invented(m.group(0)) for m in span)
+            # explaining two inventions at once beats explaining one
+            cost = (-invented, found[0] + NEIGHBOUR_COST * (len(span) - invented))
+            if best is None or cost < best[0]:
+                best = (cost, first, last, found[1])
+        return None if best is None else best[1:]
+
+    def invented(self, word: str) -> bool:
+        """Neither common English nor chest CT vocabulary (nor an inflection of either)."""
+        return any(
+            len(part) >= MIN_LETTERS and not self._known(part) for part in word.lower().split("-")
+        )
+
+    def _known(self, word: str) -> bool:
+        if word in self.known:
+            return True
+        for suffix, replacements in _SUFFIXES:
+            if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+                stem = word[: -len(suffix)]
+                if any(stem + ending in self.known for ending in replacements):
+                    return True
+        return False
+
+    def closest(self, spelled: str) -> tuple[float, str] | None:
+        """(distance, term) of the vocabulary term that ``spelled`` most sounds like, if close."""
+        key = sound_key(spelled)
+        if len(spelled) < MIN_LETTERS or len(key) < MIN_KEY:
+            return None
+        best: tuple[float, str] | None = None
+        for term in self.terms:
+            longest_key = max(len(key), len(term.key))
+            if abs(len(key) - len(term.key)) > MAX_KEY_DISTANCE * longest_key:
+                continue
+            key_distance = edit_distance(key, term.key) / longest_key
+            if key_distance > MAX_KEY_DISTANCE:
+                continue
+            spelling = edit_distance(spelled, term.word) / max(len(spelled), len(term.word))
+            if spelling > MAX_SPELLING_DISTANCE:
+                continue
+            score = key_distance + spelling
+            if score > MAX_SCORE:
+                continue
+            if best is None or score < best[0]:
+                best = (score, term.word)
+        return best
+
+
+def _adjacent(span: Sequence[re.Match[str]]) -> bool:
+    """Words separated by spaces only (no punctuation between them)."""
+    return all(
+        span[i].string[span[i].end() : span[i + 1].start()].strip() == ""
+        for i in range(len(span) - 1)
+    )
+
+
+def _cased(word: str, replaced: re.Match[str]) -> str:
+    """Capitalized where a sentence starts (Whisper also capitalizes names it imagines)."""
+    before = replaced.string[: replaced.start()].rstrip()
+    starts_sentence = not before or before[-1] in ".?!:"
+    return word[:1].upper() + word[1:] if starts_sentence else word
+
+
+@cache
+def chest_corrector() -> PhoneticCorrector:
+    """The corrector for chest CT dictations (built once per process)."""
+    return PhoneticCorrector.build(CHEST_CT_VOCABULARY, common_words())
