@@ -90,6 +90,7 @@ def make_transcriber(settings: Settings) -> Transcriber:
             device=settings.whisper_device,
             compute_type=settings.whisper_compute_type,
             cpu_threads=settings.whisper_cpu_threads,
+            workers=settings.whisper_workers,
         ),
     )
 

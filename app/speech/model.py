@@ -82,7 +82,8 @@ class ModelOptions:
 
     device: str = "cpu"
     compute_type: str = "int8"
-    cpu_threads: int = 0  # 0: one per core
+    cpu_threads: int = 0  # per worker; 0: the cores shared out among the workers
+    workers: int = 1  # chunks of one dictation decoded at once (CTranslate2 num_workers)
 
 
 def locate_model(spec: str | Path | None, *, cache_dir: Path) -> ModelLocation:
@@ -227,9 +228,14 @@ _load_lock = threading.Lock()
 
 def load_model(location: ModelLocation, options: ModelOptions) -> WhisperModel:
     """The process's one loaded copy of this model with these options (loaded on first use)."""
-    threads = options.cpu_threads or (os.cpu_count() or 1)
+    if options.workers < 1:
+        raise ModelError(f"Whisper needs at least one worker, not {options.workers}")
+    threads = options.cpu_threads or max(1, (os.cpu_count() or 1) // options.workers)
     options = ModelOptions(
-        device=options.device, compute_type=options.compute_type, cpu_threads=threads
+        device=options.device,
+        compute_type=options.compute_type,
+        cpu_threads=threads,
+        workers=options.workers,
     )
     key = (location.directory.resolve(), options)
     with _load_lock:
@@ -243,6 +249,7 @@ def load_model(location: ModelLocation, options: ModelOptions) -> WhisperModel:
                     device=options.device,
                     compute_type=options.compute_type,
                     cpu_threads=options.cpu_threads,
+                    num_workers=options.workers,
                     local_files_only=True,
                 )
             except (RuntimeError, ValueError, OSError) as exc:

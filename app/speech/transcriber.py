@@ -8,6 +8,11 @@ skips words at window edges, and a prompt given only to the first window fades
 after it; short, pause-aligned chunks with the prompt on each avoid both.  The
 quality signals of the chunks are combined, weighted by duration.
 
+Chunks do not depend on each other, so with ``ModelOptions(workers=n)`` up to
+``n`` of them are decoded at once (CTranslate2 releases the GIL).  On a CPU,
+two workers of one thread each beat one worker of two threads: a tiny model's
+decoder steps are too small to split across cores.
+
 A :class:`Transcriber` holds the process's one loaded model; a worker builds it
 once with :meth:`Transcriber.load`, never per request.
 """
@@ -18,6 +23,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,11 +69,17 @@ class Transcriber:
         model_name: str,
         prompt: str | None = VOCABULARY_PROMPT,
         beam_size: int = BEAM_SIZE,
+        workers: int = 1,
     ) -> None:
         self._model = model
         self.model_name = model_name
         self._prompt = prompt
         self._beam_size = beam_size
+        self._pool = (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
+            if workers > 1
+            else None
+        )
 
     @classmethod
     def load(
@@ -80,8 +92,9 @@ class Transcriber:
     ) -> Transcriber:
         """Locate (and if need be assemble) the model and load it once for this process."""
         location = locate_model(spec, cache_dir=cache_dir)
-        model = load_model(location, options or ModelOptions())
-        return cls(model=model, model_name=location.name, prompt=prompt)
+        options = options or ModelOptions()
+        model = load_model(location, options)
+        return cls(model=model, model_name=location.name, prompt=prompt, workers=options.workers)
 
     def transcribe(self, audio: DecodedAudio) -> Transcript:
         """Transcribe and correct one dictation; :class:`NoSpeechError` if no words are found."""
@@ -124,10 +137,13 @@ class Transcriber:
             max_speech_duration_s=CHUNK_SECONDS,
         )
         spans = [(span["start"], span["end"]) for span in get_speech_timestamps(audio.samples, vad)]
-        pieces: list[_Piece] = []
-        for chunk in _chunks(spans):
-            pieces.extend(self._decode(audio.samples, chunk, splits_left=MAX_SPLITS))
-        pieces = [piece for piece in pieces if piece.text]
+        chunks = list(_chunks(spans))
+
+        def decode(chunk: list[Span]) -> list[_Piece]:
+            return self._decode(audio.samples, chunk, splits_left=MAX_SPLITS)
+
+        decoded = self._pool.map(decode, chunks) if self._pool else map(decode, chunks)
+        pieces = [piece for chunk_pieces in decoded for piece in chunk_pieces if piece.text]
         if not pieces:
             raise NoSpeechError("no speech was recognised in the recording")
         total = sum(piece.seconds for piece in pieces)

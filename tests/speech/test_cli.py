@@ -23,7 +23,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     clean.update(
         RADSCRIBE_ENV="development",
         RADSCRIBE_DATA_DIR=str(tmp_path / "data"),
-        RADSCRIBE_WHISPER_CPU_THREADS="2",
+        RADSCRIBE_WHISPER_CPU_THREADS="1",  # each of the two workers: the two cores
     )
     return clean
 

@@ -115,3 +115,13 @@ def test_loaded_once_per_process(tiny_dir: Path, tmp_path: Path) -> None:
     location = locate_model(None, cache_dir=tmp_path)
     options = ModelOptions(cpu_threads=2)
     assert load_model(location, options) is load_model(location, options)
+
+
+def test_workers_share_the_cores(tmp_path: Path) -> None:
+    location = locate_model(None, cache_dir=tmp_path)
+    model = load_model(location, ModelOptions(workers=2))
+    assert model.model.num_workers == 2
+    shared_out = max(1, (os.cpu_count() or 1) // 2)  # what cpu_threads=0 means per worker
+    assert load_model(location, ModelOptions(workers=2, cpu_threads=shared_out)) is model
+    with pytest.raises(ModelError, match="at least one worker"):
+        load_model(location, ModelOptions(workers=0))

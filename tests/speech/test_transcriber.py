@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from app.speech.audio import SAMPLE_RATE, DecodedAudio, NoSpeechError, decode_audio
+from app.speech.model import ModelOptions
 from app.speech.transcriber import CHUNK_SECONDS, Transcriber
 from app.speech.transcript import Transcript
 
@@ -117,13 +118,21 @@ LONG_FINDINGS = [
 ]
 
 
-def test_long_dictation_is_transcribed_segment_by_segment(
-    transcriber: Transcriber, speak: Speak, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def long_audio(speak: Speak, tmp_path_factory: pytest.TempPathFactory) -> DecodedAudio:
     spoken = "Findings. " + " ".join(LONG_FINDINGS) + " Impression. Normal chest CT."
-    audio = decode_audio(speak(spoken, tmp_path / "long.wav"))
+    audio = decode_audio(speak(spoken, tmp_path_factory.mktemp("long") / "long.wav"))
     assert audio.duration > CHUNK_SECONDS + 5.0  # at least two chunks
-    transcript = transcriber.transcribe(audio)
+    return audio
+
+
+@pytest.fixture(scope="module")
+def long_transcript(transcriber: Transcriber, long_audio: DecodedAudio) -> Transcript:
+    return transcriber.transcribe(long_audio)
+
+
+def test_long_dictation_is_transcribed_segment_by_segment(long_transcript: Transcript) -> None:
+    transcript = long_transcript
     findings = transcript.sections["findings"]
     assert findings.startswith("The lungs are clear.")
     assert findings.endswith("are unremarkable.")  # the last chunk too
@@ -135,3 +144,15 @@ def test_noise_without_speech_is_refused(transcriber: Transcriber) -> None:
     noise = np.random.default_rng(1).normal(0.0, 0.03, 5 * SAMPLE_RATE).astype(np.float32)
     with pytest.raises(NoSpeechError, match="no speech"):
         transcriber.transcribe(DecodedAudio(samples=noise, container="wav", codec="pcm_f32le"))
+
+
+def test_chunks_decoded_at_once_give_the_same_text(
+    long_audio: DecodedAudio, long_transcript: Transcript, tmp_path: Path
+) -> None:
+    """Two workers of one thread decode the chunks side by side, in order, to the same words."""
+    parallel = Transcriber.load(
+        spec=None, cache_dir=tmp_path, options=ModelOptions(cpu_threads=1, workers=2)
+    )
+    transcript = parallel.transcribe(long_audio)
+    assert transcript.raw_text == long_transcript.raw_text
+    assert transcript.quality.speech_seconds == long_transcript.quality.speech_seconds
