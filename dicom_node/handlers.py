@@ -185,6 +185,8 @@ def store_instance(
             _drop(store, durable)
             raise
         stored = store.place(durable(), relative)
+        if received is not None:
+            received.placed()
         # The folder fsync (making the rename durable) runs beside the index commit;
         # both finish before Success.  Recovery completes a rename a power loss undid.
         syncing = services.io.submit(store.sync_directory_of, relative)
@@ -278,9 +280,18 @@ class ReceivedDataSet:
         finally:
             self._finished.set()
 
+    def placed(self) -> None:
+        """The fsynced file was renamed into its place: nothing left to discard."""
+        self._file = None
+
     def discard(self) -> None:
         self._fragments.clear()
-        self._writer.abandon()
+        if self._finished.is_set():
+            if self._file is not None:  # fsynced but never placed
+                self._file.path.unlink(missing_ok=True)
+                self._file = None
+        else:
+            self._writer.abandon()
 
     def encoded(self) -> bytes:
         return b"".join(self._fragments)
