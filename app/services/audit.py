@@ -11,9 +11,9 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.tables import AuditEvent, User, utcnow
@@ -67,6 +67,9 @@ def record_study_view(
         client_address=client_address,
         detail={"via": via} if via else None,
     )
+
+
+_AUDIT_INSERT = insert(cast(Table, AuditEvent.__table__))
 
 
 class AuditWriter:
@@ -151,7 +154,8 @@ class AuditWriter:
                     break
             try:
                 with self._factory() as session, session.begin():
-                    session.execute(insert(AuditEvent), [row for row, _ in batch])
+                    # Core insert on the session's connection: one multi-row statement.
+                    session.connection().execute(_AUDIT_INSERT, [row for row, _ in batch])
             except Exception as exc:  # every waiting request learns its event is not stored
                 for _, done in batch:
                     done.set_exception(exc)
