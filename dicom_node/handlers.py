@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -79,6 +79,10 @@ class AssociationTracker:
             record.outcomes[outcome] += 1
             if series_uid is not None:
                 record.series.add(series_uid)
+
+    def open_count(self) -> int:
+        with self._lock:
+            return len(self._open)
 
     def ended(self, key: int) -> tuple[_AssociationRecord | None, set[str]]:
         """Forget an association; return it and the series no other open one touches."""
@@ -246,14 +250,18 @@ class ReceivedDataSet:
     """A C-STORE data set written to its temporary file and hashed as it arrives.
 
     The :class:`dicom_node.reactor.DataSetSink` of the node: fragments come
-    from the association's DUL thread, which also fsyncs the file once the
-    last one is in, before the handler runs; the temporary file starts with
-    our File Meta.  The fragments are also kept (as views of the received
-    PDUs, no copy) for the header parse.  A write error is kept for the
-    handler, which then answers with a failure status.
+    from the association's DUL thread; once the last one is in, the file is
+    fsynced (see :meth:`finish`); the temporary file starts with our File
+    Meta.  The fragments are also kept (as views of the received PDUs, no
+    copy) for the header parse.  A write error is kept for the handler, which
+    then answers with a failure status.
     """
 
-    def __init__(self, writer: TemporaryWriter, meta: bytes) -> None:
+    def __init__(
+        self, writer: TemporaryWriter, meta: bytes, io: ThreadPoolExecutor | None = None
+    ) -> None:
+        self._io = io
+        self._syncing: Future[None] | None = None
         self._writer = writer
         self._hash = hashlib.sha256()
         self._fragments: list[memoryview] = []
@@ -272,6 +280,16 @@ class ReceivedDataSet:
                 self._error = exc
 
     def finish(self) -> None:
+        """fsync the file: here, or with ``io``, on an I/O thread while the handler parses."""
+        if self._io is not None:
+            try:
+                self._syncing = self._io.submit(self._finish)
+                return
+            except RuntimeError:  # the node is stopping: its I/O threads are gone
+                pass
+        self._finish()
+
+    def _finish(self) -> None:
         try:
             if self._error is None:
                 self._file = self._writer.finish()
@@ -285,6 +303,8 @@ class ReceivedDataSet:
         self._file = None
 
     def discard(self) -> None:
+        if self._syncing is not None:
+            wait([self._syncing])
         self._fragments.clear()
         if self._finished.is_set():
             if self._file is not None:  # fsynced but never placed
@@ -301,6 +321,8 @@ class ReceivedDataSet:
 
     def durable(self) -> TemporaryFile:
         """The fsynced temporary file, once :meth:`finish` is done (or its error)."""
+        if self._syncing is not None:
+            self._syncing.result()
         self._finished.wait()
         if self._error is not None:
             raise self._error
@@ -324,9 +346,12 @@ def open_received(
         transfer_syntax_uid=str(assoc._accepted_cx[context_id].transfer_syntax[0]),
         source_ae=str(assoc.requestor.ae_title).strip(),
     )
+    # A lone association waits for each fsync with nothing else to do: overlap it
+    # with the parse (a thread hand-off).  With several, the others use that time.
+    overlap = services.io if services.tracker.open_count() <= 1 else None
     writer = services.store.open_temporary()
     try:
-        return ReceivedDataSet(writer, meta)
+        return ReceivedDataSet(writer, meta, overlap)
     except BaseException:
         writer.abandon()
         raise
