@@ -1,12 +1,13 @@
 """The DICOM node's index over Radscribe's tables (studies, series, instances).
 
 :class:`SqlInstanceIndex` implements :class:`dicom_node.index.InstanceIndex`.
-Concurrent instances share a transaction (group commit: one fsync for
-several associations); each caller still returns only once its row is
-committed.  Concurrent receivers (threads
-or processes) are safe because the UIDs are unique keys (a lost insert race
-is retried alone), counters are updated in SQL and state changes are guarded
-UPDATEs.
+Concurrent instances share a transaction (group commit: one commit, and on
+PostgreSQL one WAL flush, for several associations); each caller still
+returns only once its row is committed.  What a commit of instance rows
+guarantees on SQLite is spelled out at ``_receive_transaction``.  Concurrent
+receivers (threads or processes) are safe because the UIDs are unique keys
+(a lost insert race is retried alone), counters are updated in SQL and state
+changes are guarded UPDATEs.
 """
 
 from __future__ import annotations
