@@ -8,6 +8,7 @@ and answers each request only after its event is committed.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from concurrent.futures import Future
@@ -129,6 +130,10 @@ class AuditWriter:
     def record(self, *, timeout: float = 30.0, **event: Any) -> None:
         """Queue one event and wait until it is committed (raises if it is not)."""
         self.submit(**event).result(timeout=timeout)
+
+    async def record_async(self, **event: Any) -> None:
+        """Queue one event and wait, on the event loop, until it is committed."""
+        await asyncio.wrap_future(self.submit(**event))
 
     def _ensure_running(self) -> None:
         with self._lock:

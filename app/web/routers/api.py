@@ -109,7 +109,7 @@ def me(user: UserDep) -> UserPublic:
 
 
 @router.get("/worklist", response_model=WorklistPagePublic)
-def worklist(
+async def worklist(
     request: Request,
     user: UserDep,
     db: DbDep,
@@ -135,11 +135,12 @@ def worklist(
             page_size=min(max(1, page_size), 200),
         )
     )
-    return _worklist_public(audited_worklist(request, db, user, query, now=now, client=client), now)
+    result = await audited_worklist(request, db, user, query, now=now, client=client)
+    return _worklist_public(result, now)
 
 
 @router.post("/worklist/_search", response_model=WorklistPagePublic)
-def worklist_search(
+async def worklist_search(
     request: Request,
     body: WorklistSearch,
     user: UserDep,
@@ -148,7 +149,8 @@ def worklist_search(
     client: ClientDep,
 ) -> WorklistPagePublic:
     query = _query(body)
-    return _worklist_public(audited_worklist(request, db, user, query, now=now, client=client), now)
+    result = await audited_worklist(request, db, user, query, now=now, client=client)
+    return _worklist_public(result, now)
 
 
 def _study_public(study: Study) -> StudyPublic:

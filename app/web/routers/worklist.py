@@ -6,10 +6,13 @@ must never appear in a URL or an access log).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.core.domain import Priority, Role, StudyStatus
 from app.core.tables import User
@@ -17,6 +20,7 @@ from app.services.worklist import (
     Claimed,
     Scope,
     Sort,
+    TotalsCache,
     WorklistError,
     WorklistPage,
     WorklistQuery,
@@ -78,7 +82,15 @@ def build_query(
         raise WorklistError(str(exc)) from None
 
 
-def audited_worklist(
+def _read_worklist(
+    db: Session, query: WorklistQuery, *, user_id: int, now: datetime, totals: TotalsCache
+) -> WorklistPage:
+    page = query_worklist(db, query, user_id=user_id, now=now, totals=totals)
+    db.commit()  # ends the read transaction
+    return page
+
+
+async def audited_worklist(
     request: Request,
     db: DbDep,
     user: User,
@@ -87,12 +99,20 @@ def audited_worklist(
     now: NowDep,
     client: str | None,
 ) -> WorklistPage:
-    """The page of the worklist, returned only once its audit event is committed."""
-    page = query_worklist(
-        db, query, user_id=user.id, now=now, totals=request.app.state.worklist_totals
+    """The page of the worklist, returned only once its audit event is committed.
+
+    The query runs in a worker thread; the wait for the audit writer's shared
+    commit happens on the event loop, so a slow disk holds no thread.
+    """
+    page = await run_in_threadpool(
+        _read_worklist,
+        db,
+        query,
+        user_id=user.id,
+        now=now,
+        totals=request.app.state.worklist_totals,
     )
-    db.commit()  # ends the read; the event goes in the writer's shared commit
-    get_audit_writer(request).record(
+    await get_audit_writer(request).record_async(
         actor=user.username,
         action="worklist.view",
         object_type="worklist",
@@ -114,7 +134,7 @@ def home() -> Response:
 
 
 @router.get("/worklist")
-def worklist_page(
+async def worklist_page(
     request: Request,
     user: UserDep,
     db: DbDep,
@@ -122,7 +142,7 @@ def worklist_page(
     now: NowDep,
     client: ClientDep,
 ) -> Response:
-    page = audited_worklist(request, db, user, WorklistQuery(), now=now, client=client)
+    page = await audited_worklist(request, db, user, WorklistQuery(), now=now, client=client)
     return render(
         request,
         "worklist.html",
@@ -138,7 +158,7 @@ def worklist_page(
 
 
 @router.post("/worklist/rows", dependencies=[Depends(verify_csrf)])
-def worklist_rows(
+async def worklist_rows(
     request: Request,
     user: UserDep,
     db: DbDep,
@@ -166,7 +186,7 @@ def worklist_rows(
         )
     except WorklistError as exc:
         error, query = str(exc), WorklistQuery()
-    result = audited_worklist(request, db, user, query, now=now, client=client)
+    result = await audited_worklist(request, db, user, query, now=now, client=client)
     return render(
         request,
         "worklist_rows.html",
