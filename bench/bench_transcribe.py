@@ -23,13 +23,16 @@ voice activity detection, Whisper, corrections, quality; model load excluded)
 over audio duration, on audio of 30 s or more: each synthesized dictation
 (median over them) and ``vosk_dagon.wav`` (33.9 s of real read speech; its
 reference text has deliberate errors, so it gives no WER).  Each clip is timed
-``--repeats`` times and the median taken, on ``--threads`` CPU threads.  The
-load average is printed: on a shared machine it inflates wall-clock RTF.
+``--repeats`` times and the median taken, on ``--threads`` CPU threads shared
+by ``--workers`` Whisper workers (chunks decoded at once).  The load average is
+printed: on a shared machine it inflates wall-clock RTF, so CPU-time RTF is
+printed beside it.  ``--show`` prints every transcript and its word errors.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import statistics
 import subprocess
@@ -63,6 +66,18 @@ GOALS = {"rtf_tiny": 0.05, "wer_radiology": 0.05, "wer_jfk": 0.10}
 DEFAULT_SHARED = REPO.parent / "shared" / "data"
 
 normalise = EnglishTextNormalizer()
+
+
+def word_differences(reference: str, hypothesis: str) -> list[str]:
+    """The words that differ after the normaliser, as "said -> heard" lines."""
+    ref = normalise(reference).split()
+    hyp = normalise(hypothesis).split()
+    matcher = difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False)
+    return [
+        f"{' '.join(ref[i1:i2]) or '(nothing)'} -> {' '.join(hyp[j1:j2]) or '(nothing)'}"
+        for op, i1, i2, j1, j2 in matcher.get_opcodes()
+        if op != "equal"
+    ]
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
@@ -163,11 +178,17 @@ def evaluate(
     *,
     speech: DecodedAudio | None,
     threads: int,
+    workers: int,
     repeats: int,
     cache: Path,
     show: bool,
 ) -> dict[str, float]:
-    options = ModelOptions(device="cpu", compute_type="int8", cpu_threads=threads)
+    options = ModelOptions(
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=max(1, threads // workers),
+        workers=workers,
+    )
     started = time.perf_counter()
     with_prompt = Transcriber.load(spec=model, cache_dir=cache, options=options)
     load_seconds = time.perf_counter() - started
@@ -200,6 +221,8 @@ def evaluate(
                 print(f"sections:  {transcript.sections}")
                 print(f"quality:   {transcript.quality.to_dict()}")
                 print(f"WER corrected: {word_errors(clip.reference, transcript.text)}")
+                for line in word_differences(clip.reference, transcript.text):
+                    print(f"  {line}")
         results[f"{group}_wer_no_prompt"] = bare.wer
         results[f"{group}_wer_prompt"] = prompted.wer
         results[f"{group}_wer_corrected"] = corrected.wer
@@ -220,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", default="heldout", choices=("heldout", "development"))
     parser.add_argument("--count", type=int, default=6, help="dictations in the set")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for CTranslate2")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="Whisper workers sharing the threads"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs per clip for the RTF median")
     parser.add_argument("--shared-data", type=Path, default=DEFAULT_SHARED)
     parser.add_argument("--show", action="store_true", help="print every transcript")
@@ -239,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     clips,
                     speech=rtf_speech(args.shared_data),
                     threads=args.threads,
+                    workers=args.workers,
                     repeats=args.repeats,
                     cache=folder / "models",
                     show=args.show,
@@ -254,7 +281,8 @@ def _report(rows: dict[str, dict[str, float]], args: argparse.Namespace, clips: 
     seconds = sum(c.audio.duration for c in radiology)
     print(
         f"\nset={args.set}: {len(radiology)} synthesized dictations, {seconds:.0f} s "
-        f"(espeak-ng {ESPEAK_VOICE}, {ESPEAK_WPM} wpm); jfk.flac 11 s; threads={args.threads}; "
+        f"(espeak-ng {ESPEAK_VOICE}, {ESPEAK_WPM} wpm); jfk.flac 11 s; threads={args.threads} "
+        f"in {args.workers} workers; "
         f"load average {os.getloadavg()[0]:.1f}"
     )
     print(
