@@ -27,7 +27,9 @@ each started fresh with empty storage for every measurement:
 
 Rates are from the first storescu start to the last storescu exit (so they
 include association set-up); medians over ``--rounds``, peers interleaved
-within each round.  Goals: one association at least Orthanc's rate; four
+within each round.  Beside each rate: the receiver's CPU time per image (its
+process tree, from ``/proc``), which other work on a shared machine disturbs
+much less than the rate.  Goals: one association at least Orthanc's rate; four
 associations at least 1.5x Orthanc and at least 0.5x ``storescp --fork``.
 """
 
@@ -327,6 +329,31 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of a process, its live descendants and its reaped
+    children (Linux ``/proc``): what a receiver spent, whatever else runs."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        times[pid] = sum(int(value) for value in fields[11:15]) / tick  # u, s, cu, cs
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
 def split(files: Sequence[Path], parts: int) -> list[list[Path]]:
     return [list(files[i::parts]) for i in range(parts)]
 
@@ -393,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         rates: dict[tuple[str, int], list[float]] = {}
+        cpu_per_image: dict[tuple[str, int], list[float]] = {}
         for round_number in range(args.rounds):
             for associations in association_counts:
                 parts = split(files, associations)
@@ -402,29 +430,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                     work.mkdir()
                     receiver = start(peer, work, associations, args.workers)
                     try:
+                        cpu_before = tree_cpu_seconds(receiver.process.pid)
                         seconds = send(receiver.port, parts)
+                        cpu = tree_cpu_seconds(receiver.process.pid) - cpu_before
                         problem = receiver.check(len(files)) if receiver.check else ""
                     finally:
                         receiver.stop()
                     if problem:
                         raise RuntimeError(f"{peer}: {problem}")
                     rate = len(files) / seconds
-                    rates.setdefault(
-                        (label(peer, associations, args.workers), associations), []
-                    ).append(rate)
+                    cpu_ms = cpu * 1000 / len(files)
+                    key = (label(peer, associations, args.workers), associations)
+                    rates.setdefault(key, []).append(rate)
+                    cpu_per_image.setdefault(key, []).append(cpu_ms)
                     print(
                         f"  round {round_number + 1} {associations} assoc "
-                        f"{label(peer, associations, args.workers):<26} {rate:7.1f} images/s",
+                        f"{label(peer, associations, args.workers):<26} {rate:7.1f} images/s"
+                        f"  {cpu_ms:5.2f} ms CPU/image",
                         flush=True,
                     )
         print()
-        print(f"{'receiver':<28}{'assocs':>7}{'images/s':>10}{'MB/s':>8}   (median of rounds)")
+        print(
+            f"{'receiver':<28}{'assocs':>7}{'images/s':>10}{'MB/s':>8}{'CPU ms/img':>12}"
+            "   (median of rounds)"
+        )
         medians = {}
         for (name, associations), values in rates.items():
             median = statistics.median(values)
             medians[(name.split()[0], associations)] = median
+            cpu_median = statistics.median(cpu_per_image[(name, associations)])
             print(
-                f"{name:<28}{associations:>7}{median:>10.1f}{median * megabytes / len(files):>8.1f}"
+                f"{name:<28}{associations:>7}{median:>10.1f}"
+                f"{median * megabytes / len(files):>8.1f}{cpu_median:>12.2f}"
             )
         print()
         for associations in association_counts:

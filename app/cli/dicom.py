@@ -108,8 +108,8 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         runner = ReceiverPool(settings, factory, workers=workers, port=port, ae_title=args.ae_title)
         metrics = MetricsServer(settings, registry=runner.registry)
     try:
+        freeze_heap()  # before listening: a collection would stall the first senders
         runner.start()
-        freeze_heap()
         if not args.no_metrics:
             metrics.start()
         print(runner.describe(), flush=True)

@@ -61,11 +61,12 @@ ReadyCallback = Callable[[SeriesReadyEvent], None]
 
 
 def freeze_heap() -> None:
-    """Move everything allocated so far (modules, settings, the node) out of the GC's reach.
+    """Move everything allocated so far (modules, settings) out of the GC's reach.
 
     A receiver allocates a few hundred objects per instance; the cyclic GC's
     full collections would otherwise walk the whole start-up heap (SQLAlchemy,
-    pydicom's dictionaries) each time, holding the GIL.  Call once started.
+    pydicom's dictionaries) each time, holding the GIL.  Call once, after the
+    imports and before serving.
     """
     gc.collect()
     gc.freeze()
@@ -315,8 +316,8 @@ def _worker_main(
         index_address=index_address,
     )
     try:
+        freeze_heap()  # before listening: a collection would stall the first senders
         component.start()
-        freeze_heap()
         while not stop.wait(SUPERVISE_SECONDS):
             if os.getppid() != parent:
                 log.error("the parent process is gone; this receiver stops")
