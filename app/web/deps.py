@@ -188,9 +188,11 @@ def _checked_in_database(
             cache.drop(key)
         raise NotAuthenticated(problem[0] if problem else "login required")
     state, values = found
-    if _records_activity(request, state, moment):
+    touched = _records_activity(request, state, moment)
+    if touched:
         web_sessions.touch_session(db, key, now)
-        db.commit()
+    db.commit()  # the handler starts on a fresh transaction (or none)
+    if touched:
         state = replace(state, seen_at=moment)
         cache.put(state, values)
     return state, values
