@@ -47,7 +47,7 @@ nodule nodules nodular micronodules mass masses lesion lesions opacity opacities
 ground glass ground-glass part-solid semisolid solid subsolid
 consolidation consolidations consolidative atelectasis atelectatic
 effusion effusions pneumothorax hydropneumothorax hemothorax empyema
-emphysema emphysematous bulla bullae bullous bleb blebs
+emphysema emphysematous paraseptal panlobular bulla bullae bullous bleb blebs
 bronchiectasis bronchiolectasis bronchiolitis bronchitis bronchial wall thickening
 fibrosis fibrotic honeycombing reticulation reticular traction
 pneumonia pneumonitis aspiration infection infectious inflammatory

@@ -52,6 +52,20 @@ def test_dictation_becomes_report_sections(chest_transcript: Transcript) -> None
     assert "\n\nImpression: " in chest_transcript.text
 
 
+def test_chest_terms_whisper_does_not_know(
+    transcriber: Transcriber, speak: Speak, tmp_path: Path
+) -> None:
+    """tiny.en spells some terms as it hears them; the corrected findings hold the terms."""
+    spoken = (
+        "Findings. A spiculated mass in the lingula. Small hiatal hernia. "
+        "Enlarged mediastinal lymph nodes."
+    )
+    transcript = transcriber.transcribe(decode_audio(speak(spoken, tmp_path / "terms.wav")))
+    findings = transcript.sections["findings"].lower()
+    for term in ("spiculated mass", "hiatal hernia", "mediastinal lymph nodes"):
+        assert term in findings, transcript.raw_text
+
+
 def test_raw_text_is_whispers_own(chest_transcript: Transcript) -> None:
     assert "period" in chest_transcript.raw_text.lower()
     assert chest_transcript.raw_text != chest_transcript.text
