@@ -5,11 +5,13 @@ Whisper tiny.en writes what it hears when it does not know a word:
 "mediastinil" for mediastinal.  Such a word is in neither the chest CT
 vocabulary (:mod:`app.speech.vocabulary`) nor common English (the whole words
 of Whisper's own tokenizer, :data:`COMMON_WORDS_FILE`).  Only such a word is
-looked at: it is replaced, alone or with the word next to it ("media still"),
-by the vocabulary word whose sound key (:func:`sound_key`, a small Metaphone)
-and spelling are both close enough.  A known word ("assist", "order") is never
-changed, so correct English stays as it is, and a made-up word that sounds like
-no chest CT term stays too.
+looked at: it is replaced, alone or with the word next to it ("bronchic
+tussies" -> bronchiectasis), by the vocabulary word whose sound key
+(:func:`sound_key`, a small Metaphone) and spelling are both close enough.  A
+known word is never changed, so correct English stays as it is, and a made-up
+word that sounds like no chest CT term stays too.  The price: a term Whisper
+hears as English words ("media still" for mediastinal, "assist" for a cyst,
+"order" for aorta) is out of reach here.
 """
 
 from __future__ import annotations
