@@ -216,27 +216,37 @@ def clinical_text(order: OrderContext | None) -> str:
     return ". ".join(p.rstrip(".") for p in parts) + "." if parts else "Not given in the order."
 
 
-def _flags(scores: Sequence[FindingScore], dictated: Mapping[Finding, Mention]) -> list[DraftFlag]:
+def _flags(
+    scores: Sequence[FindingScore],
+    dictated: Mapping[Finding, Mention],
+    unaided: Mapping[Finding, FindingScore],
+) -> list[DraftFlag]:
+    """Verify flags from the draft's scores; discrepancies against the ``unaided`` reading.
+
+    The model also reads the dictation, so its fused scores tend to agree with it; a
+    contradiction is only visible against what it made of the images and order alone.
+    """
     flags: list[DraftFlag] = []
     for score in scores:
         said = dictated.get(score.finding)
         name = WORDING[score.finding].lower()
-        if said is Mention.PRESENT and not score.detected:
+        own = unaided.get(score.finding, score)
+        if said is Mention.PRESENT and not own.detected:
             flags.append(
                 DraftFlag(
                     FlagKind.DISCREPANCY,
                     score.finding,
-                    f"Dictation reports {name}; the drafting model did not detect "
-                    f"it (p={score.probability:.2f}).",
+                    f"Dictation reports {name}; from the images and order alone the "
+                    f"drafting model did not detect it (p={own.probability:.2f}).",
                 )
             )
-        elif said is Mention.ABSENT and score.detected:
+        elif said is Mention.ABSENT and own.detected:
             flags.append(
                 DraftFlag(
                     FlagKind.DISCREPANCY,
                     score.finding,
-                    f"Dictation states no {name}; the drafting model detected it "
-                    f"(p={score.probability:.2f}).",
+                    f"Dictation states no {name}; from the images and order alone the "
+                    f"drafting model detected it (p={own.probability:.2f}).",
                 )
             )
         elif score.uncertain and said is not Mention.PRESENT:
@@ -257,8 +267,13 @@ def build_draft(
     technique: Technique,
     order: OrderContext | None,
     dictation: Mapping[str, str] | None = None,
+    unaided: ModelOutput | None = None,
 ) -> Draft:
-    """The AI draft: unverified, AI-generated, with its editor flags."""
+    """The AI draft: unverified, AI-generated, with its editor flags.
+
+    ``unaided`` is the model's output for the same study without the dictation; where
+    given, dictation discrepancies are judged against it.
+    """
     scores = {score.finding: score for score in model.scores}
     missing = set(Finding) - set(scores)
     if missing:
@@ -313,7 +328,9 @@ def build_draft(
         model_precision=model.model_precision,
         modality_weights={k: round(float(v), 3) for k, v in model.modality_weights.items()},
     )
-    return Draft(report=report, flags=tuple(_flags(list(scores.values()), dictated_labels)))
+    own = {score.finding: score for score in (unaided or model).scores}
+    flags = _flags(list(scores.values()), dictated_labels, own)
+    return Draft(report=report, flags=tuple(flags))
 
 
 __all__ = [

@@ -59,8 +59,9 @@ from app.services.dictation import DictationError, release_stale_dictations
 from app.services.study_status import change_status
 from models.errors import ModelInputError
 from models.findings import Finding
-from models.inference import Drafter, DraftResult, SliceLocation
+from models.inference import Drafter, DraftResult, SliceLocation, StudyInput
 from models.networks.gating import DictationQuality
+from models.preprocess import PreparedImage
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +328,25 @@ def _location(location: SliceLocation | None) -> Evidence | None:
     return Evidence(slice_index=location.slice_index, position_mm=location.centre_ras_mm)
 
 
+def _run_model(
+    drafter: Drafter,
+    prepared: PreparedImage,
+    emr_text: str | None,
+    transcript: str | None,
+    quality: DictationQuality | None,
+) -> tuple[DraftResult, DraftResult | None]:
+    """The draft's result and, with a dictation, the same study read without it (one batch),
+    against which the dictation's discrepancies are judged."""
+    fused = StudyInput(
+        image=prepared, emr_text=emr_text, transcript=transcript, dictation_quality=quality
+    )
+    if not transcript:
+        return drafter.draft_batch([fused])[0], None
+    unaided = StudyInput(image=prepared, emr_text=emr_text)
+    result, alone = drafter.draft_batch([fused, unaided])
+    return result, alone
+
+
 def model_output(result: DraftResult, *, demonstration: bool) -> ModelOutput:
     """The model's typed result in the reporting vocabulary."""
     scores = []
@@ -471,12 +491,7 @@ def run_draft_job(services: DraftingServices, claimed: jobs.ClaimedJob) -> int |
             prepared = preprocess(context.series_dir, drafter.spec)
         jobs.record_timings(factory, claimed.id, "model", stages.timings)
         with stages.stage("model"):
-            result = drafter.draft(
-                prepared,
-                emr_text=context.emr_text,
-                transcript=transcript,
-                dictation_quality=quality,
-            )
+            result, unaided = _run_model(drafter, prepared, context.emr_text, transcript, quality)
         with stages.stage("report"):
             demonstration = not result.validated_for_clinical_use
             draft = build_draft(
@@ -484,6 +499,7 @@ def run_draft_job(services: DraftingServices, claimed: jobs.ClaimedJob) -> int |
                 technique=_technique(context.first_instance),
                 order=context.order,
                 dictation=sections,
+                unaided=None if unaided is None else model_output(unaided, demonstration=True),
             )
         with stages.stage("store"):
             version_id = _store(services, claimed, draft, claimed.id)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import redis
+
+from app.core.settings import Settings
 
 T = TypeVar("T")
 
@@ -45,3 +51,36 @@ def small_study_factory(
         return made[seed]
 
     return make
+
+
+def redis_or_skip(url: str) -> redis.Redis:
+    """A client for the machine's Redis; fail in CI (which starts it), skip elsewhere."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        if os.environ.get("CI"):
+            pytest.fail("Redis is not running on 127.0.0.1:6379")
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    return client
+
+
+def start_worker(
+    settings: Settings, log: Path, metrics_port: int, *, order_wait_seconds: float = 0.0
+) -> subprocess.Popen[bytes]:
+    """`radscribe worker` in its own process, on the settings' database and broker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADSCRIBE_")}
+    env.update(
+        RADSCRIBE_ENV="development",
+        RADSCRIBE_DATA_DIR=str(settings.data_dir),
+        RADSCRIBE_DATABASE_URL=str(settings.database_url),
+        RADSCRIBE_CELERY_BROKER_URL=str(settings.celery_broker_url),
+        RADSCRIBE_ORDER_WAIT_SECONDS=str(order_wait_seconds),
+        RADSCRIBE_METRICS_PORT=str(metrics_port),
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli.main", "worker"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )

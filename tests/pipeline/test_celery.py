@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 from sqlalchemy import select
 
 from app.core.domain import JobState, Priority
@@ -22,25 +18,14 @@ from app.services.celery_app import ROUTINE_QUEUE, STAT_QUEUE, TASK_NAME, make_c
 from app.services.runtime import Runtime
 from dicom_node.send import Destination, collect_files, send_files
 from tests.conftest import free_port
-from tests.pipeline.conftest import wait_for
+from tests.pipeline.conftest import redis_or_skip, start_worker, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
-def _redis_or_skip() -> redis.Redis:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        if os.environ.get("CI"):
-            pytest.fail("Redis is not running on 127.0.0.1:6379")
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
-    return client
-
-
 @pytest.fixture
 def celery_settings(tmp_path: Path, sqlite_url: str) -> Settings:
-    client = _redis_or_skip()
+    client = redis_or_skip(REDIS_URL)
     client.delete(STAT_QUEUE, ROUTINE_QUEUE, "unacked", "unacked_index")
     return load_settings(
         env="development",
@@ -62,24 +47,6 @@ def runtime(celery_settings: Settings) -> Iterator[Runtime]:
     built.start()
     yield built
     built.stop()
-
-
-def _start_worker(settings: Settings, log: Path, metrics_port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RADSCRIBE_")}
-    env.update(
-        RADSCRIBE_ENV="development",
-        RADSCRIBE_DATA_DIR=str(settings.data_dir),
-        RADSCRIBE_DATABASE_URL=str(settings.database_url),
-        RADSCRIBE_CELERY_BROKER_URL=REDIS_URL,
-        RADSCRIBE_ORDER_WAIT_SECONDS="0",
-        RADSCRIBE_METRICS_PORT=str(metrics_port),
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli.main", "worker"],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
 
 
 def _push(settings: Settings, folder: Path, truth: dict[str, Any]) -> str:
@@ -120,7 +87,7 @@ def test_jobs_run_once_on_celery_workers_stat_first(
     celery.send_task(TASK_NAME, args=[routine_job.id], queue=ROUTINE_QUEUE)  # a repeat
 
     metrics_port = free_port()
-    worker = _start_worker(celery_settings, tmp_path / "worker.log", metrics_port)
+    worker = start_worker(celery_settings, tmp_path / "worker.log", metrics_port)
     try:
 
         def finished() -> list[Job] | None:

@@ -1,15 +1,20 @@
-"""One process, real peers: a study goes from storescu, mllp_send and an upload to a draft.
+"""Real peers: a study goes from storescu, mllp_send and an upload to a draft.
 
 The study's order is sent with python-hl7's ``mllp_send``, its images with
 DCMTK's ``storescu``; a radiologist logs in over HTTP, claims the study and
 uploads a dictation (espeak-ng speech) through the JSON API.  The draft must
-come from all three: linked order as clinical information, the dictated
-sentences in their sections, the model's findings with their flags, and a
+come from all three: linked order as clinical information, the shipped model's
+findings matching the study's ground truth where the model's own evaluation
+says the image decides them, the dictated sentences in their sections, and a
 discrepancy flag where the dictation contradicts the model.
+
+The flow runs twice: embedded (one process, SQLite, in-process worker) and
+scaled out (PostgreSQL, jobs on a `radscribe worker` process over Redis).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -29,10 +34,14 @@ from app.services.assembly import build_runtime
 from app.services.runtime import Runtime
 from app.services.synthetic_study import synthesize_speech, write_wav
 from app.services.users import create_user
+from models.checkpoint import shipped_checkpoint_path
 from tests.conftest import free_port
-from tests.pipeline.conftest import wait_for
+from tests.pipeline.conftest import redis_or_skip, start_worker, wait_for
 
 STORESCU = "/usr/bin/storescu"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+DECIDED_BY_IMAGE_AUROC = 0.99
+"""Findings whose image-only AUROC in the shipped evaluation reaches this must match truth."""
 PASSWORD = "correct horse battery staple"
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 # Findings with plain words that a dictation can contradict, and how to say each.
@@ -49,8 +58,7 @@ def _mllp_send() -> Path:
     return Path(sys.executable).parent / "mllp_send"
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def _settings(tmp_path: Path, **extra: Any) -> Settings:
     return load_settings(
         env="development",
         data_dir=tmp_path / "data",
@@ -62,15 +70,50 @@ def settings(tmp_path: Path) -> Settings:
         hl7_port=free_port(),
         dicom_quiet_seconds=0.5,
         order_wait_seconds=30.0,
+        **extra,
     )
 
 
-@pytest.fixture
-def runtime(settings: Settings) -> Iterator[Runtime]:
-    built = build_runtime(settings)
+@pytest.fixture(params=["embedded", "celery"])
+def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Settings, Runtime]]:
+    """The whole system, in one process or with drafting on a Celery worker."""
+    if request.param == "embedded":
+        settings = _settings(tmp_path)
+        built = build_runtime(settings)
+        built.start()
+        yield settings, built
+        built.stop()
+        return
+    from app.services.celery_app import ROUTINE_QUEUE, STAT_QUEUE
+
+    redis_or_skip(REDIS_URL).delete(STAT_QUEUE, ROUTINE_QUEUE, "unacked", "unacked_index")
+    settings = _settings(
+        tmp_path,
+        database_url=request.getfixturevalue("postgres_url"),
+        celery_broker_url=REDIS_URL,
+    )
+    built = build_runtime(settings, only=["web", "dicom", "hl7", "draft-requests"])
     built.start()
-    yield built
-    built.stop()
+    worker = start_worker(settings, tmp_path / "worker.log", free_port(), order_wait_seconds=30.0)
+    try:
+        yield settings, built
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        built.stop()
+
+
+def _image_decided_findings() -> set[str]:
+    """Findings the shipped checkpoint's evaluation shows the image alone decides."""
+    report = json.loads((shipped_checkpoint_path().parent / "evaluation.json").read_text())
+    image_only = report["scenarios"]["image only"]["auroc"]
+    from models.findings import FINDINGS
+
+    return {
+        f.value
+        for f in FINDINGS
+        if (image_only.get(f.slug) or {}).get("value", 0.0) >= DECIDED_BY_IMAGE_AUROC
+    }
 
 
 def _send_order(folder: Path, truth: dict[str, Any], port: int) -> None:
@@ -146,14 +189,16 @@ def _first_draft(runtime: Runtime, study_id: int) -> dict[str, Any] | None:
         return None if version is None else dict(version.structured)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 def test_storescu_mllp_send_and_upload_become_one_draft(
-    settings: Settings,
-    runtime: Runtime,
+    system: tuple[Settings, Runtime],
     small_study_factory: Callable[[int], tuple[Path, dict[str, Any]]],
     tmp_path: Path,
 ) -> None:
-    seed = next(s for s in range(100, 200) if _has_order(small_study_factory, s))
+    settings, runtime = system
+    decided = _image_decided_findings()
+    assert decided, "the shipped evaluation names no finding the image decides"
+    seed = next(s for s in range(100, 200) if _useful(small_study_factory, s, decided))
     folder, truth = small_study_factory(seed)
     with runtime.session_factory() as session, session.begin():
         create_user(session, username="reader", role=Role.RADIOLOGIST, password=PASSWORD)
@@ -174,16 +219,23 @@ def test_storescu_mllp_send_and_upload_become_one_draft(
         assert reason.split()[0] in first["clinical_information"]
     assert "No order linked" not in first["clinical_information"]
     assert first["ai_generated"] and not first["verified"]
+    drafted = {s["finding"] for sec in first["sections"] for s in sec["statements"]}
+    not_detected = {f for sec in first["sections"] for f in sec["not_detected"]}
+    for finding in decided:
+        if truth["labels"][finding]:
+            assert finding in drafted, (finding, "missed", drafted)
+        else:
+            assert finding in not_detected and finding not in drafted, (finding, drafted)
 
     # Dictate the opposite of what the model said about one plainly spoken finding.
-    drafted = {s["finding"] for sec in first["sections"] for s in sec["statements"]}
     finding, spoken = next(iter(SAYABLE.items()))
+    # Spoken punctuation, as radiologists dictate: tiny.en otherwise hears "effusion.
+    # The liver" as "effusion that liver" and the liver sentence lands in the pleura.
+    claim = f"There is no {spoken}" if finding in drafted else f"There is a large {spoken}"
     sentence = (
-        f"Findings. There is no {spoken}."
-        if finding in drafted
-        else f"Findings. There is a large {spoken}."
+        f"Findings. {claim} period. The liver is unremarkable period. "
+        "Impression. Follow up as clinically indicated."
     )
-    sentence += " The liver is unremarkable. Impression. Follow up as clinically indicated."
     wav = tmp_path / "dictation.wav"
     write_wav(wav, synthesize_speech(sentence, voice="en-us", speed_wpm=140))
 
@@ -219,6 +271,10 @@ def test_storescu_mllp_send_and_upload_become_one_draft(
     ]
 
 
-def _has_order(factory: Callable[[int], tuple[Path, dict[str, Any]]], seed: int) -> bool:
+def _useful(
+    factory: Callable[[int], tuple[Path, dict[str, Any]]], seed: int, decided: set[str]
+) -> bool:
+    """A study with an order and at least one image-decided finding present."""
     _, truth = factory(seed)
-    return bool(truth["clinical"]["order_present"] and truth["hl7"].get("orm"))
+    has_order = truth["clinical"]["order_present"] and truth["hl7"].get("orm")
+    return bool(has_order and any(truth["labels"][f] for f in decided))

@@ -89,6 +89,24 @@ def test_dictated_finding_the_model_missed_is_a_discrepancy() -> None:
     ]
 
 
+def test_discrepancies_are_judged_against_the_reading_without_the_dictation() -> None:
+    """The fused model echoes a dictated effusion; the images alone did not show it."""
+    dictation = {"findings": "There is a large pleural effusion."}
+    fused = _model({Finding.PLEURAL_EFFUSION: 0.95})
+    unaided = _model({Finding.PLEURAL_EFFUSION: 0.05})
+    technique = Technique(slice_thickness_mm=1.25, kvp=120)
+    draft = build_draft(fused, technique=technique, order=None, dictation=dictation)
+    assert draft.flags == ()  # without the unaided reading nothing would be flagged
+    draft = build_draft(
+        fused, technique=technique, order=None, dictation=dictation, unaided=unaided
+    )
+    (flag,) = draft.flags
+    assert flag.kind is FlagKind.DISCREPANCY and flag.finding is Finding.PLEURAL_EFFUSION
+    assert "images and order alone" in flag.message and "p=0.05" in flag.message
+    pleura = next(s for s in draft.report.sections if s.key == "pleura")
+    assert [s.finding for s in pleura.statements] == ["Pleural effusion"]  # both visible
+
+
 def test_dictation_confirming_an_uncertain_finding_needs_no_verify_flag() -> None:
     draft = _draft({Finding.ATELECTASIS: 0.4}, dictation={"findings": "Bibasilar atelectasis."})
     assert draft.flags == ()
