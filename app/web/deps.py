@@ -203,19 +203,16 @@ def _records_activity(request: Request, state: SessionState, moment: float) -> b
     return not background and moment - state.seen_at >= REFRESH_AFTER_SECONDS
 
 
-async def current_user(
-    request: Request,
-    db: DbDep,
-    settings: SettingsDep,
-    codec: CodecDep,
-    now: NowDep,
-) -> User:
+async def current_user(request: Request, db: DbDep, now: NowDep) -> User:
     """The logged-in user; records activity unless the request is background.
 
     A session this process read moments ago is checked on the event loop without
     a query; anything else (first sight, a refusal, activity to record) goes to the
-    database in a worker thread.
+    database in a worker thread.  (Settings and codec come from the app state, not
+    as dependencies: every request resolves this one, so it stays small.)
     """
+    settings: Settings = request.app.state.settings
+    codec: SessionCodec = request.app.state.session_codec
     data = codec.decode(request.cookies.get(SESSION_COOKIE))
     if data is None:
         raise NotAuthenticated("login required")
@@ -244,10 +241,11 @@ async def current_user(
 UserDep = Annotated[User, Depends(current_user)]
 
 
-async def verify_csrf(request: Request, user: UserDep, codec: CodecDep) -> None:
+async def verify_csrf(request: Request, user: UserDep) -> None:
     """Unsafe methods carry the session's CSRF token (header for scripts, field for forms)."""
     if request.method in SAFE_METHODS:
         return
+    codec: SessionCodec = request.app.state.session_codec
     data: SessionData = request.state.session
     expected = codec.csrf_token(data.sid)
     given = request.headers.get(CSRF_HEADER)
