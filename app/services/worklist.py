@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import enum
 import re
-import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -32,6 +30,7 @@ from sqlalchemy.orm import Session, aliased
 from app.core.domain import Priority, StudyStatus
 from app.core.tables import STUDY_ACQUIRED, STUDY_PRIORITY_RANK, Study, User
 from app.services.outbox import as_utc
+from app.services.short_cache import ShortCache
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -248,33 +247,18 @@ def _statements(shape: _Shape) -> tuple[Select[*tuple[Any, ...]], Select[int]]:
     return page, select(func.count()).select_from(Study).where(*conditions)
 
 
-class TotalsCache:
+class TotalsCache(ShortCache[tuple[Any, ...], int]):
     """How many studies match a filter, remembered for a couple of seconds.
 
     Counting reads every matching index entry (thousands) while the page reads
     fifty; a worklist that refreshes itself asks the same count again and again.
-    The rows are always read fresh; only the total shown above them may be up
-    to ``ttl`` seconds old.  Filters that depend on the reader or the clock
-    (claimed by me / others) are always counted.
+    The rows are always read fresh; only the total shown above them may be a
+    few seconds old.  Filters that depend on the reader or the clock (claimed
+    by me / others) are always counted.
     """
 
-    def __init__(self, ttl: float = 2.0, max_entries: int = 1024) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: dict[tuple[Any, ...], tuple[float, int]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[Any, ...]) -> int | None:
-        entry = self._entries.get(key)
-        if entry is None or time.monotonic() - entry[0] > self.ttl:
-            return None
-        return entry[1]
-
-    def put(self, key: tuple[Any, ...], total: int) -> None:
-        with self._lock:
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-            self._entries[key] = (time.monotonic(), total)
+    def __init__(self, ttl: float = 2.0) -> None:
+        super().__init__(ttl, max_entries=1024)
 
 
 def query_worklist(

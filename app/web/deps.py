@@ -146,7 +146,7 @@ def _load(db: Session, key: str, cache: SessionCache) -> tuple[SessionState, dic
     state, user = found
     values = {name: getattr(user, name) for name in _USER_COLUMNS}
     db.expunge(user)
-    cache.put(state, values)
+    cache.put(key, (state, values))
     return state, values
 
 
@@ -194,7 +194,7 @@ def _checked_in_database(
     db.commit()  # the handler starts on a fresh transaction (or none)
     if touched:
         state = replace(state, seen_at=moment)
-        cache.put(state, values)
+        cache.put(key, (state, values))
     return state, values
 
 

@@ -20,8 +20,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
-import time
 from dataclasses import asdict, dataclass
 from http.cookies import SimpleCookie
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.services.short_cache import ShortCache
 from app.services.web_sessions import SessionState
 
 SESSION_COOKIE = "radscribe_session"
@@ -121,39 +120,17 @@ def new_session(uid: int, fingerprint: str) -> SessionData:
     return SessionData(sid=secrets.token_urlsafe(18), uid=uid, fingerprint=fingerprint)
 
 
-class SessionCache:
+class SessionCache(ShortCache[str, tuple[SessionState, dict[str, Any]]]):
     """Session rows and their users this process read in the last few seconds.
 
-    Saves the per-request query for a busy reader.  Only answers younger than
-    ``ttl`` seconds are used; a refusal is always checked against the database
-    before it is acted on, and this process's own logouts drop the entry.
+    Saves the per-request query for a busy reader.  Answers are at most ``ttl``
+    seconds old (two while one request re-reads the row); a refusal is always
+    checked against the database before it is acted on, and this process's own
+    logouts drop the entry at once.
     """
 
-    def __init__(self, ttl: float = SESSION_CACHE_SECONDS, max_entries: int = 10_000) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: dict[str, tuple[float, SessionState, dict[str, Any]]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> tuple[SessionState, dict[str, Any]] | None:
-        entry = self._entries.get(key)
-        if entry is None or time.monotonic() - entry[0] > self.ttl:
-            return None
-        return entry[1], entry[2]
-
-    def put(self, state: SessionState, user: dict[str, Any]) -> None:
-        with self._lock:
-            if len(self._entries) >= self.max_entries:
-                now = time.monotonic()
-                for key in [k for k, v in self._entries.items() if now - v[0] > self.ttl]:
-                    del self._entries[key]
-                if len(self._entries) >= self.max_entries:
-                    self._entries.clear()
-            self._entries[state.key] = (time.monotonic(), state, user)
-
-    def drop(self, key: str) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
+    def __init__(self, ttl: float = SESSION_CACHE_SECONDS) -> None:
+        super().__init__(ttl)
 
 
 def cookie_is_secure(policy: bool | None, scheme: str) -> bool:

@@ -7,6 +7,7 @@ must never appear in a URL or an access log).
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
 from typing import Annotated, Any
@@ -42,6 +43,10 @@ from app.web.sessions import BACKGROUND_HEADER
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
+# Worklist reads run here: a plain executor hands off more cheaply than anyio's
+# threadpool, and four threads (with the audit writer, five connections: the
+# database pool's size) keep both the connections and the GIL contention bounded.
+READERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="worklist-read")
 
 
 def page_context(
@@ -107,9 +112,8 @@ async def audited_worklist(
     The query runs in a worker thread; the wait for the audit writer's shared
     commit happens on the event loop, so a slow disk holds no thread.
     """
-    # The loop's own executor: a lighter hand-off than anyio's for this hot path.
     page = await asyncio.get_running_loop().run_in_executor(
-        None,
+        READERS,
         partial(
             _read_worklist,
             db,
