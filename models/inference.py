@@ -153,6 +153,14 @@ class Drafter:
         self.spec = self.meta.preprocess_spec
         self.config = self.meta.model_config
 
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a study's result is the same whatever else is in its batch.
+
+        Not for INT8: dynamic quantization picks each layer's activation scale from the
+        whole batch, so batch-mates move a result (by 0.1 in probability, measured)."""
+        return self.precision != "int8"
+
     # -- inputs ---------------------------------------------------------------
     def _text(self, texts: Sequence[str | None], max_tokens: int) -> TextInput:
         present = torch.tensor([_has_text(t) for t in texts], dtype=torch.bool)

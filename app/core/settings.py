@@ -231,6 +231,19 @@ class Settings(BaseSettings):
         description="The drafting model's full form: fp32, bf16 or int8 (CPU only); unset = "
         "bf16 on a GPU, int8 on the CPU.",
     )
+    draft_batch_size: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Drafting jobs a worker process runs at once; their model stages run as "
+        "one batch (worth it on a GPU). 1 = one job at a time.",
+    )
+    draft_batch_window_ms: float = Field(
+        default=100.0,
+        ge=0.0,
+        le=5000.0,
+        description="How long the first job of a batch waits for others to join it.",
+    )
 
     load_adaptive_precision: bool = Field(
         default=False,

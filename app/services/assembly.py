@@ -21,6 +21,7 @@ from app.core.tables import Study
 from app.emr.runtime import Hl7Component
 from app.services import drafting, linking
 from app.services.adaptive_drafting import drafter_for
+from app.services.batching import ModelBatcher
 from app.services.celery_app import dispatcher_for
 from app.services.dicom_runtime import build_node
 from app.services.drafting import DraftingServices
@@ -75,6 +76,11 @@ def drafting_services(settings: Settings, factory: sessionmaker[Session]) -> Dra
         drafter=drafter_for(settings),
         transcribe=transcribe,
         load_transcriber=transcriber,
+        batcher=ModelBatcher(
+            max_studies=settings.draft_batch_size, window_s=settings.draft_batch_window_ms / 1000
+        )
+        if settings.draft_batch_size > 1
+        else None,
     )
 
 
@@ -103,7 +109,7 @@ def build_runtime(
         pool = WorkerPool(
             factory,
             lambda claimed: drafting.run_draft_job(services, claimed),
-            threads=1,
+            threads=settings.draft_batch_size,
             warm_up=services.warm_up,
         )
 

@@ -151,16 +151,23 @@ def dispatcher_for(settings: Settings) -> CeleryDispatcher | None:
 
 
 def worker_argv(settings: Settings, *, concurrency: int, queues: list[str] | None) -> list[str]:
+    """Processes for concurrency; one process of threads when jobs are batched on its model."""
+    if concurrency > 1:
+        pool, slots = "prefork", concurrency
+    elif settings.draft_batch_size > 1:
+        pool, slots = "threads", settings.draft_batch_size
+    else:
+        pool, slots = "solo", 1
     return [
         "worker",
         "--loglevel",
         settings.log_level,
         "--concurrency",
-        str(concurrency),
+        str(slots),
         "--queues",
         ",".join(queues or [STAT_QUEUE, ROUTINE_QUEUE]),
         "--pool",
-        "prefork" if concurrency > 1 else "solo",
+        pool,
         "--without-gossip",
         "--without-mingle",
     ]

@@ -55,6 +55,7 @@ from app.reporting.render import render_text
 from app.reporting.schema import Evidence, Nodule
 from app.services import audit, jobs
 from app.services import pipeline_metrics as metrics
+from app.services.batching import ModelBatcher
 from app.services.dictation import DictationError, release_stale_dictations
 from app.services.study_status import change_status
 from models.errors import ModelInputError
@@ -98,6 +99,8 @@ class DraftingServices:
     transcribe: Callable[[int], None] | None = None
     """Transcribe one pending dictation by id (None: dictations are not transcribed here)."""
     load_transcriber: Callable[[], object] | None = None
+    batcher: ModelBatcher | None = None
+    """Gathers the model stages of jobs running at once into one batch (None: each alone)."""
 
     def warm_up(self) -> None:
         """Load the model (and Whisper) once, before the first job needs them."""
@@ -334,17 +337,21 @@ def _run_model(
     emr_text: str | None,
     transcript: str | None,
     quality: DictationQuality | None,
+    batcher: ModelBatcher | None = None,
 ) -> tuple[DraftResult, DraftResult | None]:
     """The draft's result and, with a dictation, the same study read without it (one batch),
     against which the dictation's discrepancies are judged."""
     fused = StudyInput(
         image=prepared, emr_text=emr_text, transcript=transcript, dictation_quality=quality
     )
-    if not transcript:
-        return drafter.draft_batch([fused])[0], None
-    unaided = StudyInput(image=prepared, emr_text=emr_text)
-    result, alone = drafter.draft_batch([fused, unaided])
-    return result, alone
+    studies = [fused] if not transcript else [fused, StudyInput(image=prepared, emr_text=emr_text)]
+    if not drafter.batch_invariant:  # INT8: each reading alone, or batch-mates would move it
+        results = [drafter.draft_batch([study])[0] for study in studies]
+    elif batcher is not None:
+        results = batcher.run(drafter, studies)
+    else:
+        results = drafter.draft_batch(studies)
+    return results[0], (results[1] if transcript else None)
 
 
 def model_output(result: DraftResult, *, demonstration: bool) -> ModelOutput:
@@ -491,7 +498,9 @@ def run_draft_job(services: DraftingServices, claimed: jobs.ClaimedJob) -> int |
             prepared = preprocess(context.series_dir, drafter.spec)
         jobs.record_timings(factory, claimed.id, "model", stages.timings)
         with stages.stage("model"):
-            result, unaided = _run_model(drafter, prepared, context.emr_text, transcript, quality)
+            result, unaided = _run_model(
+                drafter, prepared, context.emr_text, transcript, quality, services.batcher
+            )
         with stages.stage("report"):
             demonstration = not result.validated_for_clinical_use
             draft = build_draft(

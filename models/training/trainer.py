@@ -255,11 +255,11 @@ def training_losses(
     losses = radscribe_loss(out, finding_labels=batch.labels)
     total = losses["total"]
     if out.image_only_logits is not None and config.image_only_loss_weight > 0:
-        known = ~torch.isnan(batch.labels)
+        labelled = ~torch.isnan(batch.labels)
         bce = F.binary_cross_entropy_with_logits(
             out.image_only_logits.float(), torch.nan_to_num(batch.labels), reduction="none"
         )
-        losses["image_only"] = (bce * known).sum() / known.sum().clamp_min(1)
+        losses["image_only"] = (bce * labelled).sum() / labelled.sum().clamp_min(1)
         total = total + config.image_only_loss_weight * losses["image_only"]
     if teacher_probabilities is not None and distill_alpha > 0:
         soft = F.binary_cross_entropy_with_logits(
