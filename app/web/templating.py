@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +64,11 @@ def person(xcn: str | None) -> str:
     return name or parts[0]
 
 
+def html_text(value: object) -> str:
+    """Escaped for HTML text and attributes, as a plain str (cheaper than Markup)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
 def status_label(status: StudyStatus | str) -> str:
     return STATUS_LABELS.get(StudyStatus(status), str(status))
 
@@ -77,6 +83,7 @@ def build_templates() -> Jinja2Templates:
         timestamp_seconds=timestamp_seconds,
         person=person,
         status_label=status_label,
+        h=html_text,
     )
     env.globals.update(CSRF_FIELD=CSRF_FIELD, CSRF_HEADER=CSRF_HEADER)
     return templates

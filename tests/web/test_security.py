@@ -253,3 +253,41 @@ def test_no_patient_data_in_urls_or_logs(web, caplog: pytest.LogCaptureFixture) 
     for record in caplog.records:
         line = record.getMessage().lower()
         assert "zephyrine" not in line and "quillon" not in line and "phi777" not in line, line
+
+
+def test_worklist_rows_escape_every_outside_value(web) -> None:
+    """The rows fragment renders with autoescape off (speed): each outside value escapes."""
+    from sqlalchemy import update
+
+    from app.core.tables import Study, User
+
+    web.seed.user("rad", Role.RADIOLOGIST)
+    web.seed.user("other", Role.RADIOLOGIST)
+    hostile = "<script>alert(1)</script>"
+    study = web.seed.study(patient_name=f"{hostile}^X", mrn='"><img src=x onerror=alert(2)>')
+    with web.factory() as session, session.begin():
+        session.execute(
+            update(Study)
+            .where(Study.id == study)
+            .values(accession_number="<b>acc</b>", study_description=f"CT {hostile}")
+        )
+        session.execute(
+            update(User).where(User.username == "other").values(display_name=f"Dr {hostile}")
+        )
+    holder = web.client()
+    holder_token = web.login(holder, "other")
+    assert (
+        holder.post(f"/studies/{study}/claim", data={"csrf_token": holder_token}).status_code == 303
+    )
+    client = web.client()
+    token = web.login(client, "rad")
+    pages = [
+        client.get("/worklist").text,
+        client.post("/worklist/rows", data={"csrf_token": token}).text,
+        client.post("/worklist/rows", data={"csrf_token": token, "status": hostile}).text,
+    ]
+    for text in pages:
+        assert "<script>" not in text and "<img" not in text and "<b>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[0]  # the name, shown escaped
+    assert "Dr &lt;script&gt;" in pages[1]  # the reader holding it
+    assert "&lt;script&gt;" in pages[2]  # the refused filter value, echoed escaped
