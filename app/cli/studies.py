@@ -1,4 +1,4 @@
-"""`radscribe studies list [--json]`: received studies, series, counts and selection."""
+"""`radscribe studies list [--json]`: studies, series, counts, selection, job and report."""
 
 from __future__ import annotations
 
@@ -40,9 +40,13 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
         print("no studies received")
         return 0
     for study in studies:
+        job = f"  job {study.job.state}" if study.job else ""
+        report = (
+            f"  report v{study.report.version_number} {study.report.kind}" if study.report else ""
+        )
         print(
             f"{study.study_instance_uid}  acc={study.accession_number or '-'}  "
-            f"{study.status}  {study.instance_count} instances"
+            f"{study.status}  {study.instance_count} instances{job}{report}"
         )
         for series in study.series:
             mark = "*" if series.selected else " "

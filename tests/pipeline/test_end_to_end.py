@@ -32,6 +32,7 @@ from app.core.settings import Settings, load_settings
 from app.core.tables import Job, Report, ReportFlag, ReportVersion, Study
 from app.services.assembly import build_runtime
 from app.services.runtime import Runtime
+from app.services.study_overview import list_studies
 from app.services.synthetic_study import synthesize_speech, write_wav
 from app.services.users import create_user
 from models.checkpoint import shipped_checkpoint_path
@@ -212,6 +213,7 @@ def test_storescu_mllp_send_and_upload_become_one_draft(
                 select(Study.id).where(Study.study_instance_uid == truth["study"]["study_uid"])
             )
 
+    study_uid = truth["study"]["study_uid"]
     sid = wait_for(study_id, timeout=60, what="the study in the index")
     first = wait_for(lambda: _first_draft(runtime, sid), timeout=180, what="the first draft")
     reason = truth["clinical"]["reason_for_exam"]
@@ -269,6 +271,13 @@ def test_storescu_mllp_send_and_upload_become_one_draft(
     assert any(f.kind is FlagKind.DISCREPANCY and f.finding == finding for f in flags), [
         (f.kind, f.finding, f.message) for f in flags
     ]
+    # `radscribe studies list --json` shows the job's state and timings and the newest draft.
+    with runtime.session_factory() as session:
+        (listed,) = [s for s in list_studies(session) if s.study_instance_uid == study_uid]
+    assert listed.job is not None and listed.job.state == "done"
+    assert listed.job.timings and listed.job.timings["model"] > 0
+    assert listed.report is not None and listed.report.version_number >= 2
+    assert listed.report.kind == "draft" and listed.report.ai_generated
 
 
 def _useful(
