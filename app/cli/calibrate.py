@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from app.cli.evaluate import LAYOUTS, detect_layout
+from app.cli.evaluate import add_checkpoint_and_data, detect_layout
 from app.core.settings import Settings
 
 EXIT_OK = 0
@@ -19,18 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "calibrate",
         help="refit calibration and per-finding thresholds on a validation split (no training)",
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint (.json)")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="CT-RATE folder, hospital export, or (synthetic) the folder for generated studies",
-    )
+    add_checkpoint_and_data(parser, split="valid", synthetic_count=200)
     parser.add_argument("--out", type=Path, required=True, help="new checkpoint path (stem)")
-    parser.add_argument("--split", default="valid", help="train, valid or test (default valid)")
-    parser.add_argument("--layout", choices=LAYOUTS, default="auto")
-    parser.add_argument("--cache-dir", type=Path, help="preprocessed-volume cache to (re)use")
-    parser.add_argument("--synthetic-count", type=int, default=200, help="synthetic studies")
     parser.add_argument(
         "--specificity", type=float, default=0.9, help="decision threshold's specificity target"
     )
@@ -38,7 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--verify-sensitivity", type=float, default=0.95, help="verify threshold's sensitivity"
     )
     parser.add_argument("--part-mib", type=int, help="split the weights into parts of this size")
-    parser.add_argument("--device", default="auto")
     parser.set_defaults(handler=run_calibrate, needs_settings=False)
 
 

@@ -18,6 +18,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "evaluate", help="per-finding AUROC, F1, calibration, nodules, modality ablation"
     )
+    add_checkpoint_and_data(parser, split="test", synthetic_count=500)
+    parser.add_argument("--out", type=Path, help="report folder (default: DATA/evaluation)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=run_evaluate, needs_settings=False)
+
+
+def add_checkpoint_and_data(
+    parser: argparse.ArgumentParser, *, split: str, synthetic_count: int
+) -> None:
+    """The arguments `evaluate` and `calibrate` share: a checkpoint and a data split."""
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint (.json)")
     parser.add_argument(
         "--data",
@@ -25,15 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="CT-RATE folder, hospital export, or (synthetic) the folder for generated studies",
     )
-    parser.add_argument("--split", default="test", help="train, valid or test (default test)")
+    parser.add_argument("--split", default=split, help=f"train, valid or test (default {split})")
     parser.add_argument("--layout", choices=LAYOUTS, default="auto")
-    parser.add_argument("--out", type=Path, help="report folder (default: DATA/evaluation)")
     parser.add_argument("--cache-dir", type=Path, help="preprocessed-volume cache to (re)use")
-    parser.add_argument("--synthetic-count", type=int, default=500, help="synthetic studies")
+    parser.add_argument(
+        "--synthetic-count", type=int, default=synthetic_count, help="synthetic studies"
+    )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(handler=run_evaluate, needs_settings=False)
 
 
 def detect_layout(data: Path) -> str:

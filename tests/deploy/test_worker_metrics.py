@@ -8,16 +8,12 @@ folder and starts itself again in multiprocess mode; it removes the folder when 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 from sqlalchemy import select
 
 from app.core.domain import JobState
@@ -28,7 +24,7 @@ from app.services.celery_app import ROUTINE_QUEUE, STAT_QUEUE
 from app.services.runtime import Runtime
 from dicom_node.send import Destination, collect_files, send_files
 from tests.conftest import free_port
-from tests.pipeline.conftest import small_study_factory, wait_for
+from tests.pipeline.conftest import redis_or_skip, small_study_factory, start_worker, wait_for
 
 __all__ = ["small_study_factory"]  # the fixture, imported for this test
 
@@ -38,14 +34,7 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 @pytest.fixture
 def settings(tmp_path: Path, sqlite_url: str) -> Settings:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        if os.environ.get("CI"):
-            pytest.fail("Redis is not running on 127.0.0.1:6379")
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
-    client.delete(STAT_QUEUE, ROUTINE_QUEUE, "unacked", "unacked_index")
+    redis_or_skip(REDIS_URL).delete(STAT_QUEUE, ROUTINE_QUEUE, "unacked", "unacked_index")
     return load_settings(
         env="development",
         data_dir=tmp_path / "data",
@@ -99,23 +88,8 @@ def test_a_prefork_worker_serves_every_process_metrics(
         assert results and all(r.ok for r in results)
 
     metrics_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RADSCRIBE_")}
-    env.pop(MULTIPROCESS_ENV, None)
-    env.update(
-        RADSCRIBE_ENV="development",
-        RADSCRIBE_DATA_DIR=str(settings.data_dir),
-        RADSCRIBE_DATABASE_URL=str(settings.database_url),
-        RADSCRIBE_CELERY_BROKER_URL=REDIS_URL,
-        RADSCRIBE_ORDER_WAIT_SECONDS="0",
-        RADSCRIBE_METRICS_PORT=str(metrics_port),
-    )
     log = tmp_path / "worker.log"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "app.cli.main", "worker", "--concurrency", "2"],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    worker = start_worker(settings, log, metrics_port, args=("--concurrency", "2"))
     try:
 
         def both_done() -> list[Job] | None:

@@ -66,10 +66,20 @@ def redis_or_skip(url: str) -> redis.Redis:
 
 
 def start_worker(
-    settings: Settings, log: Path, metrics_port: int, *, order_wait_seconds: float = 0.0
+    settings: Settings,
+    log: Path,
+    metrics_port: int,
+    *,
+    order_wait_seconds: float = 0.0,
+    args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    """`radscribe worker` in its own process, on the settings' database and broker."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RADSCRIBE_")}
+    """`radscribe worker [args]` in its own process, on the settings' database and broker
+    (with no inherited Prometheus multiprocess folder)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RADSCRIBE_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
     env.update(
         RADSCRIBE_ENV="development",
         RADSCRIBE_DATA_DIR=str(settings.data_dir),
@@ -79,7 +89,7 @@ def start_worker(
         RADSCRIBE_METRICS_PORT=str(metrics_port),
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "app.cli.main", "worker"],
+        [sys.executable, "-m", "app.cli.main", "worker", *args],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

@@ -40,7 +40,7 @@ from tests.conftest import free_port
 from tests.pipeline.conftest import redis_or_skip, start_worker, wait_for
 
 STORESCU = "/usr/bin/storescu"
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_URL = "redis://127.0.0.1:6379/12"
 DECIDED_BY_IMAGE_AUROC = 0.99
 """Findings whose image-only AUROC in the shipped evaluation reaches this must match truth."""
 PASSWORD = "correct horse battery staple"
