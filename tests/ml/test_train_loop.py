@@ -147,7 +147,8 @@ def test_calibrate_refits_thresholds_on_a_split_and_keeps_the_weights(
         ]
     )  # fmt: skip
     assert code == 0
-    before, after = load_checkpoint(result.best_checkpoint), load_checkpoint(out.with_suffix(".json"))
+    before = load_checkpoint(result.best_checkpoint)
+    after = load_checkpoint(out.with_suffix(".json"))
     record = after.meta.training["recalibrated"]
     assert record["split"] == "valid" and record["rule"]["decision_target"] == 0.8
     assert set(after.meta.thresholds) == {f.slug for f in FINDINGS}
