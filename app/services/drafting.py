@@ -344,7 +344,8 @@ def _run_model(
     fused = StudyInput(
         image=prepared, emr_text=emr_text, transcript=transcript, dictation_quality=quality
     )
-    studies = [fused] if not transcript else [fused, StudyInput(image=prepared, emr_text=emr_text)]
+    unaided = StudyInput(image=prepared, emr_text=emr_text, findings_only=True)
+    studies = [fused, unaided] if transcript else [fused]
     if not drafter.batch_invariant:  # INT8: each reading alone, or batch-mates would move it
         results = [drafter.draft_batch([study])[0] for study in studies]
     elif batcher is not None:

@@ -74,6 +74,20 @@ def test_concurrent_model_stages_share_one_batch_and_keep_their_own_results(
     assert np.abs(_vector(alone[0]) - _vector(alone[1])).max() > 0.1
 
 
+@pytest.mark.timeout(300)
+def test_a_findings_only_reading_has_the_same_probabilities_and_skips_the_rest(
+    drafter: Drafter,
+    small_study_factory: Callable[[int], tuple[Path, dict[str, Any]]],
+) -> None:
+    folder, truth = small_study_factory(11)
+    prepared = preprocess(folder / truth["files"]["dicom"], drafter.spec)
+    full, brief = drafter.draft_batch(
+        [StudyInput(image=prepared), StudyInput(image=prepared, findings_only=True)]
+    )
+    assert full.probabilities == brief.probabilities and full.decisions == brief.decisions
+    assert full.evidence and not brief.evidence and brief.nodules == []
+
+
 @pytest.mark.timeout(120)
 def test_a_full_batch_does_not_wait_and_a_failed_batch_fails_every_caller(
     drafter: Drafter, tmp_path: Path
