@@ -220,7 +220,12 @@ class Drafter:
         return self.draft_batch([study])[0]
 
     def draft_batch(self, studies: Sequence[StudyInput]) -> list[DraftResult]:
-        """Preprocess each study, run the network once for the batch, decode each result."""
+        """Preprocess each study, run the network once for the batch, decode each result.
+
+        A form that is not batch-invariant (INT8) runs each study alone, so no result
+        depends on what else was in the call."""
+        if not self.batch_invariant and len(studies) > 1:
+            return [result for study in studies for result in self.draft_batch([study])]
         start = time.perf_counter()
         prepared = [self._prepare(s.image) for s in studies]
         preprocess_s = time.perf_counter() - start

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from models.inference import Drafter, DraftResult, StudyInput
+
+RECENT_BATCHES = 64
 
 
 @dataclass
@@ -40,11 +43,11 @@ class ModelBatcher:
         self._lock = threading.Condition()
         self._pending: list[_Request] = []
         self._leader_busy = False
-        self.batch_sizes: list[int] = []
-        """Studies in each network call so far (for tests and metrics)."""
+        self.batch_sizes: deque[int] = deque(maxlen=RECENT_BATCHES)
+        """Studies in each of the latest network calls."""
 
     def run(self, drafter: Drafter, studies: Sequence[StudyInput]) -> list[DraftResult]:
-        if not drafter.batch_invariant:
+        if not drafter.batch_invariant:  # it would run them one by one: nothing to wait for
             return drafter.draft_batch(studies)
         request = _Request(drafter, studies)
         with self._lock:

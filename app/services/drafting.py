@@ -346,12 +346,7 @@ def _run_model(
     )
     unaided = StudyInput(image=prepared, emr_text=emr_text, findings_only=True)
     studies = [fused, unaided] if transcript else [fused]
-    if not drafter.batch_invariant:  # INT8: each reading alone, or batch-mates would move it
-        results = [drafter.draft_batch([study])[0] for study in studies]
-    elif batcher is not None:
-        results = batcher.run(drafter, studies)
-    else:
-        results = drafter.draft_batch(studies)
+    results = batcher.run(drafter, studies) if batcher else drafter.draft_batch(studies)
     return results[0], (results[1] if transcript else None)
 
 

@@ -65,7 +65,7 @@ def test_concurrent_model_stages_share_one_batch_and_keep_their_own_results(
     studies = [StudyInput(image=prepared, transcript=text) for text in TEXTS]
     batcher = ModelBatcher(max_studies=4, window_s=5.0)
     batched = _in_threads(batcher, drafter, studies)
-    assert batcher.batch_sizes == [3]
+    assert list(batcher.batch_sizes) == [3]
     alone = [drafter.draft_batch([study])[0] for study in studies]
     for got, expected in zip(batched, alone, strict=True):
         assert isinstance(got, DraftResult)
@@ -95,7 +95,7 @@ def test_a_full_batch_does_not_wait_and_a_failed_batch_fails_every_caller(
     batcher = ModelBatcher(max_studies=2, window_s=60.0)
     broken = [StudyInput(image=tmp_path / "missing"), StudyInput(image=tmp_path / "missing")]
     seen = _in_threads(batcher, drafter, broken)  # would take 60 s if a full batch waited
-    assert batcher.batch_sizes == []
+    assert not batcher.batch_sizes
     assert all(isinstance(error, (ModelInputError, FileNotFoundError)) for error in seen), seen
 
 
@@ -110,9 +110,14 @@ def test_int8_requests_are_not_merged_since_batch_mates_would_move_their_results
     studies = [StudyInput(image=prepared, transcript=text) for text in TEXTS]
     batcher = ModelBatcher(max_studies=4, window_s=5.0)
     results = _in_threads(batcher, int8, studies)
-    assert batcher.batch_sizes == []
-    for got, study in zip(results, studies, strict=True):
-        np.testing.assert_allclose(_vector(got), _vector(int8.draft_batch([study])[0]), atol=1e-6)
+    assert not batcher.batch_sizes
+    alone = [int8.draft_batch([study])[0] for study in studies]
+    for got, expected in zip(results, alone, strict=True):
+        np.testing.assert_allclose(_vector(got), _vector(expected), atol=1e-6)
+    # One INT8 call with all three gives each the result it gets alone too (run as a batch,
+    # their probabilities moved by up to 0.14).
+    for got, expected in zip(int8.draft_batch(studies), alone, strict=True):
+        np.testing.assert_allclose(_vector(got), _vector(expected), atol=1e-6)
 
 
 def test_a_batching_worker_runs_one_process_of_threads() -> None:
