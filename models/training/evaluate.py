@@ -41,7 +41,7 @@ from models.training.data import (
     without,
 )
 from models.training.sources import open_split
-from models.training.text_cache import TextEmbeddingStore, text_encoder_id
+from models.training.text_cache import TextEmbeddingStore, ensure_texts, text_encoder_id
 from models.training.trainer import Distributed, autocast_dtype, predict, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -196,18 +196,7 @@ def evaluate_checkpoint(
     if not model.config.text_trainable:
         store = TextEmbeddingStore(cache_dir, text_encoder_id(model))
         every = [t for group in [*scenarios.values(), *gate_texts.values()] for t in group]
-        store.ensure(
-            {t.emr for t in every if t.emr},
-            max_tokens=model.config.emr_max_tokens,
-            model=model,
-            device=device,
-        )
-        store.ensure(
-            {t.dictation for t in every if t.dictation},
-            max_tokens=model.config.dictation_max_tokens,
-            model=model,
-            device=device,
-        )
+        ensure_texts(store, every, model=model, device=device)
     table = StudyTable(cached, available, model_config=model.config, store=store)
     if device.type == "cuda":
         table.preload(device)

@@ -21,7 +21,7 @@ from models.training import metrics, nodules
 from models.training.config import DataConfig, DictationConfig, ThresholdConfig
 from models.training.data import StudyTable, assign_texts
 from models.training.sources import open_split
-from models.training.text_cache import TextEmbeddingStore, text_encoder_id
+from models.training.text_cache import TextEmbeddingStore, ensure_texts, text_encoder_id
 from models.training.thresholds import choose_operating_points
 from models.training.trainer import (
     Distributed,
@@ -74,13 +74,7 @@ def recalibrate_checkpoint(
     store = None
     if not model.config.text_trainable:
         store = TextEmbeddingStore(cache_dir, text_encoder_id(model))
-        for attr, limit in (
-            ("emr", model.config.emr_max_tokens),
-            ("dictation", model.config.dictation_max_tokens),
-        ):
-            values = {getattr(t, attr) for t in texts if getattr(t, attr)}
-            store.ensure(values, max_tokens=limit, model=model, device=torch_device)
-        store = TextEmbeddingStore(cache_dir, text_encoder_id(model))
+        ensure_texts(store, texts, model=model, device=torch_device)
     table = StudyTable(cached, texts, model_config=model.config, store=store)
     predictions, maps = predict(
         model,

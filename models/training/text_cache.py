@@ -17,6 +17,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -148,3 +149,24 @@ def pad_embeddings(
             mask[i, : len(e)] = True
     present = torch.tensor([e is not None for e in embeddings], dtype=torch.bool)
     return torch.from_numpy(out), torch.from_numpy(mask), present
+
+
+def ensure_texts(
+    store: TextEmbeddingStore,
+    texts: Sequence[Any],
+    *,
+    model: RadscribeModel,
+    device: torch.device | str = "cpu",
+) -> dict[str, int]:
+    """Encode every EMR text and dictation of ``texts`` (``StudyTexts``) not cached yet;
+    returns how many of each kind were added."""
+    limits = {"emr": model.config.emr_max_tokens, "dictation": model.config.dictation_max_tokens}
+    return {
+        kind: store.ensure(
+            {getattr(t, kind) for t in texts if getattr(t, kind)},
+            max_tokens=limit,
+            model=model,
+            device=device,
+        )
+        for kind, limit in limits.items()
+    }

@@ -62,7 +62,7 @@ from models.training.data import (
     grid_patches,
 )
 from models.training.sources import open_split
-from models.training.text_cache import TextEmbeddingStore, text_encoder_id
+from models.training.text_cache import TextEmbeddingStore, ensure_texts, text_encoder_id
 from models.training.thresholds import OperatingPoints, choose_operating_points
 from models.training.volume_cache import CachedSplit
 
@@ -459,16 +459,10 @@ class _Run:
             self._store = TextEmbeddingStore(self.cache_dir, text_encoder_id(model))
         if self._store is not None:
             if self.dist.main:
-                for attr, limit in (
-                    ("emr", model.config.emr_max_tokens),
-                    ("dictation", model.config.dictation_max_tokens),
-                ):
-                    values = {getattr(t, attr) for t in texts if getattr(t, attr)}
-                    added = self._store.ensure(
-                        values, max_tokens=limit, model=model, device=self.device
-                    )
-                    if added:
-                        logger.info("embedded %d %s texts", added, attr)
+                added = ensure_texts(self._store, texts, model=model, device=self.device)
+                for kind, count in added.items():
+                    if count:
+                        logger.info("embedded %d %s texts", count, kind)
             self.dist.barrier()
             self._store = TextEmbeddingStore(self.cache_dir, text_encoder_id(model))
         table = StudyTable(cached, texts, model_config=model.config, store=self._store)
