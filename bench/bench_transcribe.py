@@ -6,8 +6,9 @@ Run from the repository root::
     .venv/bin/python bench/bench_transcribe.py --models tiny.en --set development --show
 
 Audio: ``jfk.flac`` from the shared data (reference from SOURCES.md) and chest CT
-dictations synthesized with espeak-ng from ``bench/radiology_dictations.py``
-(the held-out templates by default; none of them was used to write the lexicon).
+dictations synthesized with espeak-ng (six voices and speeds) from
+``bench/radiology_dictations.py`` (the 36 held-out dictations by default; none
+of their templates was used to write the lexicon or the context model).
 
 Word error rate is computed after Whisper's English text normaliser (the
 ``whisper-normalizer`` package, dev extra; compared with openai/whisper's
@@ -20,9 +21,10 @@ and the corrected report text against the report the radiologist meant.
 
 Real-time factor is transcription time (everything after the audio is decoded:
 voice activity detection, Whisper, corrections, quality; model load excluded)
-over audio duration, on audio of 30 s or more: each synthesized dictation
-(median over them) and ``vosk_dagon.wav`` (33.9 s of real read speech; its
-reference text has deliberate errors, so it gives no WER).  Each clip is timed
+over audio duration, on audio of 30 s or more: the first ``--rtf-clips``
+synthesized dictations of 30 s or more (median over them) and
+``vosk_dagon.wav`` (33.9 s of real read speech; its reference text has
+deliberate errors, so it gives no WER).  Each clip is timed
 ``--repeats`` times and the median taken, on ``--threads`` CPU threads shared
 by ``--workers`` Whisper workers (chunks decoded at once).  The load average is
 printed: on a shared machine it inflates wall-clock RTF, so CPU-time RTF is
@@ -60,8 +62,6 @@ JFK_REFERENCE = (
 )
 MIN_RTF_SECONDS = 30.0
 RTF_SPEECH = "vosk_dagon.wav"
-ESPEAK_VOICE = "en-us"
-ESPEAK_WPM = 150
 GOALS = {"rtf_tiny": 0.05, "wer_radiology": 0.05, "wer_jfk": 0.10}
 DEFAULT_SHARED = REPO.parent / "shared" / "data"
 
@@ -125,9 +125,9 @@ def synthesize(dictations: Sequence[SyntheticDictation], folder: Path) -> list[C
             [
                 "espeak-ng",
                 "-v",
-                ESPEAK_VOICE,
+                dictation.voice,
                 "-s",
-                str(ESPEAK_WPM),
+                str(dictation.words_per_minute),
                 "-w",
                 str(wav),
                 dictation.spoken,
@@ -135,8 +135,6 @@ def synthesize(dictations: Sequence[SyntheticDictation], folder: Path) -> list[C
             check=True,
         )
         audio = decode_audio(wav)
-        if audio.duration < MIN_RTF_SECONDS:
-            raise SystemExit(f"{dictation.name} is {audio.duration:.1f} s, shorter than 30 s")
         clips.append(Clip(dictation.name, audio, dictation.spoken, dictation.reference))
     return clips
 
@@ -182,6 +180,8 @@ def evaluate(
     repeats: int,
     cache: Path,
     show: bool,
+    rtf_clips: int,
+    bare: bool,
 ) -> dict[str, float]:
     options = ModelOptions(
         device="cpu",
@@ -192,7 +192,11 @@ def evaluate(
     started = time.perf_counter()
     with_prompt = Transcriber.load(spec=model, cache_dir=cache, options=options)
     load_seconds = time.perf_counter() - started
-    without_prompt = Transcriber.load(spec=model, cache_dir=cache, options=options, prompt=None)
+    without_prompt = (
+        Transcriber.load(spec=model, cache_dir=cache, options=options, prompt=None)
+        if bare
+        else None
+    )
     results: dict[str, float] = {"load_s": load_seconds}
     groups = {
         "radiology": [c for c in clips if c.name != "jfk"],
@@ -201,15 +205,18 @@ def evaluate(
     for group, members in groups.items():
         if not members:
             continue
-        bare, prompted, corrected = Score(), Score(), Score()
+        unprompted, prompted, corrected = Score(), Score(), Score()
         rtfs = []
         for clip in members:
-            plain_raw = without_prompt.transcribe_raw(clip.audio).text
+            plain_raw = (
+                without_prompt.transcribe_raw(clip.audio).text if without_prompt else "(skipped)"
+            )
             transcript = with_prompt.transcribe(clip.audio)
-            bare.add(word_errors(clip.said, plain_raw))
+            if without_prompt:
+                unprompted.add(word_errors(clip.said, plain_raw))
             prompted.add(word_errors(clip.said, transcript.raw_text))
             corrected.add(word_errors(clip.reference, correct_transcript(transcript.raw_text).text))
-            if clip.audio.duration >= MIN_RTF_SECONDS:
+            if clip.audio.duration >= MIN_RTF_SECONDS and len(rtfs) < rtf_clips:
                 rtfs.append(median_rtf(with_prompt, clip.audio, repeats, threads))
             if show:
                 print(f"\n--- {model} {clip.name} ({clip.audio.duration:.1f} s)")
@@ -223,7 +230,7 @@ def evaluate(
                 print(f"WER corrected: {word_errors(clip.reference, transcript.text)}")
                 for line in word_differences(clip.reference, transcript.text):
                     print(f"  {line}")
-        results[f"{group}_wer_no_prompt"] = bare.wer
+        results[f"{group}_wer_no_prompt"] = unprompted.wer
         results[f"{group}_wer_prompt"] = prompted.wer
         results[f"{group}_wer_corrected"] = corrected.wer
         if rtfs:
@@ -241,7 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="tiny.en,base", help="comma-separated model specs")
     parser.add_argument("--set", default="heldout", choices=("heldout", "development"))
-    parser.add_argument("--count", type=int, default=6, help="dictations in the set")
+    parser.add_argument(
+        "--count", type=int, default=None, help="dictations in the set (36 held out, 12 dev)"
+    )
+    parser.add_argument(
+        "--rtf-clips", type=int, default=8, help="dictations of >= 30 s timed for the RTF"
+    )
+    parser.add_argument(
+        "--no-bare", action="store_true", help="skip the pass without the vocabulary prompt"
+    )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for CTranslate2")
     parser.add_argument(
         "--workers", type=int, default=2, help="Whisper workers sharing the threads"
@@ -269,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     repeats=args.repeats,
                     cache=folder / "models",
                     show=args.show,
+                    rtf_clips=args.rtf_clips,
+                    bare=not args.no_bare,
                 )
             except ModelError as exc:
                 print(f"{model}: skipped ({exc})")
@@ -279,11 +296,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _report(rows: dict[str, dict[str, float]], args: argparse.Namespace, clips: list[Clip]) -> None:
     radiology = [c for c in clips if c.name != "jfk"]
     seconds = sum(c.audio.duration for c in radiology)
+    voices = sorted({f"{d.voice} {d.words_per_minute} wpm" for d in build_set(args.set)})
+    timed = min(args.rtf_clips, sum(c.audio.duration >= MIN_RTF_SECONDS for c in radiology))
     print(
         f"\nset={args.set}: {len(radiology)} synthesized dictations, {seconds:.0f} s "
-        f"(espeak-ng {ESPEAK_VOICE}, {ESPEAK_WPM} wpm); jfk.flac 11 s; threads={args.threads} "
-        f"in {args.workers} workers; "
-        f"load average {os.getloadavg()[0]:.1f}"
+        f"(espeak-ng: {', '.join(voices)}); jfk.flac 11 s; threads={args.threads} "
+        f"in {args.workers} workers; {timed} dictations timed; "
+        f"load average (1, 5, 15 min) {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     print(
         f"RTF: wall clock, median of {args.repeats} runs per clip of >= {MIN_RTF_SECONDS:.0f} s, "

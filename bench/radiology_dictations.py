@@ -3,14 +3,16 @@
 Two sets are built from two disjoint sets of sentence templates:
 
 - ``development``: the templates whose transcripts were read to write the
-  corrections in ``app/speech/lexicon.py``;
-- ``heldout``: other templates, never used for the lexicon; the benchmark's
-  word error rate goal is measured on these.
+  corrections in ``app/speech/lexicon.py`` and the report sentences the
+  context model (``app/speech/context.py``) learns from;
+- ``heldout``: other templates, used for nothing but the benchmark's word
+  error rate (36 dictations by default); the goal is measured on these.
 
 Each template has slots; a slot value is a pair (what the radiologist says,
 what the report writes), so every dictation comes with its spoken text (fed to
 espeak-ng) and its reference report text.  Half the dictations say their
 punctuation ("period", "comma"); some use "scratch that" and "new paragraph".
+Dictations rotate through six espeak-ng voices and speeds (:data:`VOICES`).
 Everything is seeded, so a set is the same on every run.
 """
 
@@ -120,11 +122,14 @@ DEVELOPMENT_IMPRESSION = [
     "Mediastinal lymphadenopathy, likely reactive.",
     "Bronchiectasis with mucus plugging.",
 ]
-HELDOUT_TECHNIQUE = [
+# Held out until 2026-11: their transcripts were read when the limits of the
+# word-by-word lexicon were studied ("order" for "aorta"), so they count as
+# development now.
+DEVELOPMENT_TECHNIQUE = [
     "Axial images of the chest were obtained without intravenous contrast.",
     "Helical CT of the chest with intravenous contrast.",
 ]
-HELDOUT_FINDINGS = [
+DEVELOPMENT_FINDINGS += [
     "A {ntype} nodule in the {lobe} measures {mms}.",
     "The lungs are clear without focal consolidation.",
     "There is a {dims_cm} mass in the {lobe} abutting the pleura.",
@@ -138,11 +143,72 @@ HELDOUT_FINDINGS = [
     "Interlobular septal thickening with subpleural reticulation.",
     "Moderate hiatal hernia.",
 ]
-HELDOUT_IMPRESSION = [
+DEVELOPMENT_IMPRESSION += [
     "{Ntype} nodule in the {lobe}, {mms}. Follow up CT in {months} is recommended.",
     "Findings compatible with {diagnosis}.",
     "No evidence of pulmonary embolism.",
     "Small {side} pleural effusion, new since the prior examination.",
+]
+
+# Held out: written for the benchmark only.  No correction, vocabulary word or
+# language-model sentence was made from them or from their transcripts
+# (tests/speech/test_vocabulary.py and test_context.py check what can be checked).
+HELDOUT_TECHNIQUE = [
+    "CT angiography of the chest was performed after intravenous contrast.",
+    "Contiguous axial images were acquired through the chest without contrast.",
+    "Low dose CT of the chest for lung cancer screening.",
+]
+HELDOUT_FINDINGS = [
+    "The trachea and mainstem bronchi are clear.",
+    "A {mms} pulmonary nodule is seen along the {side} major fissure.",
+    "No suspicious mass or lymphadenopathy in the mediastinum.",
+    "The thyroid gland is unremarkable.",
+    "Dependent atelectasis in both lower lobes.",
+    "There is a {dims_cm} soft tissue mass in the {lobe} with spiculated margins.",
+    "The pulmonary arteries are normal in caliber without filling defects.",
+    "Severe emphysema with large apical bullae.",
+    "The {organ} appears normal.",
+    "Tree in bud opacities in the {lobe} suggest infectious bronchiolitis.",
+    "A {side} chest tube is in place with no residual pneumothorax.",
+    "Honeycombing at the lung bases with traction bronchiectasis.",
+    "The esophagus is mildly dilated and fluid filled.",
+    "Healed fractures of the {side} posterior ribs.",
+    "An endotracheal tube terminates {cm} above the carina.",
+    "Diffuse ground glass opacity with a crazy paving pattern.",
+    "Small pericardial effusion without tamponade.",
+    "There is a {mms} {ntype} nodule abutting the {side} hemidiaphragm.",
+    "The aortic root is dilated, measuring {cm}.",
+    "Enlarged {station} lymph nodes, the largest {dims_mm}.",
+    "Cavitary lesion in the {lobe} with an air fluid level.",
+    "Moderate {side} pleural effusion layering dependently.",
+    "Emphysematous changes are most pronounced in the upper lobes.",
+    "A nasogastric tube courses into the stomach.",
+    "The lungs demonstrate extensive reticular opacities.",
+    "No acute fracture of the thoracic spine.",
+    "Atherosclerotic plaque in the descending thoracic aorta.",
+    "The pulmonary veins drain normally into the left atrium.",
+    "A {cm} hypoattenuating adrenal nodule, likely an adenoma.",
+    "Paraseptal emphysema along the anterior lung margins.",
+    "There is no pericardial thickening.",
+    "Compression deformity of a lower thoracic vertebral body.",
+    "The {lobe} is partially collapsed.",
+    "Scattered calcified mediastinal lymph nodes from prior granulomatous disease.",
+    "Pacemaker leads terminate in the right atrium and right ventricle.",
+    "Bilateral pulmonary emboli in the segmental arteries.",
+]
+HELDOUT_IMPRESSION = [
+    "Spiculated {lobe} mass, suspicious for malignancy.",
+    "Acute pulmonary embolism without right heart strain.",
+    "Findings most consistent with multifocal pneumonia.",
+    "Stable pulmonary nodules, no further imaging needed.",
+    "Moderate emphysema and chronic bronchitis.",
+    "Interval decrease in the size of the {side} pleural effusion.",
+    "Tubes and lines in satisfactory position.",
+    "Mildly enlarged {station} lymph node, nonspecific.",
+    "No acute abnormality of the chest.",
+    "Pulmonary fibrosis with a usual interstitial pneumonia pattern.",
+    "Compression fracture of the thoracic spine of uncertain age.",
+    "{Side} lower lobe collapse.",
 ]
 # Said and then taken back with "scratch that"; never in a reference.
 RETRACTED = [
@@ -152,7 +218,16 @@ RETRACTED = [
 
 FINDINGS_PER_DICTATION = 7
 IMPRESSIONS_PER_DICTATION = 2
-DICTATIONS_PER_SET = 6
+DICTATIONS_PER_SET = {"development": 12, "heldout": 36}
+VOICES: tuple[tuple[str, int], ...] = (
+    ("en-us", 150),
+    ("en-gb-x-rp", 140),
+    ("en-us+f3", 165),
+    ("en-gb", 160),
+    ("en-us+m3", 175),
+    ("en-us-nyc", 155),
+)
+"""(espeak-ng voice, words a minute): dictation n is spoken by voice n mod 6."""
 SLOT = re.compile(r"\{(\w+)\}")
 
 
@@ -162,11 +237,13 @@ class SyntheticDictation:
     spoken: str  # text for espeak-ng
     reference: str  # the report text the radiologist meant
     sections: dict[str, str]
+    voice: str = VOICES[0][0]
+    words_per_minute: int = VOICES[0][1]
 
 
-def build_set(name: str, *, count: int = DICTATIONS_PER_SET) -> list[SyntheticDictation]:
+def build_set(name: str, *, count: int | None = None) -> list[SyntheticDictation]:
     if name == "development":
-        technique: list[str] = []
+        technique = DEVELOPMENT_TECHNIQUE
         findings, impression, seed = DEVELOPMENT_FINDINGS, DEVELOPMENT_IMPRESSION, 11
     elif name == "heldout":
         technique = HELDOUT_TECHNIQUE
@@ -174,9 +251,10 @@ def build_set(name: str, *, count: int = DICTATIONS_PER_SET) -> list[SyntheticDi
     else:
         raise ValueError(f"unknown set {name!r} (development or heldout)")
     rng = random.Random(seed)
+    total = DICTATIONS_PER_SET[name] if count is None else count
     return [
         _dictation(f"{name}-{number}", rng, technique, findings, impression, number)
-        for number in range(1, count + 1)
+        for number in range(1, total + 1)
     ]
 
 
@@ -230,8 +308,14 @@ def _dictation(
     )
     joined = {title: " ".join(sentences) for title, sentences in sections.items()}
     reference = "\n\n".join(f"{title.capitalize()}: {text}" for title, text in joined.items())
+    voice, words_per_minute = VOICES[(number - 1) % len(VOICES)]
     return SyntheticDictation(
-        name=name, spoken=" ".join(spoken_parts), reference=reference, sections=joined
+        name=name,
+        spoken=" ".join(spoken_parts),
+        reference=reference,
+        sections=joined,
+        voice=voice,
+        words_per_minute=words_per_minute,
     )
 
 
