@@ -4,9 +4,9 @@
 and its version, linked order, dictations) and enqueues a job when the key is
 new, so new dictation or a late order produces a new draft version and
 re-delivered events produce nothing.  ``run_draft_job`` runs one claimed job
-through its stages, timing each: context, transcription, preprocess, model,
-report, store.  The same function runs in the embedded worker pool and in
-Celery workers.
+through its stages, timing each: context, preprocess, transcription (waiting
+briefly for a dictation another worker is transcribing), model, report, store.
+The same function runs in the embedded worker pool and in Celery workers.
 """
 
 from __future__ import annotations
@@ -67,7 +67,12 @@ from models.preprocess import PreparedImage
 log = logging.getLogger(__name__)
 
 STALE_TRANSCRIPTION = timedelta(minutes=10)
-DICTATION_WAIT_SECONDS = 2.0
+# A dictation another worker is transcribing is usually done within a second or
+# two: the job watches for it this long (every DICTATION_POLL_SECONDS) before it
+# gives its worker back and comes again DICTATION_RETRY_SECONDS later.
+DICTATION_WAIT_SECONDS = 20.0
+DICTATION_POLL_SECONDS = 0.05
+DICTATION_RETRY_SECONDS = 2.0
 
 # Studies in these states may get a (new) draft; signed or preliminary ones never.
 DRAFTABLE = (
@@ -286,14 +291,7 @@ def _dictations(
     """Transcribe what is still pending, then join the study's transcripts by section."""
     transcribe_pending(services, study_id)
     release_stale_dictations(services.session_factory, older_than=STALE_TRANSCRIPTION)
-    with services.session_factory() as session:
-        busy = session.scalar(
-            select(func.count(Dictation.id)).where(
-                Dictation.study_id == study_id, Dictation.status == DictationStatus.TRANSCRIBING
-            )
-        )
-    if busy:
-        raise jobs.DeferJob(DICTATION_WAIT_SECONDS, "waiting for a dictation being transcribed")
+    _await_transcriptions(services, study_id)
     with services.session_factory() as session:
         done = session.scalars(
             select(Dictation)
@@ -314,6 +312,23 @@ def _dictations(
     quality = min(qualities, key=lambda q: q.confidence) if qualities else None
     joined = {name: " ".join(parts) for name, parts in sections.items()}
     return joined, (" ".join(texts) or None), quality
+
+
+def _await_transcriptions(services: DraftingServices, study_id: int) -> None:
+    """Wait for the study's dictations other workers are transcribing (bounded, then defer)."""
+    query = select(func.count(Dictation.id)).where(
+        Dictation.study_id == study_id, Dictation.status == DictationStatus.TRANSCRIBING
+    )
+    deadline = time.monotonic() + DICTATION_WAIT_SECONDS
+    while True:
+        with services.session_factory() as session:
+            if not session.scalar(query):
+                return
+        if time.monotonic() >= deadline:
+            raise jobs.DeferJob(
+                DICTATION_RETRY_SECONDS, "waiting for a dictation being transcribed"
+            )
+        time.sleep(DICTATION_POLL_SECONDS)
 
 
 def dictation_quality(quality: Mapping[str, float]) -> DictationQuality:
@@ -482,16 +497,17 @@ def run_draft_job(services: DraftingServices, claimed: jobs.ClaimedJob) -> int |
         with stages.stage("context"), factory() as session:
             context = _load_context(services, claimed, session)
         _mark_study(services, claimed.study_id, StudyStatus.DRAFTING)
-        jobs.record_timings(factory, claimed.id, "transcription", stages.timings)
-        with stages.stage("transcription"):
-            sections, transcript, quality = _dictations(services, claimed.study_id)
         with stages.stage("load_model"):
             drafter = services.drafter()
+        # The images first: a dictation still being transcribed elsewhere finishes meanwhile.
         jobs.record_timings(factory, claimed.id, "preprocess", stages.timings)
         with stages.stage("preprocess"):
             from models.preprocess import preprocess
 
             prepared = preprocess(context.series_dir, drafter.spec)
+        jobs.record_timings(factory, claimed.id, "transcription", stages.timings)
+        with stages.stage("transcription"):
+            sections, transcript, quality = _dictations(services, claimed.study_id)
         jobs.record_timings(factory, claimed.id, "model", stages.timings)
         with stages.stage("model"):
             result, unaided = _run_model(
