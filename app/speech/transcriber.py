@@ -174,9 +174,9 @@ class Transcriber:
             )
             for segment in segments
         ]
-        if splits_left > 0 and len(chunk) > 1 and any(_looping(p.text) for p in pieces):
+        if splits_left > 0 and len(chunk) > 1 and (_looping_in(pieces) or _skipped(pieces, chunk)):
             middle = len(chunk) // 2
-            log.info("Whisper looped on a %d-span chunk; decoding its halves", len(chunk))
+            log.info("Whisper looped on or skipped part of a %d-span chunk; halving", len(chunk))
             return self._decode(
                 samples, chunk[:middle], splits_left=splits_left - 1
             ) + self._decode(samples, chunk[middle:], splits_left=splits_left - 1)
@@ -185,6 +185,10 @@ class Transcriber:
 
 Span = tuple[int, int]  # sample range of one stretch of speech
 MAX_SPLITS = 2
+MIN_WORDS_PER_SECOND = 1.0
+"""Dictation runs at 2 to 3 words a second; a chunk decoded to fewer than this was cut short."""
+MIN_SKIP_SECONDS = 6.0
+"""Shorter chunks are not checked for skipped speech (a slow phrase may be short of words)."""
 MIN_WEIGHT_SECONDS = 0.01
 # A syllable said six times in a row, or a word five times: Whisper stuck in a loop.
 LOOP = re.compile(r"(\w{2,8}?)\1{5,}|\b(\w+)\b(?:\W+\2\b){4,}", re.IGNORECASE)
@@ -200,6 +204,20 @@ class _Piece:
 
 def _looping(text: str) -> bool:
     return LOOP.search(text) is not None
+
+
+def _looping_in(pieces: list[_Piece]) -> bool:
+    return any(_looping(piece.text) for piece in pieces)
+
+
+def _skipped(pieces: list[_Piece], chunk: list[Span]) -> bool:
+    """Far fewer words than the speech in the chunk holds: Whisper left some of it out.
+
+    On a long chunk tiny.en sometimes writes only its last sentence or two.
+    """
+    seconds = sum(end - begin for begin, end in chunk) / SAMPLE_RATE
+    words = sum(len(piece.text.split()) for piece in pieces)
+    return seconds >= MIN_SKIP_SECONDS and words < MIN_WORDS_PER_SECOND * seconds
 
 
 def _chunks(spans: list[Span]) -> Iterator[list[Span]]:
