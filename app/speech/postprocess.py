@@ -5,7 +5,10 @@ The steps, in order:
 1. the lexicon (:mod:`app.speech.lexicon`) fixes the confusions Whisper still
    makes with radiology words ("plural effusion" -> "pleural effusion"), and in
    a chest dictation words Whisper invented become the chest CT term they sound
-   like (:mod:`app.speech.phonetic`: "stickulated" -> "spiculated");
+   like (:mod:`app.speech.phonetic`: "stickulated" -> "spiculated"), and
+   English words the sentence around them rules out become the chest CT word it
+   calls for (:mod:`app.speech.context`: "the ascending order" -> "the
+   ascending aorta");
 2. spoken measurements become report notation ("six by four millimeters" ->
    "6 x 4 mm", see :mod:`app.speech.numbers`);
 3. spoken punctuation and commands act ("period", "comma", "new paragraph",
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
+from app.speech.context import ContextCorrector, chest_context_corrector
 from app.speech.lexicon import CORRECTIONS, Correction, has_context
 from app.speech.numbers import Measurement, match_measurement, split_spoken_number
 from app.speech.phonetic import PhoneticCorrector, chest_corrector
@@ -151,11 +155,13 @@ def correct_transcript(
     *,
     corrections: Sequence[Correction] = CORRECTIONS,
     phonetic: PhoneticCorrector | None = None,
+    context: ContextCorrector | None = None,
 ) -> CorrectedText:
     """Turn Whisper's raw text into report text and sections (see the module docstring)."""
     fixed = apply_lexicon(raw_text, corrections)
     if has_context(fixed):
         fixed = (phonetic or chest_corrector()).correct(fixed)
+        fixed = (context or chest_context_corrector()).correct(fixed)
     tokens = convert_measurements(tokenize(fixed))
     return _Assembler().run(tokens)
 

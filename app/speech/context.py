@@ -1,0 +1,414 @@
+"""Real English words Whisper hears for radiology terms, fixed where the sentence demands it.
+
+Whisper tiny.en writes what it hears, and a term it does not know often comes
+out as ordinary English: "order" for aorta, "Margaret" for moderate, "mesas"
+for bases.  Such a word is right English, so neither the lexicon nor
+:mod:`app.speech.phonetic` (which only touches invented words) may change it
+on its own.  Here the words around it decide, as in a noisy-channel speech
+recognizer:
+
+- a small trigram language model (:class:`NgramModel`, Witten-Bell smoothing)
+  learnt from chest CT report sentences (:data:`CORPUS_FILE`) says how likely
+  each word is where it stands; a word it has never seen gets the probability
+  of an unknown word among :data:`OPEN_VOCABULARY` English words;
+- the candidates for a heard word (or two heard words) are the corpus words
+  that sound and are spelt alike (:func:`app.speech.phonetic.sound_key`);
+- a candidate replaces the heard words only if the sentence's log-probability
+  rises by more than :data:`MIN_GAIN` plus a price for how different it sounds,
+  and the corpus has seen it next to a neighbour of the heard word.
+
+What it never does, so that a correction cannot change what was reported:
+it never replaces a chest CT term (:mod:`app.speech.vocabulary`), a number or a
+word of :data:`NEVER_CHANGE` (negations, laterality, size and change words); it
+never writes a word of :data:`NEVER_WRITE`; it writes a finding word
+(:data:`app.speech.vocabulary.FINDINGS`) only where the corpus has seen it with
+the words on both sides.  It runs only on chest dictations
+(:func:`app.speech.lexicon.has_context`), so other English is left alone.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from app.speech.numbers import ONES, TENS
+from app.speech.phonetic import edit_distance, sound_key
+from app.speech.vocabulary import CHEST_CT_VOCABULARY, FINDINGS
+
+CORPUS_FILE = Path(__file__).with_name("report_corpus.txt")
+"""Chest CT report sentences, one a line; ``#`` starts a comment line."""
+
+OPEN_VOCABULARY = 50_000
+"""English words a dictation may hold: an unseen word gets 1/this of the unigram mass left."""
+MIN_GAIN = 5.0
+"""Natural-log gain in sentence probability a replacement must beat (about 150 times)."""
+SOUND_PRICE = 6.0
+"""Log-probability a candidate must gain per unit of sound-key plus spelling distance."""
+MAX_KEY_DISTANCE = 0.5
+MAX_SPELLING_DISTANCE = 0.6
+MIN_LETTERS = 3
+"""Heard words shorter than this are left alone, except two-letter words (below)."""
+MIN_TERM_LETTERS = 4
+"""Corpus words shorter than this are never written (too easy to reach by sound), except
+that a two-letter word may become another ("on the chest" -> "of the chest")."""
+MIN_LENGTH_RATIO = 0.75
+"""A candidate spells at least this share of the heard letters: nothing said is dropped."""
+SHORT = 2
+SHORT_WORDS = frozenset({"of", "on", "in", "at", "to", "by", "as", "an"})
+"""The two-letter words that may become one another (never "no", never a unit)."""
+MIN_PAIR_LETTERS = 5
+"""Word pairs of the corpus are candidates too ("shore taxes" -> "short axis") if this long."""
+
+NUMBER = "<num>"
+START, END = "<s>", "</s>"
+
+_NEVER_CHANGE_TEXT = """
+no not nor none neither without negative absent free resolved
+left right both bilateral unilateral
+mild mildly moderate moderately severe small large tiny trace minimal
+new stable unchanged increased decreased enlarged normal abnormal
+is are was were has have had be been there and or
+period comma colon semicolon paragraph scratch delete strike that line next section
+full stop findings impression technique comparison indication
+"""
+NEVER_CHANGE = frozenset(_NEVER_CHANGE_TEXT.split())
+"""Words whose change would change the statement, and the dictation's commands and section
+words; never replaced (chest CT terms neither)."""
+NEVER_WRITE = NEVER_CHANGE - {"mild", "moderate", "severe", "small", "large", "trace"}
+"""Words never written in place of another: a negation or a change word must be heard.
+(Size words may be: "Margaret" is what tiny.en hears for "moderate".)"""
+
+FINDING_WORDS = frozenset(FINDINGS.split())
+NUMBER_WORDS = frozenset([*ONES, *TENS, "hundred", "point"])
+_UNITS = {
+    "mm": "mm",
+    "millimeter": "mm",
+    "millimeters": "mm",
+    "millimetre": "mm",
+    "millimetres": "mm",
+    "cm": "cm",
+    "centimeter": "cm",
+    "centimeters": "cm",
+    "centimetre": "cm",
+    "centimetres": "cm",
+}
+_TOKEN = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)?|\d+(?:\.\d+)?|[.?!:;]")
+_BOUNDARY = frozenset(".?!:;")
+
+
+def normalise(word: str) -> str:
+    """The model's form of a word: lower case, numbers as :data:`NUMBER`, units shortened."""
+    lower = word.lower().replace("’", "'")
+    if lower[:1].isdigit() or lower in NUMBER_WORDS:
+        return NUMBER
+    return _UNITS.get(lower, lower)
+
+
+def sentences(text: str) -> list[list[str]]:
+    """Normalised words of each sentence of ``text`` (split at . ? ! : ;)."""
+    out: list[list[str]] = [[]]
+    for match in _TOKEN.finditer(text):
+        token = match.group(0)
+        if token in _BOUNDARY:
+            if out[-1]:
+                out.append([])
+        else:
+            out[-1].append(normalise(token))
+    return [sentence for sentence in out if sentence]
+
+
+@dataclass(frozen=True, slots=True)
+class NgramModel:
+    """A word trigram model with Witten-Bell interpolation down to an open unigram."""
+
+    counts: tuple[Counter[tuple[str, ...]], Counter[tuple[str, ...]], Counter[tuple[str, ...]]]
+    histories: tuple[Counter[tuple[str, ...]], Counter[tuple[str, ...]]]
+    followers: tuple[Counter[tuple[str, ...]], Counter[tuple[str, ...]]]
+    total: int
+
+    @classmethod
+    def train(cls, corpus: Iterable[Sequence[str]]) -> NgramModel:
+        unigrams: Counter[tuple[str, ...]] = Counter()
+        bigrams: Counter[tuple[str, ...]] = Counter()
+        trigrams: Counter[tuple[str, ...]] = Counter()
+        for sentence in corpus:
+            padded = [START, START, *sentence, END]
+            for index in range(2, len(padded)):
+                unigrams[(padded[index],)] += 1
+                bigrams[(padded[index - 1], padded[index])] += 1
+                trigrams[(padded[index - 2], padded[index - 1], padded[index])] += 1
+        if not unigrams:
+            raise ValueError("the language model needs at least one sentence")
+        histories: tuple[Counter[tuple[str, ...]], Counter[tuple[str, ...]]] = (
+            Counter(),
+            Counter(),
+        )
+        followers: tuple[Counter[tuple[str, ...]], Counter[tuple[str, ...]]] = (
+            Counter(),
+            Counter(),
+        )
+        for order, table in ((0, bigrams), (1, trigrams)):
+            for gram, count in table.items():
+                histories[order][gram[:-1]] += count
+                followers[order][gram[:-1]] += 1
+        return cls(
+            counts=(unigrams, bigrams, trigrams),
+            histories=histories,
+            followers=followers,
+            total=sum(unigrams.values()),
+        )
+
+    def seen(self, *words: str) -> bool:
+        """Whether the corpus holds this word sequence (one to three words)."""
+        return self.counts[len(words) - 1][tuple(words)] > 0
+
+    def knows(self, word: str) -> bool:
+        return self.counts[0][(word,)] > 0
+
+    def logprob(self, word: str, previous: str, before: str) -> float:
+        """ln P(word | before previous)."""
+        types = len(self.counts[0])
+        probability = (self.counts[0][(word,)] + types / OPEN_VOCABULARY) / (self.total + types)
+        for order, history in ((0, (previous,)), (1, (before, previous))):
+            seen = self.histories[order][history]
+            if not seen:
+                continue
+            kinds = self.followers[order][history]
+            gram = (*history, word)
+            probability = (self.counts[order + 1][gram] + kinds * probability) / (seen + kinds)
+        return math.log(probability)
+
+    def score(self, words: Sequence[str], start: int, stop: int) -> float:
+        """ln P of the words at positions ``start`` to ``stop + 2`` of the padded sentence.
+
+        Those are all the terms a change to the words ``start`` to ``stop`` affects.
+        """
+        padded = [START, START, *words, END]
+        total = 0.0
+        for index in range(start + 2, min(stop + 2 + 3, len(padded))):
+            total += self.logprob(padded[index], padded[index - 1], padded[index - 2])
+        return total
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    word: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    text: str
+    start: int
+    end: int
+    sentence: int
+    position: int  # index in its sentence
+    gap: str  # the text between the previous word and this one
+
+
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    """Words ``first`` to ``last`` (indices into the text's words) become ``word``."""
+
+    first: int
+    last: int
+    word: str
+    gain: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContextCorrector:
+    """Replaces heard English words with the corpus word the sentence around them demands."""
+
+    model: NgramModel
+    candidates: tuple[_Candidate, ...]
+    protected: frozenset[str]
+
+    @classmethod
+    def build(cls, corpus: Sequence[str], protected: Iterable[str]) -> ContextCorrector:
+        model = NgramModel.train(s for text in corpus for s in sentences(text))
+        words = sorted(
+            word
+            for (word,) in model.counts[0]
+            if (len(word) >= MIN_TERM_LETTERS or word in SHORT_WORDS)
+            and word.isalpha()
+            and word not in NEVER_WRITE
+        )
+        pairs = sorted(
+            " ".join(pair)
+            for pair in model.counts[1]
+            if all(word.isalpha() and word not in NEVER_WRITE for word in pair)
+            and len("".join(pair)) >= MIN_PAIR_LETTERS
+        )
+        words += pairs
+        return cls(
+            model=model,
+            candidates=tuple(_Candidate(word, sound_key(word)) for word in words),
+            protected=frozenset(protected) | NEVER_CHANGE,
+        )
+
+    def correct(self, text: str) -> str:
+        """``text`` with each replacement of :meth:`replacements` made, keeping the rest."""
+        words = _words(text)
+        out: list[str] = []
+        position = 0
+        for replacement in self.replacements(text):
+            first, last = words[replacement.first], words[replacement.last]
+            out.append(text[position : first.start])
+            out.append(_cased(replacement.word, text, first.start))
+            position = last.end
+        out.append(text[position:])
+        return "".join(out)
+
+    def replacements(self, text: str) -> list[Replacement]:
+        """The changes, left to right; each is judged with the earlier ones made."""
+        words = _words(text)
+        by_sentence: dict[int, list[str]] = {}
+        for word in words:
+            by_sentence.setdefault(word.sentence, []).append(normalise(word.text))
+        found: list[Replacement] = []
+        index = 0
+        while index < len(words):
+            best = self._best(words, index, by_sentence[words[index].sentence])
+            if best is None:
+                index += 1
+                continue
+            found.append(best)
+            sentence = by_sentence[words[index].sentence]
+            first = words[best.first].position
+            written = best.word.split()
+            sentence[first : words[best.last].position + 1] = written
+            # positions after the change move if the number of words changed
+            shift = best.last - best.first + 1 - len(written)
+            for later in range(best.last + 1, len(words)):
+                if words[later].sentence == words[index].sentence:
+                    old = words[later]
+                    words[later] = _Word(
+                        old.text, old.start, old.end, old.sentence, old.position - shift, old.gap
+                    )
+            index = best.last + 1
+        return found
+
+    def changeable(self, word: str) -> bool:
+        lower = word.lower()
+        return (
+            (len(lower) >= MIN_LETTERS or lower in SHORT_WORDS)
+            and lower.isalpha()
+            and normalise(lower) != NUMBER
+            and not self._protected(lower)
+        )
+
+    def _protected(self, word: str) -> bool:
+        if word in self.protected:
+            return True
+        for suffix, ending in (("s", ""), ("es", ""), ("ies", "y"), ("ed", ""), ("ly", "")):
+            if word.endswith(suffix) and word[: -len(suffix)] + ending in self.protected:
+                return True
+        return False
+
+    def _best(self, words: Sequence[_Word], index: int, sentence: list[str]) -> Replacement | None:
+        if not self.changeable(words[index].text):
+            return None
+        best: Replacement | None = None
+        for first, last in ((index, index), (index, index + 1)):
+            if last >= len(words) or words[last].sentence != words[index].sentence:
+                continue
+            if not all(self.changeable(words[i].text) for i in range(first, last + 1)):
+                continue
+            if any(words[i].gap.strip() not in ("", "-") for i in range(first + 1, last + 1)):
+                continue  # a comma or a sentence mark between them
+            found = self._judge(words, first, last, sentence)
+            if found is not None and (best is None or found.gain > best.gain):
+                best = found
+        return best
+
+    def _judge(
+        self, words: Sequence[_Word], first: int, last: int, sentence: list[str]
+    ) -> Replacement | None:
+        start, stop = words[first].position, words[last].position
+        heard = "".join(sentence[start : stop + 1])
+        before = self.model.score(sentence, start, stop)
+        left = sentence[start - 1] if start > 0 else START
+        right = sentence[stop + 1] if stop + 1 < len(sentence) else END
+        best: Replacement | None = None
+        for candidate, distance in self._sounding_like(heard):
+            if (len(heard) == SHORT) != (len(candidate) == SHORT):
+                continue  # two letters only for two letters
+            if set(candidate.split()) & set(sentence[start : stop + 1]):
+                continue  # no deleting or keeping a word by merging it with its neighbour
+            written = candidate.split()
+            left_seen = self.model.seen(left, written[0])
+            right_seen = self.model.seen(written[-1], right)
+            if FINDING_WORDS.intersection(written):
+                if not (left_seen and right_seen):
+                    continue
+            elif not (left_seen or right_seen):
+                continue
+            changed = [*sentence[:start], *written, *sentence[stop + 1 :]]
+            after = self.model.score(changed, start, start + len(written) - 1)
+            gain = after - before - SOUND_PRICE * distance
+            if gain > MIN_GAIN and (best is None or gain > best.gain):
+                best = Replacement(first, last, candidate, gain)
+        return best
+
+    def _sounding_like(self, heard: str) -> list[tuple[str, float]]:
+        key = sound_key(heard)
+        if not key:
+            return []
+        close = []
+        for candidate in self.candidates:
+            longest_key = max(len(key), len(candidate.key))
+            if abs(len(key) - len(candidate.key)) > MAX_KEY_DISTANCE * longest_key:
+                continue
+            key_distance = edit_distance(key, candidate.key) / longest_key
+            if key_distance > MAX_KEY_DISTANCE:
+                continue
+            spelled = candidate.word.replace(" ", "")
+            if len(spelled) < MIN_LENGTH_RATIO * len(heard):
+                continue  # it would leave heard sounds unexplained (a word dropped)
+            spelling = edit_distance(heard, spelled) / max(len(heard), len(spelled))
+            if spelling > MAX_SPELLING_DISTANCE:
+                continue
+            close.append((candidate.word, key_distance + spelling))
+        return close
+
+
+def _words(text: str) -> list[_Word]:
+    words: list[_Word] = []
+    sentence = 0
+    position = 0
+    previous_end = 0
+    for match in _TOKEN.finditer(text):
+        token = match.group(0)
+        if token in _BOUNDARY:
+            if position:
+                sentence += 1
+                position = 0
+            continue
+        gap = text[previous_end : match.start()]
+        words.append(_Word(token, match.start(), match.end(), sentence, position, gap))
+        position += 1
+        previous_end = match.end()
+    return words
+
+
+def _cased(word: str, text: str, start: int) -> str:
+    before = text[:start].rstrip()
+    starts_sentence = not before or before[-1] in ".?!:"
+    return word[:1].upper() + word[1:] if starts_sentence else word
+
+
+def read_corpus(path: Path = CORPUS_FILE) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+@cache
+def chest_context_corrector() -> ContextCorrector:
+    """The corrector for chest CT dictations (built once per process)."""
+    return ContextCorrector.build(read_corpus(), CHEST_CT_VOCABULARY)

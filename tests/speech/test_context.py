@@ -1,0 +1,173 @@
+"""Context correction: English words the sentence rules out, and never a changed statement."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from app.speech.audio import decode_audio
+from app.speech.context import (
+    NEVER_CHANGE,
+    ContextCorrector,
+    NgramModel,
+    chest_context_corrector,
+    read_corpus,
+    sentences,
+)
+from app.speech.postprocess import correct_transcript
+from app.speech.transcriber import Transcriber
+
+Speak = Callable[[str, Path], Path]
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+import radiology_dictations as dictations  # noqa: E402
+
+HELD_OUT_TEMPLATES = (
+    dictations.HELDOUT_TECHNIQUE + dictations.HELDOUT_FINDINGS + dictations.HELDOUT_IMPRESSION
+)
+DEVELOPMENT_TEMPLATES = (
+    dictations.DEVELOPMENT_TECHNIQUE
+    + dictations.DEVELOPMENT_FINDINGS
+    + dictations.DEVELOPMENT_IMPRESSION
+)
+# Everyday words that happen to occur only in held-out templates.
+GENERIC = frozenset({"for", "large", "bilateral", "opacity"})
+
+
+def _words(texts: list[str]) -> set[str]:
+    return {word for text in texts for word in re.findall(r"[a-z]+", text.lower())}
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """A held-out template as a regex over a normalised sentence (a slot is any words)."""
+    parts = re.split(r"\{\w+\}", template.lower())
+    words = [re.escape(" ".join(re.findall(r"[a-z]+", part))) for part in parts]
+    return re.compile(r"\s*.+?\s*".join(words).strip())
+
+
+def test_no_held_out_template_is_in_the_corpus() -> None:
+    corpus = [" ".join(re.findall(r"[a-z]+", line.lower())) for line in read_corpus()]
+    for template in HELD_OUT_TEMPLATES:
+        for sentence in re.split(r"(?<=\.)\s+", template):
+            pattern = _template_pattern(sentence)
+            hits = [line for line in corpus if pattern.search(line)]
+            assert not hits, f"held-out {sentence!r} is in the corpus: {hits}"
+
+
+def test_corpus_uses_no_word_only_the_held_out_set_uses() -> None:
+    slots = _words([v for pairs in dictations.SLOTS.values() for pair in pairs for v in pair])
+    held_out_only = _words(HELD_OUT_TEMPLATES) - _words(DEVELOPMENT_TEMPLATES) - slots
+    strays = (_words(read_corpus()) & held_out_only) - GENERIC
+    assert not strays, f"corpus words only held-out templates use: {sorted(strays)}"
+
+
+@pytest.mark.parametrize(
+    ("heard", "meant"),
+    [
+        (
+            "Scattered media still lymph nodes, the largest measuring 8 mm in shore taxes.",
+            "Scattered mediastinal lymph nodes, the largest measuring 8 mm in short axis.",
+        ),
+        (
+            "Smooth interlobular septal thickening at the mesas.",
+            "Smooth interlobular septal thickening at the bases.",
+        ),
+        (
+            "A solid nodule in the left upper lobe measure 7 mm.",
+            "A solid nodule in the left upper lobe measures 7 mm.",
+        ),
+    ],
+)
+def test_english_words_the_sentence_rules_out_are_fixed(heard: str, meant: str) -> None:
+    assert chest_context_corrector().correct(heard) == meant
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No pleural effusion or pneumothorax.",
+        "There is no mass in the left upper lobe.",
+        "Mediastinal and hilar lymph nodes are not enlarged.",
+        "The heart is not enlarged. No pericardial effusion.",
+        # a term is never swapped for a likelier one: what was said stays said
+        "There is a 4 mm subcarinal nodule in the right lower lobe.",
+        "Small left pleural effusion.",
+        "Mild centrilobular emphysema in the upper lobes.",
+        # English the corpus never saw stays as it is
+        "Discussed with Doctor Margaret Jones by telephone at 5 pm.",
+        "The patient could not hold his breath, so there is motion artifact.",
+        "Please put the previous studies in order for the conference.",
+    ],
+)
+def test_what_was_said_is_kept(text: str) -> None:
+    assert chest_context_corrector().correct(text) == text
+
+
+def test_never_writes_a_negation_or_a_change_word() -> None:
+    corrector = chest_context_corrector()
+    written = {word for candidate in corrector.candidates for word in candidate.word.split()}
+    assert not written & {"no", "not", "without", "new", "increased", "decreased", "stable"}
+    assert {"no", "not", "without", "left", "right"} <= NEVER_CHANGE
+
+
+def test_finding_words_need_support_on_both_sides() -> None:
+    """A finding is written only where the corpus saw it with both neighbours."""
+    corrector = ContextCorrector.build(["Small pleural effusion.", "Calcified granuloma."], [])
+    # "effusion" after "pleural" is known, but never before "today": not written
+    assert corrector.correct("Small pleural infusion today.") == "Small pleural infusion today."
+    assert corrector.correct("Small pleural infusion.") == "Small pleural effusion."
+
+
+def test_language_model_prefers_seen_word_orders() -> None:
+    model = NgramModel.train(sentences("The ascending aorta measures 4 cm. The aorta is normal."))
+    assert model.logprob("aorta", "ascending", "the") > model.logprob("order", "ascending", "the")
+    assert model.seen("aorta", "measures")
+    with pytest.raises(ValueError, match="at least one sentence"):
+        NgramModel.train([])
+
+
+def test_jfk_text_is_untouched() -> None:
+    text = (
+        "And so my fellow Americans, ask not what your country can do for you, "
+        "ask what you can do for your country."
+    )
+    assert chest_context_corrector().correct(text) == text
+    assert correct_transcript(text).text == text
+
+
+def test_spoken_chest_dictation_keeps_its_negations(
+    transcriber: Transcriber, speak: Speak, tmp_path: Path
+) -> None:
+    """Real audio: terms come out right, and every negation said is still in the report."""
+    wav = speak(
+        "Findings. Scattered mediastinal lymph nodes, the largest measuring eight "
+        "millimeters in short axis. No pleural effusion. The heart is not enlarged. "
+        "Impression. No acute cardiopulmonary abnormality.",
+        tmp_path / "negations.wav",
+    )
+    transcript = transcriber.transcribe(decode_audio(wav))
+    findings = transcript.sections["findings"].lower()
+    assert "mediastinal lymph nodes" in findings
+    assert "8 mm in short axis" in findings
+    assert "no pleural effusion" in findings
+    assert "not enlarged" in findings
+    assert transcript.sections["impression"].lower().startswith("no acute")
+
+
+def test_spoken_everyday_english_is_not_made_radiology(
+    transcriber: Transcriber, speak: Speak, tmp_path: Path
+) -> None:
+    """Real audio without chest words: the context model never runs, so nothing is bent."""
+    wav = speak(
+        "Please put the files in order and call Margaret about the lesson tomorrow.",
+        tmp_path / "everyday.wav",
+    )
+    transcript = transcriber.transcribe(decode_audio(wav))
+    assert "order" in transcript.text.lower()
+    assert "aorta" not in transcript.text.lower()
+    assert correct_transcript(transcript.raw_text).text == transcript.text
