@@ -9,6 +9,7 @@ events to it; none lets an exception escape.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import threading
@@ -19,7 +20,6 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import cast
 
-from pydicom.dataset import Dataset
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
@@ -30,7 +30,7 @@ from dicom_node.contexts import ContextTable
 from dicom_node.header import InstanceHeader, RejectedInstance, encode_file_meta, parse_data_set
 from dicom_node.index import InstanceIndex, RecordOutcome, StoredInstance
 from dicom_node.metrics import ReceiveMetrics
-from dicom_node.reactor import streamed_sink
+from dicom_node.reactor import DataSetSink, LeanStore, StoreCommand, streamed_sink
 from dicom_node.status import ECHO_SUCCESS, StoreStatus
 from dicom_node.storage import (
     InstanceStore,
@@ -331,7 +331,7 @@ class ReceivedDataSet:
 
 
 def open_received(
-    services: NodeServices, assoc: Association, context_id: int, command: Dataset
+    services: NodeServices, assoc: Association, context_id: int, command: StoreCommand
 ) -> ReceivedDataSet | None:
     """A :data:`dicom_node.reactor.SinkFactory`: stream a C-STORE data set to disk.
 
@@ -341,8 +341,8 @@ def open_received(
     if not services.store.has_room(0):
         return None
     meta = encode_file_meta(
-        sop_class_uid=str(command.AffectedSOPClassUID),
-        sop_instance_uid=str(command.AffectedSOPInstanceUID),
+        sop_class_uid=command.sop_class_uid,
+        sop_instance_uid=command.sop_instance_uid,
         transfer_syntax_uid=str(assoc._accepted_cx[context_id].transfer_syntax[0]),
         source_ae=str(assoc.requestor.ae_title).strip(),
     )
@@ -379,9 +379,9 @@ def _remove_superseded(store: InstanceStore, relative_path: str) -> None:
 
 
 def handle_store(event: Event, services: NodeServices) -> int:
+    """``EVT_C_STORE``: a request pynetdicom decoded (its data set streamed or in memory)."""
     request = cast(C_STORE, event.request)
     assoc = event.assoc
-    calling_ae = str(assoc.requestor.ae_title).strip()
     sink = streamed_sink(request)
     received = sink if isinstance(sink, ReceivedDataSet) else None
     try:
@@ -396,22 +396,72 @@ def handle_store(event: Event, services: NodeServices) -> int:
         except Exception as exc:
             services.metrics.failures.labels(StoreStatus.UNPARSEABLE_DATASET.reason).inc()
             log.warning(
-                "C-STORE from %s without a usable request: %s", calling_ae, type(exc).__name__
+                "C-STORE from %s without a usable request: %s",
+                str(assoc.requestor.ae_title).strip(),
+                type(exc).__name__,
             )
             return int(StoreStatus.UNPARSEABLE_DATASET)
-        result = store_instance(
+        return _store_and_count(
             services,
+            assoc,
             encoded=encoded,
             transfer_syntax_uid=transfer_syntax,
             sop_class_uid=sop_class,
             sop_instance_uid=sop_instance,
-            calling_ae=calling_ae,
-            peer_address=str(assoc.requestor.address),
             received=received,
         )
     finally:
         if sink is not None:
             sink.discard()  # a stored file was renamed away: this only frees memory
+
+
+def serve_lean_store(
+    services: NodeServices,
+    assoc: Association,
+    context_id: int,
+    command: StoreCommand,
+    sink: DataSetSink,
+) -> int:
+    """The :class:`dicom_node.reactor.LeanStore` of the node: :func:`handle_store` for a
+    request whose command set the reactor decoded by hand, its data set streamed
+    into ``sink`` (one that :func:`open_received` opened)."""
+    received = cast(ReceivedDataSet, sink)  # the reactor discards it afterwards
+    return _store_and_count(
+        services,
+        assoc,
+        encoded=received.encoded(),
+        transfer_syntax_uid=str(assoc._accepted_cx[context_id].transfer_syntax[0]),
+        sop_class_uid=command.sop_class_uid,
+        sop_instance_uid=command.sop_instance_uid,
+        received=received,
+    )
+
+
+def lean_store(services: NodeServices) -> LeanStore:
+    """The lean C-STORE path, standing in for :func:`handle_store` bound to ``services``."""
+    return LeanStore(handler=handle_store, serve=functools.partial(serve_lean_store, services))
+
+
+def _store_and_count(
+    services: NodeServices,
+    assoc: Association,
+    *,
+    encoded: bytes,
+    transfer_syntax_uid: str,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    received: ReceivedDataSet | None,
+) -> int:
+    result = store_instance(
+        services,
+        encoded=encoded,
+        transfer_syntax_uid=transfer_syntax_uid,
+        sop_class_uid=sop_class_uid,
+        sop_instance_uid=sop_instance_uid,
+        calling_ae=str(assoc.requestor.ae_title).strip(),
+        peer_address=str(assoc.requestor.address),
+        received=received,
+    )
     changed = result.outcome in (RecordOutcome.NEW, RecordOutcome.REPLACED)
     services.tracker.count(
         id(assoc),

@@ -16,7 +16,13 @@ Here (subclasses, same state machine and DIMSE decoding):
 - :class:`StreamingDimse` hands the data set fragments of a C-STORE request to
   a :class:`DataSetSink` as they arrive (for the node: written to its
   temporary file and hashed while the rest is still on the wire), instead of
-  collecting them in memory for the handler to write afterwards.
+  collecting them in memory for the handler to write afterwards;
+- the lean C-STORE path: a request whose command set arrives whole and is
+  plain (:func:`decode_store_command`) is decoded by hand, its data set
+  streamed to a sink, and served by a :class:`LeanStore` on the DUL thread,
+  the response going straight to the socket, without pynetdicom's DIMSE
+  messages, primitives, service class and event objects (a large part of its
+  per-instance cost); anything unusual takes pynetdicom's path as before.
 
 Everything else (negotiation, the state machine, events and handlers) is
 pynetdicom's own.  The subclasses depend on pynetdicom 3.0 internals
@@ -38,12 +44,12 @@ import threading
 import time
 from collections.abc import Callable
 from copy import deepcopy
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
 
 import pynetdicom
-from pydicom.dataset import Dataset
-from pynetdicom import evt
+from pynetdicom import _config, evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -58,6 +64,8 @@ from pynetdicom.dimse_primitives import (
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
 from pynetdicom.transport import AssociationSocket, RequestHandler
 from pynetdicom.utils import make_target
 
@@ -80,6 +88,15 @@ P_DATA_TF_TYPE = 0x04
 KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
 # Handlers on these would miss PDUs that take the P-DATA fast path.
 _WATCHING_EVENTS = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_FSM_TRANSITION)
+# ... and these, messages and PDUs of the lean C-STORE path.
+_LEAN_WATCHING_EVENTS = (
+    *_WATCHING_EVENTS,
+    evt.EVT_DIMSE_RECV,
+    evt.EVT_DIMSE_SENT,
+    evt.EVT_DATA_SENT,
+    evt.EVT_PDU_SENT,
+)
+HANDLER_EXCEPTION_STATUS = 0xC211  # as pynetdicom answers when a handler raises
 LAST_COMMAND = bytes((COMMAND_FRAGMENT | LAST_FRAGMENT,))
 
 
@@ -108,9 +125,33 @@ class DataSetSink(Protocol):
         ...
 
 
-# (association, presentation context ID, decoded command set) -> a sink, or None to
-# receive this data set in memory as pynetdicom does.
-SinkFactory = Callable[[Association, int, Dataset], DataSetSink | None]
+@dataclass(frozen=True)
+class StoreCommand:
+    """The command set of a C-STORE request, as far as the node uses it."""
+
+    message_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    priority: int
+
+
+# (association, presentation context ID, command) -> a sink, or None to receive this
+# data set in memory as pynetdicom does.
+SinkFactory = Callable[[Association, int, StoreCommand], DataSetSink | None]
+
+
+@dataclass(frozen=True)
+class LeanStore:
+    """Serves C-STORE requests without pynetdicom's DIMSE and service-class layers.
+
+    ``handler`` is the ``EVT_C_STORE`` handler that ``serve`` stands in for: the
+    lean path is taken only while that very handler is the one bound.  ``serve``
+    gets the association, the context ID, the command and the sink holding the
+    streamed data set (finished), and returns the response status.
+    """
+
+    handler: Callable[..., Any]
+    serve: Callable[[Association, int, StoreCommand, DataSetSink], int]
 
 
 class _StreamedDataSet(io.BytesIO):
@@ -189,6 +230,27 @@ class EventDrivenDUL(DULServiceProvider):
     def wake(self) -> None:
         with contextlib.suppress(OSError):  # full (already awake) or closed (finished)
             self._wake_out.send(b"\0")
+
+    def send_command(self, context_id: int, command: bytes) -> None:
+        """Send a command set (one PDV, last fragment) to the peer.
+
+        On the DUL thread in Sta6 with nothing else queued to send, the
+        P-DATA-TF goes straight to the socket, which is what the state machine
+        does for it (DT-1, staying in Sta6); otherwise it is queued as pynetdicom
+        queues every primitive.
+        """
+        wrapper = self.socket
+        if (
+            wrapper is not None
+            and threading.current_thread() is self
+            and self.state_machine.current_state == "Sta6"
+            and self.to_provider_queue.empty()
+        ):
+            item = struct.pack(">LB", 1 + len(LAST_COMMAND) + len(command), context_id)
+            pdu_header = struct.pack(">BBL", P_DATA_TF_TYPE, 0, len(item) + 1 + len(command))
+            wrapper.send(b"".join((pdu_header, item, LAST_COMMAND, command)))
+            return
+        self.send_pdu(_p_data(context_id, LAST_COMMAND + command))
 
     def kill_dul(self) -> None:
         super().kill_dul()
@@ -333,6 +395,34 @@ def _p_data(context_id: int, data: bytes) -> P_DATA:
     return primitive
 
 
+def _store_primitive(command: StoreCommand, sink: DataSetSink) -> C_STORE:
+    """The pynetdicom request of a C-STORE received on the lean path."""
+    primitive = C_STORE()
+    primitive.MessageID = command.message_id
+    primitive.AffectedSOPClassUID = command.sop_class_uid
+    primitive.AffectedSOPInstanceUID = command.sop_instance_uid
+    primitive.Priority = command.priority
+    primitive.DataSet = _StreamedDataSet(sink)
+    return primitive
+
+
+_service_classes: dict[str, bool] = {}
+MAX_CACHED_CLASSES = 1024
+
+
+def _storage_class(sop_class_uid: str) -> bool:
+    """Whether pynetdicom serves this SOP class with its Storage Service Class (as
+    ``Association._serve_request`` decides)."""
+    known = _service_classes.get(sop_class_uid)
+    if known is None:
+        known = _config.UNRESTRICTED_STORAGE_SERVICE or (
+            uid_to_service_class(sop_class_uid) is StorageServiceClass
+        )
+        if len(_service_classes) < MAX_CACHED_CLASSES:
+            _service_classes[sop_class_uid] = known
+    return known
+
+
 def _element(element: int, value: bytes) -> bytes:
     """One group-0000 element, Implicit VR Little Endian (PS3.7 6.3.1)."""
     return struct.pack("<HHI", 0x0000, element, len(value)) + value
@@ -341,6 +431,25 @@ def _element(element: int, value: bytes) -> bytes:
 def _uid(value: object) -> bytes:
     raw = str(value).encode("ascii")
     return raw + b"\0" if len(raw) % 2 else raw
+
+
+def encode_store_response(
+    *, message_id: int, sop_class_uid: str | None, sop_instance_uid: str, status: int
+) -> bytes:
+    """The command set of a C-STORE response with a status and nothing else, Implicit VR
+    Little Endian, byte for byte as pynetdicom encodes it (raises ``struct.error`` or
+    ``UnicodeEncodeError`` for values it cannot carry)."""
+    body = b"".join(
+        (
+            _element(0x0002, _uid(sop_class_uid)) if sop_class_uid is not None else b"",
+            _element(0x0100, struct.pack("<H", C_STORE_RSP_FIELD)),
+            _element(0x0120, struct.pack("<H", message_id)),
+            _element(0x0800, struct.pack("<H", NO_DATA_SET)),
+            _element(0x0900, struct.pack("<H", status)),
+            _element(0x1000, _uid(sop_instance_uid)),
+        )
+    )
+    return _element(0x0000, struct.pack("<I", len(body))) + body
 
 
 def store_response_command(primitive: object) -> bytes | None:
@@ -357,32 +466,113 @@ def store_response_command(primitive: object) -> bytes | None:
     status = primitive.Status
     if not isinstance(status, int) or primitive.AffectedSOPInstanceUID is None:
         return None
+    sop_class = primitive.AffectedSOPClassUID
     try:
-        body = b"".join(
-            (
-                _element(0x0002, _uid(primitive.AffectedSOPClassUID))
-                if primitive.AffectedSOPClassUID is not None
-                else b"",
-                _element(0x0100, struct.pack("<H", C_STORE_RSP_FIELD)),
-                _element(0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
-                _element(0x0800, struct.pack("<H", NO_DATA_SET)),
-                _element(0x0900, struct.pack("<H", status)),
-                _element(0x1000, _uid(primitive.AffectedSOPInstanceUID)),
-            )
+        return encode_store_response(
+            message_id=primitive.MessageIDBeingRespondedTo,
+            sop_class_uid=None if sop_class is None else str(sop_class),
+            sop_instance_uid=str(primitive.AffectedSOPInstanceUID),
+            status=status,
         )
     except (struct.error, UnicodeEncodeError):
         return None
-    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+# The elements a C-STORE request's command set may have for the lean path; anything
+# else (a C-MOVE originator, private or unknown elements) goes through pynetdicom.
+_GROUP_LENGTH = 0x0000
+_AFFECTED_SOP_CLASS = 0x0002
+_COMMAND_FIELD = 0x0100
+_MESSAGE_ID = 0x0110
+_PRIORITY = 0x0700
+_DATA_SET_TYPE = 0x0800
+_AFFECTED_SOP_INSTANCE = 0x1000
+_LEAN_ELEMENTS = frozenset(
+    (
+        _GROUP_LENGTH,
+        _AFFECTED_SOP_CLASS,
+        _COMMAND_FIELD,
+        _MESSAGE_ID,
+        _PRIORITY,
+        _DATA_SET_TYPE,
+        _AFFECTED_SOP_INSTANCE,
+    )
+)
+_REQUIRED_ELEMENTS = _LEAN_ELEMENTS - {_GROUP_LENGTH}
+C_STORE_RQ_FIELD = 0x0001
+PRIORITIES = frozenset((0x0000, 0x0001, 0x0002))  # medium, high, low
+MAX_UID_CHARS = 64
+_ELEMENT_HEADER = struct.Struct("<HHL")
+_US = struct.Struct("<H")
+_UID_CHARS = frozenset(b"0123456789.")
+
+
+def _conformant_uid(raw: bytes) -> str | None:
+    """A UI value without its padding, if it is a conformant UID (PS3.5 9.1)."""
+    value = raw.rstrip(b"\0 ")
+    if not value or len(value) > MAX_UID_CHARS or not _UID_CHARS.issuperset(value):
+        return None
+    for component in value.split(b"."):
+        if not component or (len(component) > 1 and component[0] == 0x30):  # "0" leading
+            return None
+    return value.decode("ascii")
+
+
+def decode_store_command(command: bytes | memoryview) -> StoreCommand | None:
+    """A C-STORE request's command set (Implicit VR Little Endian, PS3.7 9.3.1.1) with a
+    data set, decoded by hand; None for anything else or anything unusual, which is
+    then left to pynetdicom (so it is judged exactly as before)."""
+    values: dict[int, bytes] = {}
+    offset, end = 0, len(command)
+    while offset < end:
+        if end - offset < _ELEMENT_HEADER.size:
+            return None
+        group, element, length = _ELEMENT_HEADER.unpack_from(command, offset)
+        offset += _ELEMENT_HEADER.size
+        if group != 0 or length > end - offset or element not in _LEAN_ELEMENTS:
+            return None
+        if element in values:
+            return None
+        values[element] = bytes(command[offset : offset + length])
+        offset += length
+    if not _REQUIRED_ELEMENTS.issubset(values):
+        return None
+    us = {}
+    for element in (_COMMAND_FIELD, _MESSAGE_ID, _PRIORITY, _DATA_SET_TYPE):
+        if len(values[element]) != _US.size:
+            return None
+        (us[element],) = _US.unpack(values[element])
+    if (
+        us[_COMMAND_FIELD] != C_STORE_RQ_FIELD
+        or us[_DATA_SET_TYPE] == NO_DATA_SET
+        or us[_PRIORITY] not in PRIORITIES
+    ):
+        return None
+    sop_class = _conformant_uid(values[_AFFECTED_SOP_CLASS])
+    sop_instance = _conformant_uid(values[_AFFECTED_SOP_INSTANCE])
+    if sop_class is None or sop_instance is None:
+        return None
+    return StoreCommand(
+        message_id=us[_MESSAGE_ID],
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        priority=us[_PRIORITY],
+    )
 
 
 class StreamingDimse(DIMSEServiceProvider):
     """DIMSE decoding that hands C-STORE data set fragments to a sink as they arrive."""
 
-    def __init__(self, assoc: Association, sinks: SinkFactory | None) -> None:
+    def __init__(
+        self, assoc: Association, sinks: SinkFactory | None, lean: LeanStore | None = None
+    ) -> None:
         super().__init__(assoc)
         self._sinks = sinks
+        self._lean = lean
         self._sink: DataSetSink | None = None
         self._decided = False  # whether the current message's sink was asked for
+        # The C-STORE request being streamed on the lean path, if any.
+        self._lean_request: tuple[int, StoreCommand] | None = None
 
     def receive_primitive(self, primitive: P_DATA) -> None:
         self.receive_fragments(
@@ -398,6 +588,13 @@ class StreamingDimse(DIMSEServiceProvider):
             control = data[0]
             sink = self._sink
             if sink is None or control & COMMAND_FRAGMENT:
+                if self._lean_request is not None:  # a command inside a data set
+                    self._protocol_error("a command fragment inside a C-STORE data set")
+                    return
+                if control & LAST_COMMAND[0] == LAST_COMMAND[0] and self._start_lean(
+                    context_id, data
+                ):
+                    continue
                 self._receive_one(context_id, bytes(data))
                 continue
             sink.write(data[1:])
@@ -405,8 +602,43 @@ class StreamingDimse(DIMSEServiceProvider):
                 continue
             self._sink = None
             sink.finish()
+            lean, self._lean_request = self._lean_request, None
+            if lean is not None:
+                cast(StreamingAssociation, self.assoc).serve_lean(lean[0], lean[1], sink)
+                continue
             # Completes the message as pynetdicom would, with no bytes left to add.
             self._receive_one(context_id, bytes((control,)))
+
+    def _start_lean(self, context_id: int, data: memoryview) -> bool:
+        """A whole C-STORE request command in one PDV: decode it by hand and stream its
+        data set to a sink, without pynetdicom's DIMSE layer (see :class:`LeanStore`).
+        False (nothing done) where pynetdicom's path has to judge it."""
+        if self._lean is None or self._sinks is None or self.message is not None:
+            return False
+        assoc = cast(StreamingAssociation, self.assoc)
+        if not assoc.lean_allowed(context_id):
+            return False
+        command = decode_store_command(data[1:])
+        if command is None or not _storage_class(command.sop_class_uid):
+            return False
+        try:
+            sink = self._sinks(assoc, context_id, command)
+        except Exception:
+            log.exception("could not open a sink for a C-STORE data set")
+            return False
+        if sink is None:
+            return False
+        self._sink = sink
+        self._lean_request = (context_id, command)
+        return True
+
+    def _protocol_error(self, what: str) -> None:
+        """Drop what is being received and abort the association (as for an invalid PDU)."""
+        log.error("received %s; aborting the association", what)
+        sink, self._sink, self._lean_request = self._sink, None, None
+        if sink is not None:
+            sink.discard()
+        self.dul.event_queue.put("Evt19")
 
     def _receive_one(self, context_id: int, data: bytes) -> None:
         """pynetdicom's ``receive_primitive`` for one PDV, and a sink once a C-STORE
@@ -423,8 +655,18 @@ class StreamingDimse(DIMSEServiceProvider):
             return
         # The command set of a C-STORE request with a data set is complete.
         self._decided = True
+        command_set = message.command_set
         try:
-            sink = self._sinks(self.assoc, context_id, message.command_set)
+            sink = self._sinks(
+                self.assoc,
+                context_id,
+                StoreCommand(
+                    message_id=int(command_set.MessageID),
+                    sop_class_uid=str(command_set.AffectedSOPClassUID),
+                    sop_instance_uid=str(command_set.AffectedSOPInstanceUID),
+                    priority=int(command_set.Priority),
+                ),
+            )
         except Exception:
             log.exception("could not open a sink for a C-STORE data set")
             sink = None
@@ -465,7 +707,7 @@ class StreamingDimse(DIMSEServiceProvider):
 
     def discard_pending(self) -> None:
         """Drop the sinks of requests that will not be handled (association ended)."""
-        sink, self._sink = self._sink, None
+        sink, self._sink, self._lean_request = self._sink, None, None
         if sink is not None:
             sink.discard()
         while True:
@@ -481,12 +723,15 @@ class StreamingDimse(DIMSEServiceProvider):
 class StreamingAssociation(Association):
     """An acceptor association with :class:`EventDrivenDUL` and :class:`StreamingDimse`."""
 
-    def __init__(self, ae: Any, mode: str, sinks: SinkFactory | None) -> None:
+    def __init__(
+        self, ae: Any, mode: str, sinks: SinkFactory | None, lean: LeanStore | None = None
+    ) -> None:
         super().__init__(ae, mode)
         self._work = threading.Event()
         self._serving = threading.Lock()  # held while a request is served
+        self._lean = lean
         self.dul = EventDrivenDUL(self)
-        self.dimse = StreamingDimse(self, sinks)
+        self.dimse = StreamingDimse(self, sinks, lean)
         self.dimse.msg_queue = _WakingQueue(self._work.set)
         self.dul.to_user_queue = _WakingQueue(self._work.set)
         # The timers live in the DUL: apply the AE's timeouts to the new one.
@@ -532,6 +777,69 @@ class StreamingAssociation(Association):
             finally:
                 self._serving.release()
         self.dimse.msg_queue.put((context_id, request))
+
+    def lean_allowed(self, context_id: int) -> bool:
+        """Whether a C-STORE request on this context may take the lean path: the lean
+        store's handler is the bound one, nobody watches DIMSE messages, data or
+        PDUs, the context is accepted, and no SOP Class Common Extended
+        Negotiation changes which service serves it."""
+        lean = self._lean
+        if lean is None or context_id not in self._accepted_cx:
+            return False
+        bound = self.get_handlers(evt.EVT_C_STORE)
+        if not isinstance(bound, tuple) or bound[0] is not lean.handler:
+            return False
+        if self.acceptor.accepted_common_extended:
+            return False
+        return not any(self.get_handlers(event) for event in _LEAN_WATCHING_EVENTS)
+
+    def serve_lean(self, context_id: int, command: StoreCommand, sink: DataSetSink) -> None:
+        """A C-STORE request received on the lean path, its data set in ``sink``.
+
+        Served here (on the DUL thread) as :meth:`deliver` would serve it, with
+        what pynetdicom's ``_serve_request`` and Storage SCP do around the
+        handler: no C-CANCEL carried over, the handler's status (0xC211 if it
+        raises), and the response sent unless the association ended meanwhile.
+        When it cannot be served here (something queued or being served, the
+        association releasing), it becomes a pynetdicom request like any other.
+        """
+        lean = cast(LeanStore, self._lean)
+        if not (
+            self.is_established
+            and not self._sent_release
+            and context_id in self._accepted_cx
+            and self._serving.acquire(blocking=False)
+        ):
+            self.dimse.msg_queue.put((context_id, _store_primitive(command, sink)))
+            return
+        try:
+            if not self.dimse.msg_queue.empty():
+                self.dimse.msg_queue.put((context_id, _store_primitive(command, sink)))
+                return
+            self.dimse.cancel_req = {}
+            self._is_paused = True
+            try:
+                status = lean.serve(self, context_id, command, sink)
+            except Exception:
+                log.exception("exception in the C-STORE handler")
+                status = HANDLER_EXCEPTION_STATUS
+            finally:
+                self._is_paused = False
+                sink.discard()  # no-op once the handler stored (or dropped) it
+            self.dimse.cancel_req = {}
+            if not self.is_established:
+                return
+            cast(EventDrivenDUL, self.dul).send_command(
+                context_id,
+                encode_store_response(
+                    message_id=command.message_id,
+                    sop_class_uid=command.sop_class_uid,
+                    sop_instance_uid=command.sop_instance_uid,
+                    status=status,
+                ),
+            )
+        finally:
+            self._serving.release()
 
     def _run_reactor(self) -> None:
         """pynetdicom's acceptor loop, waiting on its queues instead of sleeping 1 ms."""
@@ -584,12 +892,14 @@ class StreamingRequestHandler(RequestHandler):
     """Creates :class:`StreamingAssociation` acceptors on :class:`BulkSocket` sockets.
 
     The server's ``data_set_sinks`` attribute (a :data:`SinkFactory` or None)
-    decides where C-STORE data sets go.
+    decides where C-STORE data sets go, its ``lean_store`` (a :class:`LeanStore`
+    or None) who serves C-STORE requests that take the lean path.
     """
 
     def _create_association(self) -> Association:
         sinks: SinkFactory | None = getattr(self.server, "data_set_sinks", None)
-        assoc = StreamingAssociation(self.ae, MODE_ACCEPTOR, sinks)
+        lean: LeanStore | None = getattr(self.server, "lean_store", None)
+        assoc = StreamingAssociation(self.ae, MODE_ACCEPTOR, sinks, lean)
         assoc._server = self.server
         timestamp = datetime.strftime(datetime.now(), "%Y%m%d%H%M%S")
         assoc.name = f"AcceptorThread@{timestamp}"

@@ -33,7 +33,12 @@ from dicom_node.handlers import NodeServices
 from dicom_node.header import configure_pydicom
 from dicom_node.index import InstanceIndex
 from dicom_node.metrics import ReceiveMetrics
-from dicom_node.reactor import SinkFactory, StreamingRequestHandler, check_pynetdicom_version
+from dicom_node.reactor import (
+    LeanStore,
+    SinkFactory,
+    StreamingRequestHandler,
+    check_pynetdicom_version,
+)
 from dicom_node.storage import InstanceStore
 
 log = logging.getLogger(__name__)
@@ -77,10 +82,12 @@ class NodeConfig:
 
 class _Server(ThreadedAssociationServer):
     """Association threads with :mod:`dicom_node.reactor`'s acceptors; C-STORE data
-    sets go to ``data_set_sinks`` as they arrive."""
+    sets go to ``data_set_sinks`` as they arrive, and ``lean_store`` serves the
+    requests that take the reactor's lean path."""
 
     daemon_threads = True
     data_set_sinks: SinkFactory | None = None
+    lean_store: LeanStore | None = None
 
     def service_actions(self) -> None:
         """Instead of pynetdicom's full ``gc.collect()`` every 30 s (a stall of the
@@ -172,6 +179,7 @@ class DicomNode:
         cast(_Server, server).data_set_sinks = functools.partial(
             handlers.open_received, self.services
         )
+        cast(_Server, server).lean_store = handlers.lean_store(self.services)
         self.ae._servers.append(server)  # as AE.start_server does, so shutdown() finds it
         self._server = server
         self._thread = threading.Thread(

@@ -10,13 +10,19 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
-from dicom_node.reactor import pdv_items, store_response_command
+from dicom_node.reactor import (
+    StoreCommand,
+    decode_store_command,
+    pdv_items,
+    store_response_command,
+)
 
 from .conftest import dataset_bytes, wait_until, write_ct_series
 
@@ -56,6 +62,101 @@ def test_responses_with_more_than_a_status_are_left_to_pynetdicom() -> None:
     request = C_STORE()  # a request, not a response
     request.MessageID = 1
     assert store_response_command(request) is None
+
+
+def _request_command(**fields: Any) -> bytes:
+    """A C-STORE request's command set as pynetdicom encodes it."""
+    request = C_STORE()
+    request.MessageID = fields.get("message_id", 7)
+    request.AffectedSOPClassUID = fields.get("sop_class", CTImageStorage)
+    request.AffectedSOPInstanceUID = fields.get("sop_instance", "1.2.3.4")
+    request.Priority = fields.get("priority", 2)
+    if "originator" in fields:
+        request.MoveOriginatorApplicationEntityTitle = fields["originator"]
+        request.MoveOriginatorMessageID = 3
+    request.DataSet = io.BytesIO(b"\x08\x00\x18\x00\x00\x00\x00\x00")
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    pdata = next(iter(message.encode_msg(1, MAX_PDU)))
+    _context_id, pdv = pdata.presentation_data_value_list[0]
+    assert pdv[0] == 0x03  # the whole command set, last fragment
+    return bytes(pdv[1:])
+
+
+@pytest.mark.parametrize("priority", [0, 1, 2])
+@pytest.mark.parametrize("sop_instance", ["1.2.3.4", "1.2.826.0.1.3680043.8.498.12345678901"])
+def test_store_requests_are_decoded_as_pynetdicom_decodes_them(
+    priority: int, sop_instance: str
+) -> None:
+    encoded = _request_command(message_id=513, sop_instance=sop_instance, priority=priority)
+    decoded = decode_store_command(memoryview(encoded))
+    assert decoded == StoreCommand(
+        message_id=513,
+        sop_class_uid=CTImageStorage,
+        sop_instance_uid=sop_instance,
+        priority=priority,
+    )
+    reference = dcmread(io.BytesIO(encoded), force=True)  # Implicit VR Little Endian
+    assert decoded.sop_instance_uid == reference.AffectedSOPInstanceUID
+    assert decoded.message_id == reference.MessageID
+
+
+def _element(element: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", 0, element, len(value)) + value
+
+
+def _replaced(encoded: bytes, element: int, value: bytes) -> bytes:
+    """``encoded`` (a command set) with one element's value replaced."""
+    out, offset = b"", 0
+    while offset < len(encoded):
+        _group, tag, length = struct.unpack_from("<HHI", encoded, offset)
+        current = encoded[offset + 8 : offset + 8 + length]
+        out += _element(tag, value if tag == element else current)
+        offset += 8 + length
+    assert out != encoded
+    return out
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        _request_command(originator="MOVESCU"),  # a C-MOVE originator: pynetdicom's
+        _request_command()[:-3],  # cut short
+        _request_command() + _element(0x0900, b"\x00\x00"),  # an element of responses
+        _replaced(_request_command(), 0x0100, b"\x30\x00"),  # a C-ECHO request
+        _replaced(_request_command(), 0x0800, b"\x01\x01"),  # no data set
+        _replaced(_request_command(), 0x0700, b"\x03\x00"),  # no such priority
+        _request_command(sop_instance="1.2.03.4"),  # not a conformant UID
+        _replaced(_request_command(), 0x1000, b"1.2.3.x\0"),  # not a UID at all
+        _replaced(_request_command(), 0x1000, b"1.2\\3.4\0"),  # two values
+        _element(0x0100, b"\x01\x00"),  # required elements missing
+    ],
+)
+def test_unusual_store_commands_are_left_to_pynetdicom(encoded: bytes) -> None:
+    assert decode_store_command(encoded) is None
+
+
+def test_a_store_with_a_move_originator_goes_through_pynetdicom(
+    start_node: Any, tmp_path: Path
+) -> None:
+    """A request the hand decoder leaves alone is served as pynetdicom decodes it."""
+    node = start_node()
+    series = write_ct_series(tmp_path / "series", slices=2, size=64)
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="RADSCRIBE")
+    assert assoc.is_established
+    try:
+        for path in series.files:
+            status = assoc.send_c_store(dcmread(path), originator_aet="MOVESCU", originator_id=9)
+            assert status.Status == 0x0000
+    finally:
+        assoc.release()
+    stored = node.instances()
+    assert len(stored) == 2
+    for path in series.files:
+        row = stored[dcmread(path).SOPInstanceUID]
+        assert dataset_bytes(node.storage / row.storage_path) == dataset_bytes(path)
 
 
 def _item(context_id: int, data: bytes) -> bytes:
@@ -125,3 +226,36 @@ def test_an_association_aborted_mid_data_set_leaves_nothing_behind(
     result = node.storescu(*series.files)
     assert result.returncode == 0, result.stderr
     assert len(node.instances()) == 2
+
+
+def test_a_command_inside_a_data_set_aborts_and_leaves_nothing_behind(
+    start_node: Any, tmp_path: Path
+) -> None:
+    node = start_node()
+    series = write_ct_series(tmp_path / "series", slices=1, size=128)
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.maximum_pdu_size = MAX_PDU
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="RADSCRIBE")
+    assert assoc.is_established
+    try:
+        context_id = cast(int, assoc.accepted_contexts[0].context_id)
+        request = C_STORE()
+        request.MessageID = 1
+        request.AffectedSOPClassUID = CTImageStorage
+        request.AffectedSOPInstanceUID = dcmread(series.files[0]).SOPInstanceUID
+        request.Priority = 2
+        request.DataSet = io.BytesIO(dataset_bytes(series.files[0]))
+        message = C_STORE_RQ()
+        message.primitive_to_message(request)
+        command, first_data, *_rest = message.encode_msg(context_id, MAX_PDU)
+        assoc.dul.send_pdu(command)
+        assoc.dul.send_pdu(first_data)
+        wait_until(lambda: _temporary_files(node.storage))
+        assoc.dul.send_pdu(command)  # a new command before the data set ended
+        wait_until(lambda: assoc.is_aborted)
+    finally:
+        if assoc.is_established:
+            assoc.abort()
+    wait_until(lambda: not _temporary_files(node.storage))
+    assert node.instances() == {}
