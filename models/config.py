@@ -33,6 +33,10 @@ DICTATION_QUALITY_DIM = 3
 """Transcription confidence, no-speech probability, SNR (``dictation_quality_vector``)."""
 
 
+NODULE_STRIDES = (8, 16)
+"""Strides of the feature maps a nodule head can read (ResNet ``layer2``, ``layer3``)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """Architecture hyper-parameters.  Defaults are the CPU-friendly production shape."""
@@ -62,14 +66,22 @@ class ModelConfig:
     dictation_max_tokens: int = 256
     # modality gating
     gate_hidden: int = 32
+    dictation_gate_from_quality: bool = False
+    """The dictation's weight is what the gate predicts from the speech quality alone: the
+    findings loss does not move it (training teaches it the transcript's word accuracy)."""
     modality_dropout: float = 0.3
     """Training only: probability of hiding each text modality from a study."""
     # heads
     num_findings: int = NUM_FINDINGS
     max_nodules: int = 10
+    nodule_stride: int = 16
+    """Stride of the map the nodule head reads: 16 (``layer3``) or 8 (``layer2``, finer cells
+    that keep small nodules; ResNets only)."""
     refiner_width: int = 8
 
     def __post_init__(self) -> None:
+        if self.nodule_stride not in NODULE_STRIDES:
+            raise ValueError(f"nodule_stride must be one of {NODULE_STRIDES}")
         if self.fusion_method not in FUSION_METHODS:
             raise ValueError(f"fusion_method must be one of {FUSION_METHODS}")
         if self.image_encoder not in IMAGE_ENCODERS:

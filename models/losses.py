@@ -3,7 +3,7 @@
 ``radscribe_loss(output, targets)`` returns a dict of named scalar losses and their
 weighted ``total``.  Finding labels may be unknown (NaN), which masks them.  Nodule
 targets are lists of ``NoduleTarget`` per study, turned into dense cell targets on
-the stride-16 nodule map with ``nodule_cell_targets``.
+the nodule map with ``nodule_cell_targets``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from torch import nn
 
 from models.config import LOBES, NODULE_TYPES, ModelConfig
 
-# Channels of the nodule map, per cell of the stride-16 feature map.
+# Channels of the nodule map, per cell of the stride-8 or -16 feature map.
 NODULE_OBJECTNESS = 0
 NODULE_OFFSET = slice(1, 4)
 """Centre offset from the cell centre, in cells, through tanh (so within +-1 cell)."""
@@ -66,7 +66,8 @@ class FindingHead(nn.Module):
 
 
 class NoduleHead(nn.Module):
-    """Dense nodule detection on the stride-16 map: objectness, offset, size, type, lobe."""
+    """Dense nodule detection on the fine (stride-8 or -16) map: objectness, offset, size,
+    type, lobe."""
 
     def __init__(self, *, in_channels: int, hidden: int) -> None:
         super().__init__()

@@ -59,12 +59,16 @@ class _MonaiResNetTrunk(nn.Module):
         self.layer3: nn.Module = net.layer3
         self.layer4: nn.Module = net.layer4
         self.out_channels = _resnet_inplanes(config.image_width)[-1]
-        self.fine_channels = _resnet_inplanes(config.image_width)[-2]
+        self.fine_stride = config.nodule_stride
+        self.fine_channels = _resnet_inplanes(config.image_width)[
+            -2 if self.fine_stride == 16 else -3
+        ]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.maxpool(self.act(self.bn1(self.conv1(x))))
-        fine = self.layer3(self.layer2(self.layer1(x)))
-        return fine, self.layer4(fine)
+        eighth = self.layer2(self.layer1(x))
+        sixteenth = self.layer3(eighth)
+        return (sixteenth if self.fine_stride == 16 else eighth), self.layer4(sixteenth)
 
 
 class _MonaiSEResNet50Trunk(nn.Module):
@@ -114,7 +118,10 @@ def build_trunk(config: ModelConfig) -> nn.Module:
             inplanes=_resnet_inplanes(config.image_width),
             stem_kernel=config.stem_kernel,
             stem_stride=STEM_STRIDE,
+            fine_stride=config.nodule_stride,
         )
+    if config.nodule_stride != 16:
+        raise ValueError(f"{config.image_encoder} gives its nodule head stride 16 only")
     if backend == "torch":
         raise ValueError(f"{config.image_encoder} needs MONAI; use a resnet with backend 'torch'")
     if config.image_encoder == "monai-seresnet50":
@@ -149,7 +156,8 @@ def sinusoidal_positions_3d(grid: tuple[int, int, int], dim: int) -> torch.Tenso
 class ImageEncoder(nn.Module):
     """(B, 1, X, Y, Z) image to (B, T, d_model) visual tokens and a finer feature map.
 
-    The finer map (stride 16 for the ResNets) feeds the nodule detector.
+    The finer map (stride ``nodule_stride`` for the ResNets, else 16) feeds the nodule
+    detector.
     """
 
     def __init__(self, config: ModelConfig) -> None:

@@ -107,7 +107,8 @@ class ModelOutput:
     modality_weights: torch.Tensor
     """(B, 3) gate weights for image, EMR, dictation (0 for an absent modality)."""
     nodule_map: torch.Tensor
-    """(B, NODULE_CHANNELS, fx, fy, fz) dense nodule predictions (stride-16 cells)."""
+    """(B, NODULE_CHANNELS, fx, fy, fz) dense nodule predictions, one per cell of the
+    ``nodule_stride`` map."""
     image_only_logits: torch.Tensor | None = None
     """(B, F) training only, when ``image_only_aux``: the same visual tokens fused with
     both texts hidden, so the image pathway is taught even when a text gives the answer."""
@@ -285,7 +286,10 @@ class RadscribeModel(nn.Module):
             dictation_length=dictation_mask.sum(1),
             dictation_quality=dictation_quality.to(visual.dtype),
         )
-        log_w = log_weight_bias(weights.float()).to(visual.dtype)  # (B, 3)
+        fused_weights = weights
+        if self.config.dictation_gate_from_quality:
+            fused_weights = torch.cat([weights[:, :2], weights[:, 2:].detach()], dim=1)
+        log_w = log_weight_bias(fused_weights.float()).to(visual.dtype)  # (B, 3)
         neg_inf = torch.tensor(float("-inf"), dtype=visual.dtype, device=visual.device)
         zero = visual.new_zeros(b, 1)
 

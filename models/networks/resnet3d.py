@@ -63,8 +63,10 @@ class ResNet3dFeatures(nn.Module):
         stem_kernel: int,
         stem_stride: int = 2,
         in_channels: int = 1,
+        fine_stride: int = 16,
     ) -> None:
         super().__init__()
+        self.fine_stride = fine_stride
         self.conv1 = nn.Conv3d(
             in_channels,
             inplanes[0],
@@ -82,7 +84,7 @@ class ResNet3dFeatures(nn.Module):
         self.layer3 = self._make_stage(inplanes[2], depths[2], STAGE_STRIDES[2])
         self.layer4 = self._make_stage(inplanes[3], depths[3], STAGE_STRIDES[3])
         self.out_channels = inplanes[3]
-        self.fine_channels = inplanes[2]
+        self.fine_channels = inplanes[2] if fine_stride == 16 else inplanes[1]
         for module in self.modules():
             if isinstance(module, nn.Conv3d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -109,7 +111,8 @@ class ResNet3dFeatures(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(stride-16 map from ``layer3``, stride-32 map from ``layer4``)."""
+        """(``layer3``'s map, or ``layer2``'s when ``fine_stride`` is 8; ``layer4``'s map)."""
         x = self.maxpool(self.act(self.bn1(self.conv1(x))))
-        fine = self.layer3(self.layer2(self.layer1(x)))
-        return fine, self.layer4(fine)
+        eighth = self.layer2(self.layer1(x))
+        sixteenth = self.layer3(eighth)
+        return (sixteenth if self.fine_stride == 16 else eighth), self.layer4(sixteenth)

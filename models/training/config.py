@@ -114,6 +114,10 @@ class DictationConfig(_Strict):
     noisy_fraction: float = Field(default=0.35, ge=0.0, le=1.0)
     gate_supervision: float = Field(default=0.2, ge=0.0)
     """Weight of the auxiliary loss teaching the dictation gate the transcript's word accuracy."""
+    gate_target_power: float = Field(default=1.0, gt=0.0)
+    """The gate learns word accuracy to this power: 2 is the chance that a two-word finding
+    phrase ("pleural effusion", "no nodule") comes through intact, which is what trusting a
+    dictated statement needs."""
 
 
 class TrainConfig(_Strict):
@@ -146,6 +150,9 @@ class TrainConfig(_Strict):
     augment: bool = True
     contrastive_epochs: int = Field(default=0, ge=0)
     """Optional first stage: CLIP-style alignment of image and report embeddings."""
+    emr_mismatch: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Training only: probability that a study is given another study's EMR text (as a
+    misfiled order would be), so the model does not take the order's word over the image."""
     nodule_loss_weight: float = Field(default=1.0, ge=0.0)
     image_only_loss_weight: float = Field(default=0.0, ge=0.0)
     """Also fuse each study's visual tokens with both texts hidden and add this weight times

@@ -296,7 +296,7 @@ def training_losses(
         total = total + losses["refiner"]
     if config.dictation.gate_supervision > 0:
         weight = out.modality_weights[:, 2].float()
-        target = batch.dictation_accuracy
+        target = batch.dictation_accuracy.clamp(0.0, 1.0) ** config.dictation.gate_target_power
         mask = (weight > 0) & torch.isfinite(target)
         if bool(mask.any()):
             losses["gate"] = F.binary_cross_entropy(
@@ -672,6 +672,8 @@ class _Run:
                 batch = augment(batch, generator)
             if self.trainer.batch_modality_dropout > 0:
                 batch = _drop_texts(batch, self.trainer.batch_modality_dropout, generator)
+            if config.emr_mismatch > 0:
+                batch = mismatch_emr(batch, config.emr_mismatch, generator)
             if self.device.type == "cuda":
                 batch.model.image = batch.model.image.contiguous(
                     memory_format=torch.channels_last_3d
@@ -925,6 +927,38 @@ def _drop_texts(
         batch.model.dictation, present=batch.model.dictation.present & keep_dictation
     )
     return replace(batch, model=replace(batch.model, emr=emr, dictation=dictation))
+
+
+def mismatch_emr(
+    batch: TrainingBatch, probability: float, generator: torch.Generator
+) -> TrainingBatch:
+    """Give each chosen study (``probability``) the EMR text of another study in the batch.
+
+    The chosen studies pass their texts round in a cycle, so each gets one that is not its
+    own (with a single chosen study, it takes the next study's); their labels stay their own.
+    """
+    from dataclasses import replace
+
+    b = len(batch.positions)
+    if b < 2:
+        return batch
+    chosen = torch.nonzero(torch.rand(b, generator=generator) < probability).flatten().tolist()
+    if not chosen:
+        return batch
+    source = list(range(b))
+    donors = chosen[1:] + chosen[:1] if len(chosen) > 1 else [(chosen[0] + 1) % b]
+    for receiver, donor in zip(chosen, donors, strict=True):
+        source[receiver] = donor
+    index = torch.tensor(source, device=batch.model.emr.present.device)
+    emr = batch.model.emr
+    moved = replace(
+        emr,
+        present=emr.present[index],
+        attention_mask=emr.attention_mask[index],
+        token_ids=None if emr.token_ids is None else emr.token_ids[index],
+        embeddings=None if emr.embeddings is None else emr.embeddings[index],
+    )
+    return replace(batch, model=replace(batch.model, emr=moved))
 
 
 METRIC_COLUMNS = ("train_total", "val_loss")
