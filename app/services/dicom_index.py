@@ -20,7 +20,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, exists, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Engine,
+    and_,
+    bindparam,
+    exists,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
@@ -133,6 +144,78 @@ _STUDY_ID = select(Study.id).where(Study.study_instance_uid == bindparam("uid"))
 _SERIES_ID = select(Series.id).where(Series.series_instance_uid == bindparam("uid"))
 
 
+_INSTANCE_COLUMNS = (
+    "sop_instance_uid",
+    "series_id",
+    "sop_class_uid",
+    "transfer_syntax_uid",
+    "storage_path",
+    "size_bytes",
+    "sha256",
+    "instance_number",
+    "slice_position",
+    "calling_ae",
+    "received_at",
+)
+
+
+class _Precompiled:
+    """A statement compiled once, run on the DB-API cursor.
+
+    SQLAlchemy's execute costs tens of microseconds of Python per statement
+    (execution context, cache key, result); the receive path runs three per
+    instance.  This keeps what SQLAlchemy would send: the dialect's SQL, the
+    values the statement carries, the parameter order and the types' bind
+    processors (datetimes, enums, floats).
+    """
+
+    def __init__(
+        self, statement: Any, dialect: Dialect, column_keys: Sequence[str] | None = None
+    ) -> None:
+        compiled = statement.compile(
+            dialect=dialect, column_keys=list(column_keys) if column_keys else None
+        )
+        if compiled.positiontup is None:
+            raise TypeError(f"{dialect.name} does not take positional parameters")
+        self.sql = compiled.string
+        self._order = tuple(compiled.positiontup)
+        self._processors = dict(compiled._bind_processors)
+        self._fixed = {
+            key: value
+            for key, value in compiled.construct_params(_check=False).items()
+            if value is not None
+        }
+
+    def parameters(self, values: dict[str, Any]) -> list[Any]:
+        merged = {**self._fixed, **values}
+        processors = self._processors
+        out = []
+        for key in self._order:
+            value = merged[key]
+            processor = processors.get(key)
+            out.append(value if processor is None or value is None else processor(value))
+        return out
+
+
+@dataclass(frozen=True)
+class _RawStatements:
+    """The new-instance statements of the receive path, for SQLite's DB-API."""
+
+    insert_new: _Precompiled
+    bump_series: _Precompiled
+    reopen_study: _Precompiled
+
+    @classmethod
+    def for_dialect(cls, dialect: Dialect) -> _RawStatements | None:
+        if dialect.name != "sqlite" or dialect.paramstyle != "qmark":
+            return None
+        return cls(
+            insert_new=_Precompiled(_INSERT_NEW_INSTANCE["sqlite"], dialect, _INSTANCE_COLUMNS),
+            bump_series=_Precompiled(_BUMP_SERIES, dialect),
+            reopen_study=_Precompiled(_REOPEN_STUDY, dialect),
+        )
+
+
 def _engine_of(session_factory: sessionmaker[Session]) -> Engine:
     bind = session_factory.kw.get("bind")
     if not isinstance(bind, Engine):
@@ -158,6 +241,7 @@ class SqlInstanceIndex:
         self._committing = False
         self._closed = False
         self._receive_conn: Connection | None = None  # used by the commit leader only
+        self._raw = _RawStatements.for_dialect(self._engine.dialect)
 
     # -- receiving ---------------------------------------------------------------
     def find_instance(self, sop_instance_uid: str) -> KnownInstance | None:
@@ -376,14 +460,19 @@ class SqlInstanceIndex:
             "received_at": now,
         }
         row = {"sop_instance_uid": header.sop_instance_uid, **values}
-        insert_new = _INSERT_NEW_INSTANCE.get(conn.dialect.name)
-        if insert_new is not None:
-            inserted = conn.execute(insert_new, row).first() is not None
-            existing = None if inserted else self._existing(conn, header.sop_instance_uid)
-        else:
+        if self._raw is not None:
+            if self._record_new_raw(conn, self._raw, row, ids, now):
+                return RecordResult(RecordOutcome.NEW)
             existing = self._existing(conn, header.sop_instance_uid)
-            if existing is None:
-                conn.execute(_INSERT_INSTANCE, row)
+        else:
+            insert_new = _INSERT_NEW_INSTANCE.get(conn.dialect.name)
+            if insert_new is not None:
+                inserted = conn.execute(insert_new, row).first() is not None
+                existing = None if inserted else self._existing(conn, header.sop_instance_uid)
+            else:
+                existing = self._existing(conn, header.sop_instance_uid)
+                if existing is None:
+                    conn.execute(_INSERT_INSTANCE, row)
         if existing is None:
             self._bump_series(conn, ids.series_id, now, added=1)
             self._reopen_study(conn, ids.study_id, now)
@@ -426,6 +515,41 @@ class SqlInstanceIndex:
             header.series_instance_uid,
         )
         return RecordResult(RecordOutcome.REPLACED, previous_path=existing.storage_path)
+
+    @staticmethod
+    def _record_new_raw(
+        conn: Connection, raw: _RawStatements, row: dict[str, Any], ids: _Ids, now: datetime
+    ) -> bool:
+        """Insert the row if its UID is new, bump its series and reopen its study, on
+        the DB-API cursor (in the connection's transaction); False if the UID exists
+        (nothing changed)."""
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if (
+                cursor.execute(raw.insert_new.sql, raw.insert_new.parameters(row)).fetchone()
+                is None
+            ):
+                return False
+            cursor.execute(
+                raw.bump_series.sql,
+                raw.bump_series.parameters({"series_pk": ids.series_id, "added": 1, "now": now}),
+            )
+            cursor.execute(
+                raw.reopen_study.sql,
+                raw.reopen_study.parameters({"study_pk": ids.study_id, "now": now}),
+            )
+            if cursor.rowcount:
+                conn.execute(
+                    insert(StudyStatusChange).values(
+                        study_id=ids.study_id,
+                        from_status=StudyStatus.READY,
+                        to_status=StudyStatus.RECEIVING,
+                        at=now,
+                    )
+                )
+        finally:
+            cursor.close()
+        return True
 
     @staticmethod
     def _existing(conn: Connection, sop_instance_uid: str) -> Row[int, str, str, int] | None:

@@ -247,3 +247,55 @@ def test_sqlite_connections_return_to_the_pool_with_full_sync(sqlite_url: str) -
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
     finally:
         engine.dispose()
+
+
+def test_a_new_instance_row_holds_what_was_recorded(session_factory: sessionmaker[Session]) -> None:
+    """The receive path's statements (on SQLite run on the DB-API cursor) store every
+    column as SQLAlchemy's types read it back."""
+    index = SqlInstanceIndex(session_factory)
+    before = datetime.now(UTC)
+    stored = _stored(3)
+    assert index.record_instance(stored).outcome is RecordOutcome.NEW
+    with session_factory() as session:
+        row = session.scalar(select(Instance))
+        study = session.scalar(select(Study))
+        assert row is not None and study is not None
+        raw_times = session.execute(
+            select(
+                func.cast(Instance.received_at, Instance.storage_path.type),
+                func.cast(Series.last_instance_at, Instance.storage_path.type),
+                func.cast(Series.created_at, Instance.storage_path.type),
+                func.cast(Series.state, Instance.storage_path.type),
+            ).join(Series, Series.id == Instance.series_id)
+        ).one()
+    header = stored.header
+    assert (row.sop_instance_uid, row.sop_class_uid, row.transfer_syntax_uid) == (
+        header.sop_instance_uid,
+        header.sop_class_uid,
+        header.transfer_syntax_uid,
+    )
+    assert (row.storage_path, row.size_bytes, row.sha256, row.calling_ae) == (
+        stored.storage_path,
+        stored.size_bytes,
+        stored.sha256,
+        "TESTSCU",
+    )
+    assert (row.instance_number, row.slice_position) == (
+        header.instance_number,
+        header.slice_position,
+    )
+    received = row.received_at.replace(tzinfo=row.received_at.tzinfo or UTC)
+    assert before - timedelta(seconds=1) <= received <= datetime.now(UTC)
+    series = _series(session_factory)
+    assert (series.state, series.instance_count, series.content_version) == (
+        SeriesState.RECEIVING,
+        1,
+        1,
+    )
+    assert study.status is StudyStatus.RECEIVING
+    received_text, last_text, created_text, state_text = raw_times
+    assert state_text == "receiving"
+    if session_factory.kw["bind"].dialect.name == "sqlite":
+        # Times written by the receive path and by SQLAlchemy: the same textual form
+        # (SQLite keeps the text; PostgreSQL's output trims trailing zeros).
+        assert len(received_text) == len(last_text) == len(created_text)
