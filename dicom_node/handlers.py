@@ -191,9 +191,16 @@ def store_instance(
         stored = store.place(durable(), relative)
         if received is not None:
             received.placed()
-        # The folder fsync (making the rename durable) runs beside the index commit;
-        # both finish before Success.  Recovery completes a rename a power loss undid.
-        syncing = services.io.submit(store.sync_directory_of, relative)
+        # The folder fsync (making the rename durable) runs beside the index commit
+        # when this is the only association (it would wait for each otherwise); with
+        # several, the others use that wait and the thread hand-off would only cost
+        # CPU.  Both finish before Success.  Recovery completes a rename a power loss
+        # undid.
+        syncing: Future[None] | None = None
+        if services.tracker.open_count() <= 1:
+            syncing = services.io.submit(store.sync_directory_of, relative)
+        else:
+            store.sync_directory_of(relative)
         try:
             result = services.index.record_instance(
                 StoredInstance(
@@ -206,7 +213,8 @@ def store_instance(
                 )
             )
         finally:
-            syncing.result()
+            if syncing is not None:
+                syncing.result()
         outcome = result.outcome
         if result.previous_path and result.previous_path != stored.relative_path:
             _remove_superseded(store, result.previous_path)

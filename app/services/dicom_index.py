@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 
 from app.core.db import updated_rows
 from app.core.domain import SeriesState, StudyStatus
@@ -244,6 +244,15 @@ class SqlInstanceIndex:
         self._raw = _RawStatements.for_dialect(self._engine.dialect)
 
     # -- receiving ---------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Configure the ORM mappers and compile the receive path's lookups now, so
+        the first instance a receiver gets does not pay for them (reads only)."""
+        configure_mappers()
+        with self._engine.connect() as conn:
+            conn.execute(_FIND_INSTANCE, {"sop": ""}).first()
+            conn.execute(_STUDY_ID, {"uid": ""}).first()
+            conn.execute(_SERIES_ID, {"uid": ""}).first()
+
     def find_instance(self, sop_instance_uid: str) -> KnownInstance | None:
         with self._engine.connect() as conn:
             row = conn.execute(_FIND_INSTANCE, {"sop": sop_instance_uid}).first()
