@@ -17,8 +17,8 @@ each started fresh with empty storage for every measurement:
   fsynced and its row committed to SQLite before Success; the row's commit
   does not fsync by itself, the file is the durable record); one receiver
   process for one association, ``--workers`` processes for four (one per two
-  CPUs by default; more than one share the port with SO_REUSEPORT and commit
-  their rows through one index writer in the parent);
+  CPUs by default; more than one share the port with SO_REUSEPORT, each
+  committing its own rows);
 - ``storescp``: DCMTK's storescp writing files (``--fork`` for four associations);
 - ``orthanc``: Orthanc (1.10.1 here) with its own storage and SQLite index; note
   that it acknowledges without fsyncing the file or its index per instance;

@@ -4,9 +4,9 @@
 (``start``/``stop``/``describe``, like every runtime component) that runs
 the storage SCP on a thread and, unless told otherwise, the series-ready scan
 on another.  ``radscribe serve`` runs it in-process; ``radscribe dicom serve
---workers N`` runs N receiver processes on one port (``SO_REUSEPORT``) and,
-in the parent, the index writer they commit through (group commit), the
-scan and the metrics (:class:`ReceiverPool`).
+--workers N`` runs N receiver processes on one port (``SO_REUSEPORT``), each
+committing its own rows (group commit among its threads), and in the parent
+the scan and the metrics (:class:`ReceiverPool`).
 
 The ready scan is safe with several processes (claims are guarded UPDATEs)
 and additionally runs under a database lease, so one process at a time ranks
@@ -38,9 +38,7 @@ from app.core.logging import configure_logging
 from app.core.settings import Settings
 from app.services import leases
 from app.services.dicom_index import SqlInstanceIndex
-from app.services.dicom_index_server import IndexAddress, IndexServer, RemoteInstanceIndex
 from dicom_node.access import AccessPolicy
-from dicom_node.index import InstanceIndex
 from dicom_node.metrics import ReadyMetrics, ReceiveMetrics
 from dicom_node.recovery import RecoveryReport, recover_storage
 from dicom_node.selection import SelectionRules
@@ -130,8 +128,6 @@ class DicomComponent:
     reuse_port: bool = False
     max_associations: int | None = None
     scan_interval: float = DEFAULT_SCAN_INTERVAL
-    # Set in receiver processes: instances are committed by the parent's IndexServer.
-    index_address: IndexAddress | None = None
     name: str = "dicom"
     recovery: RecoveryReport | None = field(default=None, init=False)
     node: DicomNode | None = field(default=None, init=False)
@@ -148,10 +144,8 @@ class DicomComponent:
         index = self._index = SqlInstanceIndex(self.session_factory)
         if self.recover:
             self.recovery = recover_storage(store, index)
-        node_index: InstanceIndex = index
-        if self.index_address is not None:
-            node_index = RemoteInstanceIndex(index, self.index_address)
         if self.receive:
+            index.warm_up()
             if not self.settings.dicom_effective_allowed_aes:
                 log.warning(
                     "RADSCRIBE_DICOM_ALLOWED_AES is empty: every association will be rejected"
@@ -165,7 +159,7 @@ class DicomComponent:
                     max_associations=self.max_associations,
                 ),
                 store=store,
-                index=node_index,
+                index=index,
                 metrics=ReceiveMetrics(self.registry),
             )
             self.node.start()
@@ -289,7 +283,6 @@ def _worker_main(
     port: int,
     ae_title: str | None,
     max_associations: int,
-    index_address: IndexAddress,
 ) -> None:
     """Entry point of one receiver process (spawned); it exits when its parent is gone."""
     parent = os.getppid()
@@ -313,7 +306,6 @@ def _worker_main(
         scan=False,
         reuse_port=True,
         max_associations=max_associations,
-        index_address=index_address,
     )
     try:
         freeze_heap()  # before listening: a collection would stall the first senders
@@ -341,7 +333,6 @@ class ReceiverPool:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     _processes: list[BaseProcess] = field(default_factory=list, init=False)
     _scan: DicomComponent | None = field(default=None, init=False)
-    _index_server: IndexServer | None = field(default=None, init=False)
     _metrics_dir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
 
     def start(self) -> None:
@@ -354,8 +345,6 @@ class ReceiverPool:
             receive=False,
         )
         self._scan.start()
-        self._index_server = IndexServer(self._scan.index)
-        self._index_server.start()
         self._metrics_dir = tempfile.TemporaryDirectory(prefix="radscribe-dicom-metrics-")
         os.environ[MULTIPROC_ENV] = self._metrics_dir.name
         multiprocess.MultiProcessCollector(self.registry, path=self._metrics_dir.name)
@@ -364,7 +353,6 @@ class ReceiverPool:
 
     def _spawn(self) -> BaseProcess:
         per_worker = max(1, self.settings.dicom_max_associations // self.workers)
-        assert self._index_server is not None
         process = multiprocessing.get_context("spawn").Process(
             target=_worker_main,
             args=(
@@ -372,7 +360,6 @@ class ReceiverPool:
                 self.port,
                 self.ae_title,
                 per_worker,
-                self._index_server.address,
             ),
             name="dicom-receiver",
             daemon=False,
@@ -401,8 +388,6 @@ class ReceiverPool:
                 process.kill()
                 process.join()
         self._processes.clear()
-        if self._index_server is not None:
-            self._index_server.stop()
         if self._scan is not None:
             self._scan.stop()
         os.environ.pop(MULTIPROC_ENV, None)
