@@ -19,6 +19,7 @@ import contextlib
 import errno
 import fcntl
 import logging
+import mmap
 import os
 import shutil
 import socket
@@ -41,6 +42,13 @@ DIGEST_CHARS = 16
 FILE_MODE = 0o640
 DIR_MODE = 0o750
 FREE_SPACE_RECHECK_SECONDS = 0.5
+# Direct (O_DIRECT) writes: offsets, lengths and buffers aligned to the page size
+# (a multiple of any disk's logical block size); a staged block is written out
+# once this much has arrived, so the disk works while the rest is on the wire.
+DIRECT_ALIGNMENT = mmap.PAGESIZE
+DIRECT_BUFFER_BYTES = 1 << 20
+DIRECT_WRITE_AT = 256 * 1024
+MAX_SPARE_BUFFERS = 64
 
 
 class UnsafePathError(ValueError):
@@ -85,6 +93,22 @@ def instance_relative_path(
     return f"{_safe_uid(study_instance_uid)}/{_safe_uid(series_instance_uid)}/{name}"
 
 
+def _supports_direct_writes(directory: Path) -> bool:
+    """Whether files in ``directory`` can be opened with ``O_DIRECT`` (not on tmpfs
+    before Linux 6.6, for example)."""
+    if not hasattr(os, "O_DIRECT"):
+        return False
+    probe = directory / f".direct-probe{TEMP_SUFFIX}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, FILE_MODE)
+    except OSError:
+        probe.unlink(missing_ok=True)
+        return False
+    os.close(fd)
+    probe.unlink(missing_ok=True)
+    return True
+
+
 def fsync_directory(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -102,18 +126,69 @@ def _write_all(fd: int, data: bytes | memoryview) -> int:
     return total
 
 
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+class _AlignedBuffers:
+    """Page-aligned staging buffers for direct writes, kept for reuse.
+
+    A fresh buffer is memory the process has never touched (page faults, and on a
+    virtual machine often host faults as well); reusing a few avoids that.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> mmap.mmap:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return mmap.mmap(-1, self.size)
+
+    def give(self, buffer: mmap.mmap) -> None:
+        with self._lock:
+            if len(self._free) < MAX_SPARE_BUFFERS:
+                self._free.append(buffer)
+                return
+        buffer.close()
+
+
 class TemporaryWriter:
     """A temporary file written piece by piece (for example as a data set arrives).
+
+    With ``buffers`` the file is opened with ``O_DIRECT``: pieces are staged in an
+    aligned buffer and written straight from it to the disk in aligned blocks while
+    the rest arrives, the last block zero-padded and the file truncated to its
+    size before the fsync.  The data has to reach the disk before it is
+    acknowledged anyway; this way it is not first copied into the page cache,
+    which cost more CPU than anything else on the receive path (fresh page-cache
+    pages for every instance).  Without ``buffers``, ordinary buffered writes.
 
     Thread-safe: after :meth:`abandon` from another thread, writes raise
     instead of touching the descriptor (never used after close).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, buffers: _AlignedBuffers | None = None) -> None:
         self.path = path
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        if buffers is not None:
+            flags |= os.O_DIRECT
+        self._fd: int | None = os.open(path, flags, FILE_MODE)
         self._size = 0
         self._lock = threading.Lock()
+        self._buffers = buffers
+        self._buffer: mmap.mmap | None = None
+        self._view: memoryview | None = None
+        self._staged = 0  # bytes in the buffer, not yet written
+        self._offset = 0  # bytes of the file written (a multiple of DIRECT_ALIGNMENT)
+        if buffers is not None:
+            self._buffer = buffers.take()
+            self._view = memoryview(self._buffer)
 
     @property
     def size_bytes(self) -> int:
@@ -123,7 +198,27 @@ class TemporaryWriter:
         with self._lock:
             if self._fd is None:
                 raise OSError(errno.EBADF, "the temporary file was abandoned")
-            self._size += _write_all(self._fd, data)
+            if self._view is None:
+                self._size += _write_all(self._fd, data)
+                return
+            self._stage(self._fd, self._view, memoryview(data))
+
+    def _stage(self, fd: int, view: memoryview, data: memoryview) -> None:
+        """Copy ``data`` into the staging buffer, writing out whole aligned blocks."""
+        capacity = len(view)
+        self._size += len(data)
+        while data:
+            count = min(len(data), capacity - self._staged)
+            view[self._staged : self._staged + count] = data[:count]
+            self._staged += count
+            data = data[count:]
+            if self._staged >= DIRECT_WRITE_AT or self._staged == capacity:
+                aligned = self._staged - self._staged % DIRECT_ALIGNMENT
+                _pwrite_all(fd, view[:aligned], self._offset)
+                self._offset += aligned
+                tail = self._staged - aligned
+                view[:tail] = bytes(view[aligned : self._staged])
+                self._staged = tail
 
     def finish(self) -> TemporaryFile:
         """fsync and close; the file is then complete and durable under its temporary name."""
@@ -131,11 +226,18 @@ class TemporaryWriter:
             if self._fd is None:
                 raise OSError(errno.EBADF, "the temporary file was abandoned")
             fd, self._fd = self._fd, None
+            view = self._view
         try:
             try:
+                if view is not None and self._staged:
+                    padded = -(-self._staged // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT
+                    view[self._staged : padded] = bytes(padded - self._staged)
+                    _pwrite_all(fd, view[:padded], self._offset)
+                    os.ftruncate(fd, self._size)
                 os.fsync(fd)
             finally:
                 os.close(fd)
+                self._release_buffer()
         except BaseException:
             self.path.unlink(missing_ok=True)
             raise
@@ -147,7 +249,16 @@ class TemporaryWriter:
             fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+            self._release_buffer()
         self.path.unlink(missing_ok=True)
+
+    def _release_buffer(self) -> None:
+        buffer, self._buffer = self._buffer, None
+        view, self._view = self._view, None
+        if view is not None:
+            view.release()
+        if buffer is not None and self._buffers is not None:
+            self._buffers.give(buffer)
 
 
 class _SyncGroup:
@@ -195,10 +306,13 @@ class _SyncGroup:
 class InstanceStore:
     """Instance files under one root, written so that an acknowledged file survives."""
 
-    def __init__(self, *, root: Path, min_free_bytes: int = 0) -> None:
+    def __init__(self, *, root: Path, min_free_bytes: int = 0, direct_writes: bool = True) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root.resolve()
         self.min_free_bytes = min_free_bytes
+        # O_DIRECT temporary files where the file system takes them (see TemporaryWriter).
+        self.direct_writes = direct_writes
+        self._direct_buffers: _AlignedBuffers | None = None
         self._incoming = self.root / INCOMING_DIR
         self._incoming.mkdir(exist_ok=True)
         self._writer_dir: Path | None = None
@@ -260,6 +374,8 @@ class InstanceStore:
                 fd = os.open(writer / LOCK_NAME, os.O_WRONLY | os.O_CREAT, FILE_MODE)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self._lock_fd, self._writer_dir = fd, writer
+                if self.direct_writes and _supports_direct_writes(writer):
+                    self._direct_buffers = _AlignedBuffers(DIRECT_BUFFER_BYTES)
             return self._writer_dir
 
     def _ensure_dir(self, directory: Path) -> None:
@@ -279,7 +395,8 @@ class InstanceStore:
 
     def open_temporary(self) -> TemporaryWriter:
         """Step 1, piece by piece: a new temporary file to write into, then ``finish()``."""
-        return TemporaryWriter(self._writer() / f"{uuid.uuid4().hex}{TEMP_SUFFIX}")
+        writer = self._writer()
+        return TemporaryWriter(writer / f"{uuid.uuid4().hex}{TEMP_SUFFIX}", self._direct_buffers)
 
     def write_temporary(self, chunks: Sequence[bytes]) -> TemporaryFile:
         """Step 1: write ``chunks`` under a temporary name and fsync it."""

@@ -152,3 +152,47 @@ def test_concurrent_folder_syncs_are_shared(
     # The first runs alone; the seven that arrived meanwhile share at most one more
     # (a few may be late to the first), far fewer than one each.
     assert 1 <= len(calls) <= 4
+
+
+@pytest.mark.parametrize("direct", [True, False])
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [],
+        [1],
+        [4095],
+        [4096],
+        [4097],
+        [132, 262_144, 262_144, 1000],  # File Meta, then PDU-sized fragments
+        [storage_module.DIRECT_WRITE_AT - 1, 2, storage_module.DIRECT_ALIGNMENT + 3],
+        [storage_module.DIRECT_BUFFER_BYTES + 5],  # more than one staging buffer
+        [7] * 1000,  # many small pieces
+    ],
+)
+def test_temporary_files_hold_exactly_what_was_written(
+    tmp_path: Path, direct: bool, pieces: list[int]
+) -> None:
+    store = InstanceStore(root=tmp_path / "dicom", direct_writes=direct)
+    chunks = [os.urandom(size) for size in pieces]
+    writer = store.open_temporary()
+    assert (writer._buffers is not None) is direct  # ext4 under tmp_path takes O_DIRECT
+    for chunk in chunks:
+        writer.write(memoryview(chunk))
+    written = writer.finish()
+    assert written.size_bytes == sum(pieces)
+    assert written.path.read_bytes() == b"".join(chunks)
+    # The staging buffer went back for the next file, which starts clean.
+    again = store.write_temporary([b"next"])
+    assert again.path.read_bytes() == b"next"
+
+
+def test_an_abandoned_direct_write_leaves_nothing_and_refuses_more(tmp_path: Path) -> None:
+    store = InstanceStore(root=tmp_path / "dicom")
+    writer = store.open_temporary()
+    writer.write(os.urandom(storage_module.DIRECT_WRITE_AT + 10))
+    writer.abandon()
+    assert not writer.path.exists()
+    with pytest.raises(OSError):
+        writer.write(b"more")
+    with pytest.raises(OSError):
+        writer.finish()
