@@ -199,15 +199,25 @@ def pdv_items(body: bytearray) -> list[tuple[int, memoryview]] | None:
 
 
 class BulkSocket(AssociationSocket):
-    """Reads a PDU with large ``recv_into`` calls instead of 4 KiB ``recv`` calls."""
+    """Reads a PDU with large ``recv_into`` calls instead of 4 KiB ``recv`` calls.
+
+    On a plain blocking socket each call asks for everything still missing with
+    ``MSG_WAITALL``: the kernel keeps filling the buffer as segments arrive
+    instead of returning each one to Python (a system call, a GIL hand-off and
+    often a context switch per segment; a 128 KiB PDU from DCMTK came in
+    several).  TLS sockets take no flags and read as before.
+    """
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = cast(socket.socket, self.socket)
+        flags = 0
+        if not isinstance(sock, ssl.SSLSocket) and sock.gettimeout() is None:
+            flags = socket.MSG_WAITALL
         buffer = bytearray(nr_bytes)
         view = memoryview(buffer)
         received = 0
         while received < nr_bytes:
-            count = sock.recv_into(view[received:], nr_bytes - received)
+            count = sock.recv_into(view[received:], nr_bytes - received, flags)
             if not count:  # connection closed: return what arrived (as pynetdicom does)
                 view.release()
                 del buffer[received:]
@@ -222,6 +232,7 @@ class EventDrivenDUL(DULServiceProvider):
 
     def __init__(self, assoc: Association) -> None:
         super().__init__(assoc)
+        self._readable = False  # what the last wait saw of the socket
         self._wake_in, self._wake_out = socket.socketpair()
         self._wake_in.setblocking(False)
         self._wake_out.setblocking(False)
@@ -278,6 +289,7 @@ class EventDrivenDUL(DULServiceProvider):
             readable, _, _ = select.select([sock, self._wake_in], [], [], DUL_WAIT_SECONDS)
         except (OSError, ValueError):  # closed meanwhile: the loop notices
             return
+        self._readable = sock in readable
         if self._wake_in in readable:
             with contextlib.suppress(OSError):
                 while self._wake_in.recv(4096):
@@ -290,6 +302,21 @@ class EventDrivenDUL(DULServiceProvider):
         finally:
             self._wake_in.close()
             self._wake_out.close()
+
+    def _is_transport_event(self) -> bool:
+        """pynetdicom's, without asking ``select`` again right after
+        :meth:`_wait_for_work` saw the socket readable (once per PDU)."""
+        readable, self._readable = self._readable, False
+        wrapper = self.socket
+        if (
+            readable
+            and wrapper is not None
+            and wrapper._is_connected
+            and self.state_machine.current_state != "Sta13"
+        ):
+            self._read_pdu_data()
+            return True
+        return super()._is_transport_event()
 
     def _read_pdu_data(self) -> None:
         """Read one PDU; P-DATA in Sta6 goes straight to DIMSE (see :meth:`_fast_p_data`)."""
