@@ -38,7 +38,7 @@ from pathlib import Path
 
 from app.speech.numbers import ONES, TENS
 from app.speech.phonetic import edit_distance, sound_key
-from app.speech.vocabulary import CHEST_CT_VOCABULARY, FINDINGS
+from app.speech.vocabulary import CHEST_CT_VOCABULARY, FINDINGS, STATEMENT_WORDS
 
 CORPUS_FILE = Path(__file__).with_name("report_corpus.txt")
 """Chest CT report sentences, one a line; ``#`` starts a comment line."""
@@ -67,16 +67,7 @@ MIN_PAIR_LETTERS = 5
 NUMBER = "<num>"
 START, END = "<s>", "</s>"
 
-_NEVER_CHANGE_TEXT = """
-no not nor none neither without negative absent free resolved
-left right both bilateral unilateral
-mild mildly moderate moderately severe small large tiny trace minimal
-new stable unchanged increased decreased enlarged normal abnormal
-is are was were has have had be been there and or
-period comma colon semicolon paragraph scratch delete strike that line next section
-full stop findings impression technique comparison indication
-"""
-NEVER_CHANGE = frozenset(_NEVER_CHANGE_TEXT.split())
+NEVER_CHANGE = STATEMENT_WORDS
 """Words whose change would change the statement, and the dictation's commands and section
 words; never replaced (chest CT terms neither)."""
 NEVER_WRITE = NEVER_CHANGE - {"mild", "moderate", "severe", "small", "large", "trace"}
@@ -182,6 +173,13 @@ class NgramModel:
             gram = (*history, word)
             probability = (self.counts[order + 1][gram] + kinds * probability) / (seen + kinds)
         return math.log(probability)
+
+    def text_logprob(self, text: str) -> float:
+        """ln P of every sentence of ``text`` (its words and its end)."""
+        total = 0.0
+        for sentence in sentences(text):
+            total += self.score(sentence, 0, len(sentence))
+        return total
 
     def score(self, words: Sequence[str], start: int, stop: int) -> float:
         """ln P of the words at positions ``start`` to ``stop + 2`` of the padded sentence.

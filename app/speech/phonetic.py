@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from app.speech.vocabulary import CHEST_CT_VOCABULARY
+from app.speech.vocabulary import CHEST_CT_VOCABULARY, STATEMENT_WORDS
 
 COMMON_WORDS_FILE = Path(__file__).with_name("common_words.txt")
 """Lower-case words, one a line: every whole word of the GPT-2 byte-pair vocabulary
@@ -167,6 +167,8 @@ class PhoneticCorrector:
             span = matches[first : last + 1]
             if not _adjacent(span):
                 continue
+            if any(m.group(0).lower() in STATEMENT_WORDS for m in span):
+                continue  # "pleel are" must not become "pleura": "are" was said
             spelled = "".join(m.group(0).lower() for m in span).replace("-", "")
             found = self.closest(spelled)
             if found is None:

@@ -111,3 +111,16 @@ CHEST_CT_VOCABULARY: frozenset[str] = frozenset(
     for word in block.split()
 )
 """Every single word of the vocabulary (lower case)."""
+
+_STATEMENT_TEXT = """
+no not nor none neither without negative absent free resolved
+left right both bilateral unilateral
+mild mildly moderate moderately severe small large tiny trace minimal
+new stable unchanged increased decreased enlarged normal abnormal
+is are was were has have had be been there and or
+period comma colon semicolon paragraph scratch delete strike that line next section
+full stop findings impression technique comparison indication
+"""
+STATEMENT_WORDS: frozenset[str] = frozenset(_STATEMENT_TEXT.split())
+"""Words that make a statement what it is (negations, laterality, size and change, the verb)
+and the dictation's commands and section words: no correction replaces or swallows them."""
