@@ -166,6 +166,15 @@ def correct_transcript(
     return _Assembler().run(tokens)
 
 
+def report_logprob(raw_text: str) -> float:
+    """How likely the chest CT language model finds Whisper's text once the lexicon and
+    phonetic corrections are made (so what they fix anyway costs nothing)."""
+    fixed = apply_lexicon(raw_text, CORRECTIONS)
+    if has_context(fixed):
+        fixed = chest_corrector().correct(fixed)
+    return chest_context_corrector().model.text_logprob(fixed)
+
+
 def apply_lexicon(text: str, corrections: Sequence[Correction]) -> str:
     context = has_context(text)
     for correction in corrections:

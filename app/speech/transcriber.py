@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.speech import nbest
 from app.speech.audio import SAMPLE_RATE, AudioArray, DecodedAudio, NoSpeechError
-from app.speech.lexicon import VOCABULARY_PROMPT
+from app.speech.lexicon import VOCABULARY_PROMPT, has_context
 from app.speech.model import ModelOptions, load_model, locate_model
-from app.speech.postprocess import correct_transcript
+from app.speech.postprocess import correct_transcript, report_logprob
 from app.speech.quality import estimate_snr_db, transcript_confidence
 from app.speech.transcript import Transcript, TranscriptQuality
 
@@ -70,11 +71,13 @@ class Transcriber:
         prompt: str | None = VOCABULARY_PROMPT,
         beam_size: int = BEAM_SIZE,
         workers: int = 1,
+        rescore: bool = True,
     ) -> None:
         self._model = model
         self.model_name = model_name
         self._prompt = prompt
         self._beam_size = beam_size
+        self._rescore = rescore
         self._pool = (
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
             if workers > 1
@@ -89,12 +92,19 @@ class Transcriber:
         cache_dir: Path,
         options: ModelOptions | None = None,
         prompt: str | None = VOCABULARY_PROMPT,
+        rescore: bool = True,
     ) -> Transcriber:
         """Locate (and if need be assemble) the model and load it once for this process."""
         location = locate_model(spec, cache_dir=cache_dir)
         options = options or ModelOptions()
         model = load_model(location, options)
-        return cls(model=model, model_name=location.name, prompt=prompt, workers=options.workers)
+        return cls(
+            model=model,
+            model_name=location.name,
+            prompt=prompt,
+            workers=options.workers,
+            rescore=rescore,
+        )
 
     def transcribe(self, audio: DecodedAudio) -> Transcript:
         """Transcribe and correct one dictation; :class:`NoSpeechError` if no words are found."""
@@ -156,8 +166,22 @@ class Transcriber:
 
     def _decode(self, samples: AudioArray, chunk: list[Span], *, splits_left: int) -> list[_Piece]:
         """One chunk; if Whisper loops on it ("chichichi..."), its halves one by one."""
+        piece = self._rescored(samples[chunk[0][0] : chunk[-1][1]]) if self._rescore else None
+        pieces = (
+            [piece] if piece is not None else self._whisper(samples[chunk[0][0] : chunk[-1][1]])
+        )
+        if splits_left > 0 and len(chunk) > 1 and (_looping_in(pieces) or _skipped(pieces, chunk)):
+            middle = len(chunk) // 2
+            log.info("Whisper looped on or skipped part of a %d-span chunk; halving", len(chunk))
+            return self._decode(
+                samples, chunk[:middle], splits_left=splits_left - 1
+            ) + self._decode(samples, chunk[middle:], splits_left=splits_left - 1)
+        return pieces
+
+    def _whisper(self, samples: AudioArray) -> list[_Piece]:
+        """faster-whisper's own decoding, with its temperature fallback."""
         segments, _ = self._model.transcribe(
-            samples[chunk[0][0] : chunk[-1][1]],
+            samples,
             language=LANGUAGE,
             beam_size=self._beam_size,
             initial_prompt=self._prompt,
@@ -165,7 +189,7 @@ class Transcriber:
             without_timestamps=True,
             vad_filter=False,
         )
-        pieces = [
+        return [
             _Piece(
                 text=segment.text.strip(),
                 seconds=max(segment.end - segment.start, MIN_WEIGHT_SECONDS),
@@ -174,13 +198,20 @@ class Transcriber:
             )
             for segment in segments
         ]
-        if splits_left > 0 and len(chunk) > 1 and (_looping_in(pieces) or _skipped(pieces, chunk)):
-            middle = len(chunk) // 2
-            log.info("Whisper looped on or skipped part of a %d-span chunk; halving", len(chunk))
-            return self._decode(
-                samples, chunk[:middle], splits_left=splits_left - 1
-            ) + self._decode(samples, chunk[middle:], splits_left=splits_left - 1)
-        return pieces
+
+    def _rescored(self, samples: AudioArray) -> _Piece | None:
+        """The chest dictation hypothesis the report language model likes best, or None
+        where Whisper's best looks broken or is not about the chest (see :mod:`nbest`)."""
+        found = nbest.decode(self._model, samples, prompt=self._prompt, beam_size=self._beam_size)
+        if found.broken or not has_context(found.hypotheses[0].text):
+            return None
+        chosen = nbest.choose(found.hypotheses, report_logprob)
+        return _Piece(
+            text=chosen.text,
+            seconds=max(len(samples) / SAMPLE_RATE, MIN_WEIGHT_SECONDS),
+            logprob=chosen.logprob / (chosen.tokens + 1),
+            no_speech=found.no_speech_prob,
+        )
 
 
 Span = tuple[int, int]  # sample range of one stretch of speech
