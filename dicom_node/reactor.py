@@ -33,6 +33,7 @@ against the installed version.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import queue
@@ -49,8 +50,10 @@ from datetime import datetime
 from typing import Any, Protocol, cast
 
 import pynetdicom
+from pydicom.uid import UID
 from pynetdicom import _config, evt
 from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom._validators import validate_ui
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
@@ -98,6 +101,29 @@ _LEAN_WATCHING_EVENTS = (
 )
 HANDLER_EXCEPTION_STATUS = 0xC211  # as pynetdicom answers when a handler raises
 LAST_COMMAND = bytes((COMMAND_FRAGMENT | LAST_FRAGMENT,))
+
+
+UID_VALIDATION_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=UID_VALIDATION_CACHE)
+def _validate_ui_cached(value: str, enforce_conformance: bool) -> tuple[bool, str]:
+    return validate_ui(UID(value))
+
+
+def _validate_ui(value: Any) -> tuple[bool, str]:
+    """pynetdicom's UI validator, remembered per value: an association request is
+    decoded, negotiated and answered with the same hundred or so UIDs validated
+    several times each (a sixth of the node's CPU per association)."""
+    if not isinstance(value, str):
+        return validate_ui(value)
+    return _validate_ui_cached(str(value), bool(_config.ENFORCE_UID_CONFORMANCE))
+
+
+def install_uid_validation_cache() -> None:
+    """Use :func:`_validate_ui` for pynetdicom's UI checks (process-wide, through
+    its documented ``_config.VALIDATORS`` hook; the results are the same)."""
+    _config.VALIDATORS["UI"] = _validate_ui
 
 
 def check_pynetdicom_version() -> None:

@@ -38,6 +38,7 @@ from dicom_node.reactor import (
     SinkFactory,
     StreamingRequestHandler,
     check_pynetdicom_version,
+    install_uid_validation_cache,
 )
 from dicom_node.storage import InstanceStore
 
@@ -132,6 +133,7 @@ class DicomNode:
         # their output is filtered; the node logs per association instead.
         _config.LOG_HANDLER_LEVEL = "none"
         check_pynetdicom_version()
+        install_uid_validation_cache()
         configure_pydicom()
         ae = AE(ae_title=self.config.ae_title)
         ae.maximum_associations = self.config.max_associations

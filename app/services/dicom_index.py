@@ -140,6 +140,15 @@ _REOPEN_STUDY = (
     .where(Study.id == bindparam("study_pk"), Study.status == StudyStatus.READY)
     .values(status=StudyStatus.RECEIVING, updated_at=bindparam("now"))
 )
+# An association ended: its series go quiet (Core on a connection: no ORM session).
+_CLOSE_SERIES = (
+    update(Series)
+    .where(
+        Series.series_instance_uid.in_(bindparam("uids", expanding=True)),
+        Series.state == SeriesState.RECEIVING,
+    )
+    .values(state=SeriesState.QUIET, updated_at=bindparam("now"))
+)
 _STUDY_ID = select(Study.id).where(Study.study_instance_uid == bindparam("uid"))
 _SERIES_ID = select(Series.id).where(Series.series_instance_uid == bindparam("uid"))
 
@@ -587,12 +596,8 @@ class SqlInstanceIndex:
         uids = list(series_instance_uids)
         if not uids:
             return
-        with self._factory() as session, session.begin():
-            session.execute(
-                update(Series)
-                .where(Series.series_instance_uid.in_(uids), Series.state == SeriesState.RECEIVING)
-                .values(state=SeriesState.QUIET, updated_at=_now())
-            )
+        with self._engine.begin() as conn:
+            conn.execute(_CLOSE_SERIES, {"uids": uids, "now": _now()})
 
     # -- ready and selection -----------------------------------------------------
     def claim_ready_series(

@@ -12,13 +12,15 @@ from typing import Any, cast
 import pytest
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, _config
+from pynetdicom._validators import validate_ui
 from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
 from dicom_node.reactor import (
     StoreCommand,
+    _validate_ui,
     decode_store_command,
     pdv_items,
     store_response_command,
@@ -157,6 +159,18 @@ def test_a_store_with_a_move_originator_goes_through_pynetdicom(
     for path in series.files:
         row = stored[dcmread(path).SOPInstanceUID]
         assert dataset_bytes(node.storage / row.storage_path) == dataset_bytes(path)
+
+
+@pytest.mark.parametrize("enforce", [False, True])
+@pytest.mark.parametrize(
+    "value", ["1.2.840.10008.1.2.1", "1.2.03.4", "", "1." + "2" * 70, "1.2.x", b"1.2.3", None]
+)
+def test_remembered_uid_checks_answer_as_pynetdicom(
+    value: object, enforce: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_config, "ENFORCE_UID_CONFORMANCE", enforce)
+    for _ in range(2):  # the second answer comes from the cache
+        assert _validate_ui(value) == validate_ui(value)  # type: ignore[arg-type]
 
 
 def _item(context_id: int, data: bytes) -> bytes:
