@@ -16,8 +16,9 @@ Word error rate is computed after Whisper's English text normaliser (the
 cause) and lacks the newest step that glues currency symbols to numbers, none
 of which occurs here), over the whole set.  Three columns
 show what each layer adds: Whisper without the vocabulary prompt and with it
-(both against the words actually said, "period" and "scratch that" included),
-and the corrected report text against the report the radiologist meant.
+(both against the words actually said, "period" and "scratch that" included;
+both with the n-best rescoring of ``app/speech/nbest.py``), and the corrected
+report text against the report the radiologist meant.
 
 Real-time factor is transcription time (everything after the audio is decoded:
 voice activity detection, Whisper, corrections, quality; model load excluded)
@@ -101,6 +102,7 @@ class Clip:
     audio: DecodedAudio
     said: str  # the words spoken
     reference: str  # the report meant
+    voice: str = "recorded"  # espeak-ng voice and speed of a synthesized clip
 
 
 @dataclass
@@ -135,7 +137,8 @@ def synthesize(dictations: Sequence[SyntheticDictation], folder: Path) -> list[C
             check=True,
         )
         audio = decode_audio(wav)
-        clips.append(Clip(dictation.name, audio, dictation.spoken, dictation.reference))
+        voice = f"{dictation.voice} {dictation.words_per_minute} wpm"
+        clips.append(Clip(dictation.name, audio, dictation.spoken, dictation.reference, voice))
     return clips
 
 
@@ -206,7 +209,8 @@ def evaluate(
         if not members:
             continue
         unprompted, prompted, corrected = Score(), Score(), Score()
-        rtfs = []
+        by_voice: dict[str, Score] = {}
+        rtfs: list[tuple[float, float]] = []
         for clip in members:
             plain_raw = (
                 without_prompt.transcribe_raw(clip.audio).text if without_prompt else "(skipped)"
@@ -215,7 +219,9 @@ def evaluate(
             if without_prompt:
                 unprompted.add(word_errors(clip.said, plain_raw))
             prompted.add(word_errors(clip.said, transcript.raw_text))
-            corrected.add(word_errors(clip.reference, correct_transcript(transcript.raw_text).text))
+            counts = word_errors(clip.reference, correct_transcript(transcript.raw_text).text)
+            corrected.add(counts)
+            by_voice.setdefault(clip.voice, Score()).add(counts)
             if clip.audio.duration >= MIN_RTF_SECONDS and len(rtfs) < rtf_clips:
                 rtfs.append(median_rtf(with_prompt, clip.audio, repeats, threads))
             if show:
@@ -233,6 +239,9 @@ def evaluate(
         results[f"{group}_wer_no_prompt"] = unprompted.wer
         results[f"{group}_wer_prompt"] = prompted.wer
         results[f"{group}_wer_corrected"] = corrected.wer
+        if group == "radiology":
+            for voice, score in sorted(by_voice.items()):
+                results[f"voice:{voice}"] = score.wer
         if rtfs:
             results[f"{group}_rtf"] = statistics.median(wall for wall, _ in rtfs)
             results[f"{group}_cpu_rtf"] = statistics.median(cpu for _, cpu in rtfs)
@@ -339,6 +348,10 @@ def _report(rows: dict[str, dict[str, float]], args: argparse.Namespace, clips: 
         f"{GOALS['wer_jfk']:.0%}, RTF <= {GOALS['rtf_tiny']} with tiny.en"
     )
     print(goals)
+    for model, row in rows.items():
+        voices = [f"{key[6:]} {wer:.1%}" for key, wer in row.items() if key.startswith("voice:")]
+        if voices:
+            print(f"{model} corrected radiology WER by voice: {'; '.join(voices)}")
     known = ", ".join(sorted(PACKAGED_MODELS))
     print(f"(packaged model names: {known}; any CTranslate2 Whisper directory works as a model)")
 

@@ -200,12 +200,14 @@ class Transcriber:
         ]
 
     def _rescored(self, samples: AudioArray) -> _Piece | None:
-        """The chest dictation hypothesis the report language model likes best, or None
-        where Whisper's best looks broken or is not about the chest (see :mod:`nbest`)."""
+        """The hypothesis the report language model likes best in a chest dictation, Whisper's
+        own best elsewhere, or None where that looks broken (see :mod:`nbest`)."""
         found = nbest.decode(self._model, samples, prompt=self._prompt, beam_size=self._beam_size)
-        if found.broken or not has_context(found.hypotheses[0].text):
+        if found.broken:
             return None
-        chosen = nbest.choose(found.hypotheses, report_logprob)
+        chosen = found.hypotheses[0]
+        if has_context(chosen.text):
+            chosen = nbest.choose(found.hypotheses, report_logprob)
         return _Piece(
             text=chosen.text,
             seconds=max(len(samples) / SAMPLE_RATE, MIN_WEIGHT_SECONDS),
