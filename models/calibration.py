@@ -17,14 +17,28 @@ MIN_TEMPERATURE = 0.05
 PLATT_STEPS = 200
 
 
+def platt_targets(labels: torch.Tensor) -> torch.Tensor:
+    """Platt's (1999) smoothed targets: (N+ + 1) / (N+ + 2) for positives, 1 / (N- + 2) for
+    negatives, per finding.  Hard 0/1 targets on a validation split the model separates
+    perfectly drive the temperature to zero and every probability to exactly 0 or 1."""
+    known = ~torch.isnan(labels)
+    positive = (torch.nan_to_num(labels.float(), nan=0.0) > 0.5) & known
+    n_pos = positive.sum(0).float()
+    n_neg = (known & ~positive).sum(0).float()
+    high = (n_pos + 1) / (n_pos + 2)
+    low = 1 / (n_neg + 2)
+    return torch.where(positive, high.expand_as(labels), low.expand_as(labels))
+
+
 def fit_platt(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-finding (temperature, bias) minimising BCE of sigmoid(logit / T + b).
+    """Per-finding (temperature, bias) minimising BCE of sigmoid(logit / T + b) against
+    Platt's smoothed targets (``platt_targets``).
 
     ``labels`` may hold NaN for unknown; a finding with no known label keeps (1, 0).
     """
     logits = logits.detach().float()
     known = ~torch.isnan(labels)
-    y = torch.nan_to_num(labels.float(), nan=0.0)
+    y = platt_targets(labels)
     log_t = torch.zeros(logits.shape[1], requires_grad=True)
     bias = torch.zeros(logits.shape[1], requires_grad=True)
     optimiser = torch.optim.LBFGS([log_t, bias], lr=0.5, max_iter=PLATT_STEPS)

@@ -96,6 +96,19 @@ def test_platt_scaling_recovers_temperature_and_bias() -> None:
     assert bias.numpy() == pytest.approx([0.5, -1.0], abs=0.1)
 
 
+def test_platt_scaling_does_not_saturate_on_separable_findings() -> None:
+    """200 validation studies the model separates perfectly: probabilities stay below 1."""
+    logits = torch.cat([torch.linspace(-9, -1, 180), torch.linspace(2, 12, 20)])[:, None]
+    labels = torch.cat([torch.zeros(180), torch.ones(20)])[:, None]
+    temperature, bias = fit_platt(logits, labels)
+    calibrated = torch.sigmoid(logits / temperature + bias)
+    positives, negatives = calibrated[labels == 1], calibrated[labels == 0]
+    assert float(temperature[0]) > 0.5  # hard targets give the 0.05 floor here
+    assert 0.85 < float(positives.mean()) < 0.99  # Platt's target for 20 positives: 21/22
+    assert float(negatives.mean()) < 0.05
+    assert float(negatives.max()) < float(positives.min()) < 0.99  # a gap to put a threshold in
+
+
 def test_thresholds_split_separable_findings() -> None:
     probabilities = np.array([[0.1, 0.2], [0.3, 0.9], [0.7, 0.4], [0.8, 0.6]])
     labels = np.array([[0, 1], [0, 1], [1, 1], [1, 1]], dtype=float)
