@@ -1,11 +1,11 @@
 """Real English words Whisper hears for radiology terms, fixed where the sentence demands it.
 
 Whisper tiny.en writes what it hears, and a term it does not know often comes
-out as ordinary English: "order" for aorta, "Margaret" for moderate, "mesas"
-for bases.  Such a word is right English, so neither the lexicon nor
-:mod:`app.speech.phonetic` (which only touches invented words) may change it
-on its own.  Here the words around it decide, as in a noisy-channel speech
-recognizer:
+out as ordinary English: "media still" for mediastinal, "shore taxes" for short
+axis, "mesas" for bases.  Such words are right English, so neither the lexicon
+nor :mod:`app.speech.phonetic` (which only touches invented words) may change
+them on their own.  Here the words around them decide, as in a noisy-channel
+speech recognizer:
 
 - a small trigram language model (:class:`NgramModel`, Witten-Bell smoothing)
   learnt from chest CT report sentences (:data:`CORPUS_FILE`) says how likely
@@ -22,8 +22,15 @@ it never replaces a chest CT term (:mod:`app.speech.vocabulary`), a number or a
 word of :data:`NEVER_CHANGE` (negations, laterality, size and change words); it
 never writes a word of :data:`NEVER_WRITE`; it writes a finding word
 (:data:`app.speech.vocabulary.FINDINGS`) only where the corpus has seen it with
-the words on both sides.  It runs only on chest dictations
-(:func:`app.speech.lexicon.has_context`), so other English is left alone.
+the words on both sides, and a size word (:data:`SIZE_WORDS`) likewise.  It
+runs only on chest dictations (:func:`app.speech.lexicon.has_context`), so
+other English is left alone.
+
+What it cannot do: reach a term whose sound key and spelling are far from what
+was heard ("order" for aorta, "Margaret" for moderate are beyond
+:data:`MAX_KEY_DISTANCE` and :data:`MAX_SPELLING_DISTANCE`), or a word the
+corpus lacks (it knows the report language of its corpus, not chest CT English
+at large).
 """
 
 from __future__ import annotations
@@ -70,9 +77,11 @@ START, END = "<s>", "</s>"
 NEVER_CHANGE = STATEMENT_WORDS
 """Words whose change would change the statement, and the dictation's commands and section
 words; never replaced (chest CT terms neither)."""
-NEVER_WRITE = NEVER_CHANGE - {"mild", "moderate", "severe", "small", "large", "trace"}
+SIZE_WORDS = frozenset({"mild", "moderate", "severe", "small", "large", "trace"})
+NEVER_WRITE = NEVER_CHANGE - SIZE_WORDS
 """Words never written in place of another: a negation or a change word must be heard.
-(Size words may be: "Margaret" is what tiny.en hears for "moderate".)"""
+A size word may be written ("my old" -> "mild") where the corpus has seen it with the
+words on both sides, as a finding."""
 
 FINDING_WORDS = frozenset(FINDINGS.split())
 NUMBER_WORDS = frozenset([*ONES, *TENS, "hundred", "point"])
@@ -342,7 +351,7 @@ class ContextCorrector:
             written = candidate.split()
             left_seen = self.model.seen(left, written[0])
             right_seen = self.model.seen(written[-1], right)
-            if FINDING_WORDS.intersection(written):
+            if FINDING_WORDS.intersection(written) or SIZE_WORDS.intersection(written):
                 if not (left_seen and right_seen):
                     continue
             elif not (left_seen or right_seen):

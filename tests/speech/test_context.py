@@ -171,3 +171,15 @@ def test_spoken_everyday_english_is_not_made_radiology(
     assert "order" in transcript.text.lower()
     assert "aorta" not in transcript.text.lower()
     assert correct_transcript(transcript.raw_text).text == transcript.text
+
+
+def test_size_words_need_support_on_both_sides() -> None:
+    """A severity is written only where the corpus saw it between the same neighbours."""
+    corrector = ContextCorrector.build(["Mild emphysema in the upper lobes."], [])
+    assert corrector.correct("Mile emphysema in the upper lobes.") == (
+        "Mild emphysema in the upper lobes."
+    )
+    # seen before "emphysema" but never after "very": one side is not enough
+    assert corrector.correct("Very mile emphysema in the upper lobes.") == (
+        "Very mile emphysema in the upper lobes."
+    )
