@@ -204,6 +204,19 @@ def _temporary_files(storage: Path) -> list[Path]:
     return [p for p in incoming.rglob("*") if p.is_file() and p.name != ".lock"]
 
 
+def _store_pdus(context_id: int, instance_uid: str, encoded: bytes) -> list[P_DATA]:
+    """A C-STORE request for a CT image as the P-DATA PDUs an SCU sends: command, then data."""
+    request = C_STORE()
+    request.MessageID = 1
+    request.AffectedSOPClassUID = CTImageStorage
+    request.AffectedSOPInstanceUID = instance_uid
+    request.Priority = 2
+    request.DataSet = io.BytesIO(encoded)
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    return list(message.encode_msg(context_id, MAX_PDU))
+
+
 def test_an_association_aborted_mid_data_set_leaves_nothing_behind(
     start_node: Any, tmp_path: Path
 ) -> None:
@@ -217,15 +230,7 @@ def test_an_association_aborted_mid_data_set_leaves_nothing_behind(
     assert assoc.is_established
     try:
         context_id = cast(int, assoc.accepted_contexts[0].context_id)
-        request = C_STORE()
-        request.MessageID = 1
-        request.AffectedSOPClassUID = CTImageStorage
-        request.AffectedSOPInstanceUID = series.files[0].stem + ".1"
-        request.Priority = 2
-        request.DataSet = io.BytesIO(encoded)
-        message = C_STORE_RQ()
-        message.primitive_to_message(request)
-        pdatas: list[P_DATA] = list(message.encode_msg(context_id, MAX_PDU))
+        pdatas = _store_pdus(context_id, series.files[0].stem + ".1", encoded)
         assert len(pdatas) > 3  # a command and several data fragments
         for pdata in pdatas[:-1]:  # everything but the last fragment
             assoc.dul.send_pdu(pdata)
@@ -254,15 +259,10 @@ def test_a_command_inside_a_data_set_aborts_and_leaves_nothing_behind(
     assert assoc.is_established
     try:
         context_id = cast(int, assoc.accepted_contexts[0].context_id)
-        request = C_STORE()
-        request.MessageID = 1
-        request.AffectedSOPClassUID = CTImageStorage
-        request.AffectedSOPInstanceUID = dcmread(series.files[0]).SOPInstanceUID
-        request.Priority = 2
-        request.DataSet = io.BytesIO(dataset_bytes(series.files[0]))
-        message = C_STORE_RQ()
-        message.primitive_to_message(request)
-        command, first_data, *_rest = message.encode_msg(context_id, MAX_PDU)
+        instance_uid = dcmread(series.files[0]).SOPInstanceUID
+        command, first_data, *_rest = _store_pdus(
+            context_id, instance_uid, dataset_bytes(series.files[0])
+        )
         assoc.dul.send_pdu(command)
         assoc.dul.send_pdu(first_data)
         wait_until(lambda: _temporary_files(node.storage))
