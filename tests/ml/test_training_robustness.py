@@ -22,7 +22,9 @@ def _texts(b: int, *, present: list[bool] | None = None) -> TextInput:
     """Study i's text is the token ids [101, i + 1000, 102], so it can be recognised."""
     ids = torch.tensor([[101, 1000 + i, 102] for i in range(b)])
     flags = torch.tensor(present if present is not None else [True] * b)
-    return TextInput(present=flags, attention_mask=torch.ones(b, 3, dtype=torch.bool), token_ids=ids)
+    return TextInput(
+        present=flags, attention_mask=torch.ones(b, 3, dtype=torch.bool), token_ids=ids
+    )
 
 
 def _training_batch(b: int, *, dictation: TextInput | None = None) -> TrainingBatch:
