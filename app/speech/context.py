@@ -44,7 +44,7 @@ from functools import cache
 from pathlib import Path
 
 from app.speech.numbers import ONES, TENS
-from app.speech.phonetic import edit_distance, sound_key
+from app.speech.phonetic import SoundedWord, edit_distance, sound_key
 from app.speech.vocabulary import CHEST_CT_VOCABULARY, FINDINGS, STATEMENT_WORDS
 
 CORPUS_FILE = Path(__file__).with_name("report_corpus.txt")
@@ -203,12 +203,6 @@ class NgramModel:
 
 
 @dataclass(frozen=True, slots=True)
-class _Candidate:
-    word: str
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
 class _Word:
     text: str
     start: int
@@ -233,7 +227,7 @@ class ContextCorrector:
     """Replaces heard English words with the corpus word the sentence around them demands."""
 
     model: NgramModel
-    candidates: tuple[_Candidate, ...]
+    candidates: tuple[SoundedWord, ...]
     protected: frozenset[str]
 
     @classmethod
@@ -255,7 +249,7 @@ class ContextCorrector:
         words += pairs
         return cls(
             model=model,
-            candidates=tuple(_Candidate(word, sound_key(word)) for word in words),
+            candidates=tuple(SoundedWord.of(word) for word in words),
             protected=frozenset(protected) | NEVER_CHANGE,
         )
 

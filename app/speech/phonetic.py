@@ -117,22 +117,28 @@ def edit_distance(first: str, second: str) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class _Term:
+class SoundedWord:
+    """A word a corrector may write, with its ``sound_key``."""
+
     word: str
     key: str
+
+    @classmethod
+    def of(cls, word: str) -> SoundedWord:
+        return cls(word, sound_key(word))
 
 
 @dataclass(frozen=True, slots=True)
 class PhoneticCorrector:
     """Replaces invented words with the vocabulary term they sound like."""
 
-    terms: tuple[_Term, ...]
+    terms: tuple[SoundedWord, ...]
     known: frozenset[str]
 
     @classmethod
     def build(cls, vocabulary: Iterable[str], common: Iterable[str]) -> PhoneticCorrector:
         words = sorted({word for word in vocabulary if "-" not in word})
-        terms = tuple(_Term(word, sound_key(word)) for word in words if len(word) >= MIN_LETTERS)
+        terms = tuple(SoundedWord.of(word) for word in words if len(word) >= MIN_LETTERS)
         return cls(terms=terms, known=frozenset(common) | frozenset(words))
 
     def correct(self, text: str) -> str:
