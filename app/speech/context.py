@@ -44,7 +44,7 @@ from functools import cache
 from pathlib import Path
 
 from app.speech.numbers import ONES, TENS
-from app.speech.phonetic import SoundedWord, edit_distance, sound_key
+from app.speech.phonetic import SoundedWord, edit_distance, relative_distance, sound_key
 from app.speech.vocabulary import CHEST_CT_VOCABULARY, FINDINGS, STATEMENT_WORDS
 
 CORPUS_FILE = Path(__file__).with_name("report_corpus.txt")
@@ -363,11 +363,8 @@ class ContextCorrector:
             return []
         close = []
         for candidate in self.candidates:
-            longest_key = max(len(key), len(candidate.key))
-            if abs(len(key) - len(candidate.key)) > MAX_KEY_DISTANCE * longest_key:
-                continue
-            key_distance = edit_distance(key, candidate.key) / longest_key
-            if key_distance > MAX_KEY_DISTANCE:
+            key_distance = relative_distance(key, candidate.key, MAX_KEY_DISTANCE)
+            if key_distance is None:
                 continue
             spelled = candidate.word.replace(" ", "")
             if len(spelled) < MIN_LENGTH_RATIO * len(heard):

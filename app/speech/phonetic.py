@@ -116,6 +116,15 @@ def edit_distance(first: str, second: str) -> int:
     return previous[-1]
 
 
+def relative_distance(first: str, second: str, limit: float) -> float | None:
+    """Edit distance over the longer length, or None when it is over ``limit``."""
+    longest = max(len(first), len(second), 1)
+    if abs(len(first) - len(second)) > limit * longest:
+        return None  # the length difference alone is too far
+    distance = edit_distance(first, second) / longest
+    return distance if distance <= limit else None
+
+
 @dataclass(frozen=True, slots=True)
 class SoundedWord:
     """A word a corrector may write, with its ``sound_key``."""
@@ -209,11 +218,8 @@ class PhoneticCorrector:
             return None
         best: tuple[float, str] | None = None
         for term in self.terms:
-            longest_key = max(len(key), len(term.key))
-            if abs(len(key) - len(term.key)) > MAX_KEY_DISTANCE * longest_key:
-                continue
-            key_distance = edit_distance(key, term.key) / longest_key
-            if key_distance > MAX_KEY_DISTANCE:
+            key_distance = relative_distance(key, term.key, MAX_KEY_DISTANCE)
+            if key_distance is None:
                 continue
             spelling = edit_distance(spelled, term.word) / max(len(spelled), len(term.word))
             if spelling > MAX_SPELLING_DISTANCE:

@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
-from pynetdicom import AE, _config
+from pynetdicom import AE, Association, _config
 from pynetdicom._validators import validate_ui
 from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
@@ -138,16 +138,24 @@ def test_unusual_store_commands_are_left_to_pynetdicom(encoded: bytes) -> None:
     assert decode_store_command(encoded) is None
 
 
+def _associate(port: int, *, max_pdu: int | None = None) -> Association:
+    """A pynetdicom SCU's association to the node, for CT images in Explicit VR LE."""
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    if max_pdu is not None:
+        ae.maximum_pdu_size = max_pdu
+    assoc = ae.associate("127.0.0.1", port, ae_title="RADSCRIBE")
+    assert assoc.is_established
+    return assoc
+
+
 def test_a_store_with_a_move_originator_goes_through_pynetdicom(
     start_node: Any, tmp_path: Path
 ) -> None:
     """A request the hand decoder leaves alone is served as pynetdicom decodes it."""
     node = start_node()
     series = write_ct_series(tmp_path / "series", slices=2, size=64)
-    ae = AE(ae_title="TESTSCU")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", node.port, ae_title="RADSCRIBE")
-    assert assoc.is_established
+    assoc = _associate(node.port)
     try:
         for path in series.files:
             status = assoc.send_c_store(dcmread(path), originator_aet="MOVESCU", originator_id=9)
@@ -223,11 +231,7 @@ def test_an_association_aborted_mid_data_set_leaves_nothing_behind(
     node = start_node()
     series = write_ct_series(tmp_path / "series", slices=2, size=128)
     encoded = dataset_bytes(series.files[0])
-    ae = AE(ae_title="TESTSCU")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    ae.maximum_pdu_size = MAX_PDU
-    assoc = ae.associate("127.0.0.1", node.port, ae_title="RADSCRIBE")
-    assert assoc.is_established
+    assoc = _associate(node.port, max_pdu=MAX_PDU)
     try:
         context_id = cast(int, assoc.accepted_contexts[0].context_id)
         pdatas = _store_pdus(context_id, series.files[0].stem + ".1", encoded)
@@ -252,11 +256,7 @@ def test_a_command_inside_a_data_set_aborts_and_leaves_nothing_behind(
 ) -> None:
     node = start_node()
     series = write_ct_series(tmp_path / "series", slices=1, size=128)
-    ae = AE(ae_title="TESTSCU")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    ae.maximum_pdu_size = MAX_PDU
-    assoc = ae.associate("127.0.0.1", node.port, ae_title="RADSCRIBE")
-    assert assoc.is_established
+    assoc = _associate(node.port, max_pdu=MAX_PDU)
     try:
         context_id = cast(int, assoc.accepted_contexts[0].context_id)
         instance_uid = dcmread(series.files[0]).SOPInstanceUID
