@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.core.domain import SeriesState
 from app.core.tables import Job, Report, ReportVersion, Series, Study
+from app.services.outbox import as_utc
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class StudyOverview:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    return as_utc(value).isoformat() if value is not None else None
 
 
 def _flags(notes: dict[str, Any] | None) -> list[str]:

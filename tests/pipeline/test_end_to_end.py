@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +279,10 @@ def test_storescu_mllp_send_and_upload_become_one_draft(
     assert listed.job.timings and listed.job.timings["model"] > 0
     assert listed.report is not None and listed.report.version_number >= 2
     assert listed.report.kind == "draft" and listed.report.ai_generated
+    # Times carry their zone on SQLite (which hands them back naive) as on PostgreSQL.
+    assert listed.report.created_at is not None and listed.job.finished_at is not None
+    for moment in (listed.report.created_at, listed.job.finished_at):
+        assert datetime.fromisoformat(moment).utcoffset() == timedelta(0), moment
 
 
 def _useful(
