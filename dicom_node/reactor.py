@@ -345,42 +345,88 @@ class EventDrivenDUL(DULServiceProvider):
         return super()._is_transport_event()
 
     def _read_pdu_data(self) -> None:
-        """Read one PDU; P-DATA in Sta6 goes straight to DIMSE (see :meth:`_fast_p_data`)."""
+        """Read one PDU; P-DATA in Sta6 goes straight to DIMSE (see :meth:`_fast_p_data`).
+
+        While a C-STORE data set is being streamed, the PDUs after it that are
+        already on the wire are read here too (see :meth:`_next_streamed_header`),
+        without a trip through the reactor loop (``select``, timers, queues) each.
+        """
         wrapper = cast(AssociationSocket, self.socket)
+        header: bytearray | None
         try:
             header = wrapper.recv(PDU_HEADER_LENGTH)
         except (OSError, TimeoutError):
             log.error("connection closed before the entire PDU was received")
             self.event_queue.put("Evt17")
             return
+        while header is not None and self._read_pdu(wrapper, header):
+            header = self._next_streamed_header(wrapper)
+
+    def _next_streamed_header(self, wrapper: AssociationSocket) -> bytearray | None:
+        """The header of the next PDU if the loop may go on reading at once, else None.
+
+        Only in the middle of a data set streamed to a sink (the peer is sending
+        the rest), in Sta6 with no event or primitive queued and the reactor not
+        told to stop, on a plain socket, and only when the next header is already
+        there: otherwise the reactor loop waits for it (with its timers).
+        """
+        sock = wrapper.socket
+        if (
+            cast(StreamingDimse, self.assoc.dimse).streaming is None
+            or self._kill_thread
+            or not self.event_queue.empty()
+            or not self.to_provider_queue.empty()
+            or not isinstance(sock, socket.socket)
+            or isinstance(sock, ssl.SSLSocket)
+            or self.state_machine.current_state != "Sta6"
+        ):
+            return None
+        try:
+            first = sock.recv(PDU_HEADER_LENGTH, socket.MSG_DONTWAIT)
+        except OSError:  # nothing there yet (or an error the reactor loop will see)
+            return None
+        if not first:
+            return None  # closed: the reactor loop sees it
+        header = bytearray(first)
+        if len(header) < PDU_HEADER_LENGTH:  # the rest of the header is on its way
+            try:
+                header += wrapper.recv(PDU_HEADER_LENGTH - len(header))
+            except (OSError, TimeoutError):
+                return bytearray()  # reported as a connection closed mid-PDU
+        return header
+
+    def _read_pdu(self, wrapper: AssociationSocket, header: bytearray) -> bool:
+        """Read the body of the PDU with ``header`` and handle it; True if it was a
+        P-DATA-TF that went straight to DIMSE (the caller may read on)."""
         if len(header) != PDU_HEADER_LENGTH:
             self.event_queue.put("Evt17")
-            return
+            return False
         pdu_type, _, length = struct.unpack(">BBL", header)
         if pdu_type not in KNOWN_PDU_TYPES:
             log.error("unknown PDU type 0x%02X received", pdu_type)
             self.event_queue.put("Evt19")
-            return
+            return False
         try:
             body = wrapper.recv(length)
         except (OSError, TimeoutError):
             log.error("connection closed before the entire PDU was received")
             self.event_queue.put("Evt17")
-            return
+            return False
         if len(body) != length:
             log.error("the received PDU is shorter than expected")
             self.event_queue.put("Evt17")
-            return
+            return False
         if pdu_type == P_DATA_TF_TYPE and self._fast_p_data(body):
-            return
+            return True
         try:
             pdu, event = self._decode_pdu(header + body)
         except Exception:
             log.exception("unable to decode the received PDU")
             self.event_queue.put("Evt19")
-            return
+            return False
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
+        return False
 
     def _fast_p_data(self, body: bytearray) -> bool:
         """Hand a P-DATA-TF's PDVs to DIMSE directly, as the state machine would.
@@ -626,6 +672,11 @@ class StreamingDimse(DIMSEServiceProvider):
         self._decided = False  # whether the current message's sink was asked for
         # The C-STORE request being streamed on the lean path, if any.
         self._lean_request: tuple[int, StoreCommand] | None = None
+
+    @property
+    def streaming(self) -> DataSetSink | None:
+        """The sink of the data set being received, while more of it is to come."""
+        return self._sink
 
     def receive_primitive(self, primitive: P_DATA) -> None:
         self.receive_fragments(
