@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydicom import config as pydicom_config
 from pydicom import dcmread
@@ -28,6 +28,8 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID, generate_uid
 
+from dicom_node.rawheader import UNDEFINED_LENGTH as RAW_UNDEFINED_LENGTH
+from dicom_node.rawheader import PlainReader
 from dicom_node.status import StoreStatus
 
 log = logging.getLogger(__name__)
@@ -212,6 +214,54 @@ def _data_set_offset(part10: bytes) -> int:
     return start + META_GROUP_LENGTH_SIZE + int(value)
 
 
+class HeaderValues(Protocol):
+    """The values of a data set that :func:`summarize` reads, by keyword."""
+
+    def value(self, keyword: str) -> Any:
+        """The element's value (None if absent), as :func:`_value` gives it."""
+        ...
+
+    def has(self, keyword: str) -> bool:
+        """Whether the element is present."""
+        ...
+
+    def length(self, keyword: str) -> int:
+        """The length of its value, without reading a deferred one."""
+        ...
+
+
+class DatasetValues:
+    """:class:`HeaderValues` of a pydicom data set."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def value(self, keyword: str) -> Any:
+        return _value(self.dataset, keyword)
+
+    def has(self, keyword: str) -> bool:
+        return keyword in self.dataset
+
+    def length(self, keyword: str) -> int:
+        return _value_length(self.dataset, keyword)
+
+
+# The keywords summarize() reads; pixel data is only measured.
+SUMMARY_KEYWORDS = (
+    "SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows",
+    "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated", "PixelSpacing",
+    "ImagePositionPatient", "ImageOrientationPatient", "ConvolutionKernel", "Modality",
+    "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
+    "StudyDate", "StudyTime", "StudyDescription", "SeriesNumber", "SeriesDescription",
+    "InstanceNumber", "ImageType", "SliceThickness", "GantryDetectorTilt", "BodyPartExamined",
+)  # fmt: skip
+
+
+@functools.cache
+def _plain_reader() -> PlainReader:
+    return PlainReader(SUMMARY_KEYWORDS, PIXEL_DATA_KEYWORDS, DEFER_BYTES)
+
+
 def parse_data_set(
     encoded: bytes,
     *,
@@ -219,9 +269,15 @@ def parse_data_set(
     affected_sop_class_uid: str,
     affected_sop_instance_uid: str,
 ) -> InstanceHeader:
-    """Parse and check a received data set (the bytes after the File Meta)."""
-    dataset, size = _read_data_set(encoded, transfer_syntax_uid)
-    header = _summarize_checked(dataset, transfer_syntax_uid=transfer_syntax_uid, size=size)
+    """Parse and check a received data set (the bytes after the File Meta).
+
+    The values are read by :mod:`dicom_node.rawheader` where it can; any data
+    set it does not take is parsed with pydicom (same summary, same checks).
+    """
+    header = _plain_summary(encoded, transfer_syntax_uid)
+    if header is None:
+        dataset, size = _read_data_set(encoded, transfer_syntax_uid)
+        header = _summarize_checked(dataset, transfer_syntax_uid=transfer_syntax_uid, size=size)
     if header.sop_class_uid != str(affected_sop_class_uid):
         raise RejectedInstance(
             StoreStatus.SOP_CLASS_MISMATCH,
@@ -235,6 +291,27 @@ def parse_data_set(
             f"{affected_sop_instance_uid}",
         )
     return header
+
+
+def _plain_summary(encoded: bytes, transfer_syntax_uid: str) -> InstanceHeader | None:
+    """The summary from :mod:`dicom_node.rawheader`'s values, or None where pydicom
+    has to read the data set (a refusal of the summary's checks is raised)."""
+    values = _plain_reader().read(encoded, transfer_syntax_uid)
+    if values is None:
+        return None
+    if transfer_syntax_uid in NATIVE_TRANSFER_SYNTAXES and any(
+        values.length(keyword) == RAW_UNDEFINED_LENGTH for keyword in PIXEL_DATA_KEYWORDS
+    ):
+        return None  # encapsulated pixel data in a native syntax: pydicom judges it
+    try:
+        return _summary(values, transfer_syntax_uid=transfer_syntax_uid)
+    except RejectedInstance:
+        raise
+    except Exception as exc:
+        raise RejectedInstance(
+            StoreStatus.UNPARSEABLE_DATASET,
+            f"data set cannot be decoded: {type(exc).__name__}: {exc}",
+        ) from exc
 
 
 def read_header_file(path: Path) -> InstanceHeader:
@@ -399,9 +476,9 @@ def _check_not_truncated(dataset: Dataset, size: int) -> None:
         dataset[tags[-1]]  # decodes it; raises on an element that is not one
 
 
-def _text(dataset: Dataset, keyword: str) -> str:
+def _text(values: HeaderValues, keyword: str) -> str:
     try:
-        value = _value(dataset, keyword)
+        value = values.value(keyword)
     except Exception:  # a value that cannot be decoded in its character set
         return ""
     if value is None:
@@ -414,12 +491,12 @@ def _text(dataset: Dataset, keyword: str) -> str:
         return ""
 
 
-def _optional_text(dataset: Dataset, keyword: str) -> str | None:
-    return _text(dataset, keyword) or None
+def _optional_text(values: HeaderValues, keyword: str) -> str | None:
+    return _text(values, keyword) or None
 
 
-def _int(dataset: Dataset, keyword: str) -> int | None:
-    value = _value(dataset, keyword)
+def _int(values: HeaderValues, keyword: str) -> int | None:
+    value = values.value(keyword)
     if value is None or value == "":
         return None
     try:
@@ -431,8 +508,8 @@ def _int(dataset: Dataset, keyword: str) -> int | None:
     return int(number)
 
 
-def _float(dataset: Dataset, keyword: str) -> float | None:
-    value = _value(dataset, keyword)
+def _float(values: HeaderValues, keyword: str) -> float | None:
+    value = values.value(keyword)
     if value is None or value == "":
         return None
     try:
@@ -442,8 +519,8 @@ def _float(dataset: Dataset, keyword: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _floats(dataset: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
-    value = _value(dataset, keyword)
+def _floats(values: HeaderValues, keyword: str, count: int) -> tuple[float, ...] | None:
+    value = values.value(keyword)
     if value is None:
         return None
     try:
@@ -455,8 +532,8 @@ def _floats(dataset: Dataset, keyword: str, count: int) -> tuple[float, ...] | N
     return numbers
 
 
-def _strings(dataset: Dataset, keyword: str) -> tuple[str, ...]:
-    value = _value(dataset, keyword)
+def _strings(values: HeaderValues, keyword: str) -> tuple[str, ...]:
+    value = values.value(keyword)
     if value is None:
         return ()
     items = [value] if isinstance(value, str) else list(value)
@@ -464,14 +541,14 @@ def _strings(dataset: Dataset, keyword: str) -> tuple[str, ...]:
 
 
 def _image_attributes(
-    dataset: Dataset, *, transfer_syntax_uid: str, check_pixels: bool
+    values: HeaderValues, *, transfer_syntax_uid: str, check_pixels: bool
 ) -> tuple[int | None, int | None, int, bool]:
     """Check dimensions against limits and native pixel data against its size."""
-    pixel_keyword = next((kw for kw in PIXEL_DATA_KEYWORDS if kw in dataset), None)
-    rows_value, columns_value = _value(dataset, "Rows"), _value(dataset, "Columns")
-    frames_value = _value(dataset, "NumberOfFrames")
-    rows, columns = _int(dataset, "Rows"), _int(dataset, "Columns")
-    frames = 1 if frames_value in (None, "") else _int(dataset, "NumberOfFrames")
+    pixel_keyword = next((kw for kw in PIXEL_DATA_KEYWORDS if values.has(kw)), None)
+    rows_value, columns_value = values.value("Rows"), values.value("Columns")
+    frames_value = values.value("NumberOfFrames")
+    rows, columns = _int(values, "Rows"), _int(values, "Columns")
+    frames = 1 if frames_value in (None, "") else _int(values, "NumberOfFrames")
     if pixel_keyword is None and rows_value is None and columns_value is None:
         return None, None, frames or 1, False
     if frames is None:
@@ -481,8 +558,8 @@ def _image_attributes(
         )
     if pixel_keyword is None:
         return rows, columns, frames, False
-    samples = _int(dataset, "SamplesPerPixel") or 1
-    bits = _int(dataset, "BitsAllocated")
+    samples = _int(values, "SamplesPerPixel") or 1
+    bits = _int(values, "BitsAllocated")
     if rows is None or columns is None or bits is None:
         raise RejectedInstance(
             StoreStatus.INVALID_IMAGE_ATTRIBUTES,
@@ -515,7 +592,7 @@ def _image_attributes(
             f"decoded pixel data would be {expected} bytes (limit {MAX_DECODED_BYTES})",
         )
     if check_pixels and transfer_syntax_uid in NATIVE_TRANSFER_SYNTAXES:
-        actual = _value_length(dataset, pixel_keyword)
+        actual = values.length(pixel_keyword)
         # Native pixel data is padded to an even length.
         if actual < expected or actual > expected + 1:
             raise RejectedInstance(
@@ -530,49 +607,58 @@ def summarize(
     dataset: Dataset, *, transfer_syntax_uid: str, check_pixels: bool = True
 ) -> InstanceHeader:
     """Build the checked header summary of a parsed data set."""
-    sop_instance = check_uid(_value(dataset, "SOPInstanceUID"), "SOPInstanceUID")
-    sop_class = check_uid(_value(dataset, "SOPClassUID"), "SOPClassUID")
-    study = check_uid(_value(dataset, "StudyInstanceUID"), "StudyInstanceUID")
-    series = check_uid(_value(dataset, "SeriesInstanceUID"), "SeriesInstanceUID")
-    rows, columns, frames, has_pixels = _image_attributes(
-        dataset, transfer_syntax_uid=transfer_syntax_uid, check_pixels=check_pixels
+    return _summary(
+        DatasetValues(dataset), transfer_syntax_uid=transfer_syntax_uid, check_pixels=check_pixels
     )
-    spacing = _floats(dataset, "PixelSpacing", 2)
-    position = _floats(dataset, "ImagePositionPatient", 3)
-    orientation = _floats(dataset, "ImageOrientationPatient", 6)
-    kernel_value = _value(dataset, "ConvolutionKernel")
+
+
+def _summary(
+    values: HeaderValues, *, transfer_syntax_uid: str, check_pixels: bool = True
+) -> InstanceHeader:
+    """The checked header summary, from the values of a data set."""
+    sop_instance = check_uid(values.value("SOPInstanceUID"), "SOPInstanceUID")
+    sop_class = check_uid(values.value("SOPClassUID"), "SOPClassUID")
+    study = check_uid(values.value("StudyInstanceUID"), "StudyInstanceUID")
+    series = check_uid(values.value("SeriesInstanceUID"), "SeriesInstanceUID")
+    rows, columns, frames, has_pixels = _image_attributes(
+        values, transfer_syntax_uid=transfer_syntax_uid, check_pixels=check_pixels
+    )
+    spacing = _floats(values, "PixelSpacing", 2)
+    position = _floats(values, "ImagePositionPatient", 3)
+    orientation = _floats(values, "ImageOrientationPatient", 6)
+    kernel_value = values.value("ConvolutionKernel")
     if kernel_value is not None and not isinstance(kernel_value, str):
         kernel = "\\".join(str(item) for item in kernel_value)
     else:
-        kernel = _text(dataset, "ConvolutionKernel")
+        kernel = _text(values, "ConvolutionKernel")
     return InstanceHeader(
         sop_instance_uid=sop_instance,
         sop_class_uid=sop_class,
         study_instance_uid=study,
         series_instance_uid=series,
         transfer_syntax_uid=str(UID(transfer_syntax_uid)) if transfer_syntax_uid else "",
-        modality=_text(dataset, "Modality").upper(),
-        patient_id=_text(dataset, "PatientID"),
-        patient_name=_text(dataset, "PatientName"),
-        patient_birth_date=_optional_text(dataset, "PatientBirthDate"),
-        patient_sex=_optional_text(dataset, "PatientSex"),
-        accession_number=_text(dataset, "AccessionNumber"),
-        study_date=_optional_text(dataset, "StudyDate"),
-        study_time=_optional_text(dataset, "StudyTime"),
-        study_description=_text(dataset, "StudyDescription"),
-        series_number=_int(dataset, "SeriesNumber"),
-        series_description=_text(dataset, "SeriesDescription"),
-        instance_number=_int(dataset, "InstanceNumber"),
-        image_type=_strings(dataset, "ImageType"),
+        modality=_text(values, "Modality").upper(),
+        patient_id=_text(values, "PatientID"),
+        patient_name=_text(values, "PatientName"),
+        patient_birth_date=_optional_text(values, "PatientBirthDate"),
+        patient_sex=_optional_text(values, "PatientSex"),
+        accession_number=_text(values, "AccessionNumber"),
+        study_date=_optional_text(values, "StudyDate"),
+        study_time=_optional_text(values, "StudyTime"),
+        study_description=_text(values, "StudyDescription"),
+        series_number=_int(values, "SeriesNumber"),
+        series_description=_text(values, "SeriesDescription"),
+        instance_number=_int(values, "InstanceNumber"),
+        image_type=_strings(values, "ImageType"),
         rows=rows,
         columns=columns,
         frames=frames,
         image_position=position,  # type: ignore[arg-type]
         image_orientation=orientation,  # type: ignore[arg-type]
         pixel_spacing=spacing,  # type: ignore[arg-type]
-        slice_thickness=_float(dataset, "SliceThickness"),
+        slice_thickness=_float(values, "SliceThickness"),
         convolution_kernel=kernel,
-        gantry_tilt=_float(dataset, "GantryDetectorTilt"),
-        body_part=_text(dataset, "BodyPartExamined").upper(),
+        gantry_tilt=_float(values, "GantryDetectorTilt"),
+        body_part=_text(values, "BodyPartExamined").upper(),
         has_pixel_data=has_pixels,
     )
