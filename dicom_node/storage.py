@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import logging
 import mmap
 import os
@@ -49,6 +50,8 @@ DIRECT_ALIGNMENT = mmap.PAGESIZE
 DIRECT_BUFFER_BYTES = 1 << 20
 DIRECT_WRITE_AT = 256 * 1024
 MAX_SPARE_BUFFERS = 64
+MAX_CHECKED_FOLDERS = 4096
+MAX_SYNC_GROUPS = 64
 
 
 class UnsafePathError(ValueError):
@@ -318,6 +321,9 @@ class InstanceStore:
         self._writer_dir: Path | None = None
         self._lock_fd: int | None = None
         self._known_dirs: set[Path] = set()
+        # Folder part of a stored path -> its absolute path, once checked (see absolute).
+        self._checked_folders: dict[str, Path] = {}
+        self._temporary_names = itertools.count()
         self._directory_syncs: dict[Path, _SyncGroup] = {}
         self._mutex = threading.Lock()
         self._free_estimate = 0
@@ -325,7 +331,24 @@ class InstanceStore:
 
     # -- paths -----------------------------------------------------------------
     def absolute(self, relative_path: str) -> Path:
-        """The absolute path of a stored file; refuses anything outside the root."""
+        """The absolute path of a stored file; refuses anything outside the root.
+
+        A file in a folder already checked (every instance of a series) is
+        joined to that folder's path without parsing and checking it again.
+        """
+        folder, _, name = relative_path.rpartition("/")
+        parent = self._checked_folders.get(folder)
+        if parent is not None and name not in ("", ".", ".."):
+            return parent / name
+        path = self._checked_absolute(relative_path)
+        if name not in ("", ".", ".."):
+            with self._mutex:
+                if len(self._checked_folders) >= MAX_CHECKED_FOLDERS:
+                    self._checked_folders.clear()
+                self._checked_folders[folder] = path.parent
+        return path
+
+    def _checked_absolute(self, relative_path: str) -> Path:
         parts = PurePosixPath(relative_path).parts
         if (
             not parts
@@ -395,8 +418,9 @@ class InstanceStore:
 
     def open_temporary(self) -> TemporaryWriter:
         """Step 1, piece by piece: a new temporary file to write into, then ``finish()``."""
-        writer = self._writer()
-        return TemporaryWriter(writer / f"{uuid.uuid4().hex}{TEMP_SUFFIX}", self._direct_buffers)
+        writer = self._writer()  # a folder of this writer's own: a counter names its files
+        name = f"{next(self._temporary_names)}{TEMP_SUFFIX}"
+        return TemporaryWriter(writer / name, self._direct_buffers)
 
     def write_temporary(self, chunks: Sequence[bytes]) -> TemporaryFile:
         """Step 1: write ``chunks`` under a temporary name and fsync it."""
@@ -438,9 +462,10 @@ class InstanceStore:
             if group is None:
                 group = self._directory_syncs[directory] = _SyncGroup()
         group.sync(lambda: fsync_directory(directory))
-        with self._mutex:
-            if group.idle and self._directory_syncs.get(directory) is group:
-                del self._directory_syncs[directory]
+        with self._mutex:  # kept for the next instance of the series, within a bound
+            if len(self._directory_syncs) > MAX_SYNC_GROUPS:
+                for other in [d for d, g in self._directory_syncs.items() if g.idle]:
+                    del self._directory_syncs[other]
 
     def discard(self, temporary: TemporaryFile) -> None:
         temporary.path.unlink(missing_ok=True)
