@@ -27,7 +27,13 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from dicom_node.access import AccessPolicy
 from dicom_node.contexts import ContextTable
-from dicom_node.header import InstanceHeader, RejectedInstance, encode_file_meta, parse_data_set
+from dicom_node.header import (
+    InstanceHeader,
+    RejectedInstance,
+    encode_file_meta,
+    parse_data_set,
+    parse_data_set_start,
+)
 from dicom_node.index import InstanceIndex, RecordOutcome, StoredInstance
 from dicom_node.metrics import ReceiveMetrics
 from dicom_node.reactor import DataSetSink, LeanStore, StoreCommand, streamed_sink
@@ -51,6 +57,8 @@ STATE_AWAITING_CLOSE = "Sta13"
 IO_THREADS = 8
 REJECT_FLUSH_SECONDS = 2.0
 POLL_SECONDS = 0.005
+# The start of a received data set read for its header (the rest is pixel data).
+START_BYTES = 64 * 1024
 
 
 @dataclass
@@ -123,7 +131,7 @@ class StoreOutcome:
 def store_instance(
     services: NodeServices,
     *,
-    encoded: bytes,
+    encoded: bytes | None = None,
     transfer_syntax_uid: str,
     sop_class_uid: str,
     sop_instance_uid: str,
@@ -139,15 +147,21 @@ def store_instance(
     never acknowledged and which start-up recovery reconciles).
 
     ``encoded`` is the data set exactly as the sender encoded it; the file
-    written is our File Meta followed by these bytes.  With ``received`` (its
-    data set streamed into a fsynced temporary file while it arrived) that
-    file is placed instead; the caller discards it afterwards in any case.
+    written is our File Meta followed by these bytes.  Or ``received``: its
+    data set streamed into a fsynced temporary file while it arrived, which is
+    placed instead (the caller discards it afterwards in any case).
     """
     started = time.perf_counter()
     metrics = services.metrics
     store = services.store
+    if received is not None:
+        size = received.size
+    elif encoded is not None:
+        size = len(encoded)
+    else:
+        raise TypeError("store_instance needs the encoded data set or the received one")
     try:
-        if not store.has_room(len(encoded)):
+        if not store.has_room(size):
             raise RejectedInstance(
                 StoreStatus.OUT_OF_RESOURCES,
                 f"free disk space is below the floor of {store.min_free_bytes} bytes",
@@ -156,6 +170,7 @@ def store_instance(
         # on I/O threads while this one parses; a rejected instance's temporary file
         # is dropped.
         if received is None:
+            assert encoded is not None
             meta = encode_file_meta(
                 sop_class_uid=sop_class_uid,
                 sop_instance_uid=sop_instance_uid,
@@ -169,12 +184,23 @@ def store_instance(
         else:  # written while it arrived and fsynced by the receiving thread
             durable, digest_of = received.durable, received.hexdigest
         try:
-            header = parse_data_set(
-                encoded,
-                transfer_syntax_uid=transfer_syntax_uid,
-                affected_sop_class_uid=sop_class_uid,
-                affected_sop_instance_uid=sop_instance_uid,
-            )
+            if received is None:
+                assert encoded is not None
+                header = parse_data_set(
+                    encoded,
+                    transfer_syntax_uid=transfer_syntax_uid,
+                    affected_sop_class_uid=sop_class_uid,
+                    affected_sop_instance_uid=sop_instance_uid,
+                )
+            else:  # mostly from its first fragment: no copy of the pixel data
+                header = parse_data_set_start(
+                    received.start(),
+                    size=size,
+                    whole=received.encoded,
+                    transfer_syntax_uid=transfer_syntax_uid,
+                    affected_sop_class_uid=sop_class_uid,
+                    affected_sop_instance_uid=sop_instance_uid,
+                )
             digest = digest_of()
             # The path carries the digest: an identical re-send rewrites the same file
             # (harmless) and the index answers "identical"; a corrected instance gets a
@@ -244,7 +270,7 @@ def store_instance(
         log.debug("C-STORE %s failure", sop_instance_uid, exc_info=True)
         return StoreOutcome(status, detail=type(exc).__name__)
     metrics.instances.labels(outcome.value).inc()
-    metrics.bytes.inc(len(encoded))
+    metrics.bytes.inc(size)
     metrics.store_seconds.observe(time.perf_counter() - started)
     log.debug("C-STORE %s from %s: %s", header.sop_instance_uid, calling_ae, outcome.value)
     return StoreOutcome(StoreStatus.SUCCESS, outcome=outcome, header=header)
@@ -273,6 +299,7 @@ class ReceivedDataSet:
         self._writer = writer
         self._hash = hashlib.sha256()
         self._fragments: list[memoryview] = []
+        self._size = 0
         self._error: BaseException | None = None
         self._file: TemporaryFile | None = None
         self._finished = threading.Event()
@@ -280,6 +307,7 @@ class ReceivedDataSet:
 
     def write(self, fragment: memoryview) -> None:
         self._fragments.append(fragment)
+        self._size += len(fragment)
         self._hash.update(fragment)
         if self._error is None:
             try:
@@ -321,7 +349,30 @@ class ReceivedDataSet:
         else:
             self._writer.abandon()
 
+    @property
+    def size(self) -> int:
+        """Bytes of the data set received so far (all of it once finished)."""
+        return self._size
+
+    def start(self) -> bytes | memoryview:
+        """The data set's first fragments, at least ``START_BYTES`` of it where it is
+        that long (the first fragment itself, not a copy, when that is enough)."""
+        fragments = self._fragments
+        if not fragments:
+            return b""
+        if len(fragments) == 1 or len(fragments[0]) >= START_BYTES:
+            return fragments[0]
+        collected: list[memoryview] = []
+        total = 0
+        for fragment in fragments:
+            collected.append(fragment)
+            total += len(fragment)
+            if total >= START_BYTES:
+                break
+        return b"".join(collected)
+
     def encoded(self) -> bytes:
+        """The whole data set (a copy)."""
         return b"".join(self._fragments)
 
     def hexdigest(self) -> str:
@@ -394,10 +445,7 @@ def handle_store(event: Event, services: NodeServices) -> int:
     received = sink if isinstance(sink, ReceivedDataSet) else None
     try:
         try:
-            if received is not None:
-                encoded = received.encoded()
-            else:
-                encoded = event.encoded_dataset(include_meta=False)
+            encoded = None if received is not None else event.encoded_dataset(include_meta=False)
             transfer_syntax = str(event.context.transfer_syntax)
             sop_class = str(request.AffectedSOPClassUID)
             sop_instance = str(request.AffectedSOPInstanceUID)
@@ -437,7 +485,7 @@ def serve_lean_store(
     return _store_and_count(
         services,
         assoc,
-        encoded=received.encoded(),
+        encoded=None,
         transfer_syntax_uid=str(assoc._accepted_cx[context_id].transfer_syntax[0]),
         sop_class_uid=command.sop_class_uid,
         sop_instance_uid=command.sop_instance_uid,
@@ -454,7 +502,7 @@ def _store_and_count(
     services: NodeServices,
     assoc: Association,
     *,
-    encoded: bytes,
+    encoded: bytes | None,
     transfer_syntax_uid: str,
     sop_class_uid: str,
     sop_instance_uid: str,

@@ -15,7 +15,7 @@ import math
 import re
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -278,6 +278,36 @@ def parse_data_set(
     if header is None:
         dataset, size = _read_data_set(encoded, transfer_syntax_uid)
         header = _summarize_checked(dataset, transfer_syntax_uid=transfer_syntax_uid, size=size)
+    return _matching_request(header, affected_sop_class_uid, affected_sop_instance_uid)
+
+
+def parse_data_set_start(
+    start: bytes | memoryview,
+    *,
+    size: int,
+    whole: Callable[[], bytes],
+    transfer_syntax_uid: str,
+    affected_sop_class_uid: str,
+    affected_sop_instance_uid: str,
+) -> InstanceHeader:
+    """:func:`parse_data_set` from the ``start`` of a data set of ``size`` bytes, which
+    is enough where its last element (the pixel data) starts in it; otherwise the
+    ``whole`` data set is asked for and parsed."""
+    header = _plain_summary(start, transfer_syntax_uid, size)
+    if header is None:
+        return parse_data_set(
+            whole(),
+            transfer_syntax_uid=transfer_syntax_uid,
+            affected_sop_class_uid=affected_sop_class_uid,
+            affected_sop_instance_uid=affected_sop_instance_uid,
+        )
+    return _matching_request(header, affected_sop_class_uid, affected_sop_instance_uid)
+
+
+def _matching_request(
+    header: InstanceHeader, affected_sop_class_uid: str, affected_sop_instance_uid: str
+) -> InstanceHeader:
+    """``header``, once its UIDs are those of the request."""
     if header.sop_class_uid != str(affected_sop_class_uid):
         raise RejectedInstance(
             StoreStatus.SOP_CLASS_MISMATCH,
@@ -293,10 +323,13 @@ def parse_data_set(
     return header
 
 
-def _plain_summary(encoded: bytes, transfer_syntax_uid: str) -> InstanceHeader | None:
+def _plain_summary(
+    encoded: bytes | memoryview, transfer_syntax_uid: str, size: int | None = None
+) -> InstanceHeader | None:
     """The summary from :mod:`dicom_node.rawheader`'s values, or None where pydicom
-    has to read the data set (a refusal of the summary's checks is raised)."""
-    values = _plain_reader().read(encoded, transfer_syntax_uid)
+    has to read the data set (a refusal of the summary's checks is raised).
+    ``encoded`` may be the start of a data set of ``size`` bytes."""
+    values = _plain_reader().read(encoded, transfer_syntax_uid, size)
     if values is None:
         return None
     if transfer_syntax_uid in NATIVE_TRANSFER_SYNTAXES and any(

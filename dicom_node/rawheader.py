@@ -111,30 +111,42 @@ class PlainReader:
         self._sized = _wanted(sized_keywords)
         self._defer_bytes = defer_bytes
 
-    def read(self, encoded: bytes | memoryview, transfer_syntax_uid: str) -> PlainValues | None:
-        """The values, or None where the pydicom path has to read this data set."""
+    def read(
+        self, encoded: bytes | memoryview, transfer_syntax_uid: str, size: int | None = None
+    ) -> PlainValues | None:
+        """The values, or None where the pydicom path has to read this data set.
+
+        ``encoded`` may be only the start of a data set of ``size`` bytes: enough
+        when the last element (pixel data) starts in it; otherwise None.
+        """
         if transfer_syntax_uid in NOT_EXPLICIT_LITTLE and (
             transfer_syntax_uid != IMPLICIT_VR_LITTLE_ENDIAN
         ):
             return None
         explicit = transfer_syntax_uid != IMPLICIT_VR_LITTLE_ENDIAN
+        data = memoryview(encoded)
         try:
-            raw, lengths = self._elements(memoryview(encoded), explicit)
+            raw, lengths = self._elements(data, len(data) if size is None else size, explicit)
             return self._decode(raw, lengths)
         except (_Unreadable, struct.error, RecursionError, UnicodeDecodeError):
             return None
 
     def _elements(
-        self, data: memoryview, explicit: bool
+        self, data: memoryview, size: int, explicit: bool
     ) -> tuple[dict[str, tuple[str, bytes]], dict[str, int]]:
-        """(VR, value) of the wanted elements and declared lengths of the sized ones."""
+        """(VR, value) of the wanted elements and declared lengths of the sized ones,
+        from ``data``, the start of a data set of ``size`` bytes."""
         wanted, sized = self._wanted, self._sized
         raw: dict[str, tuple[str, bytes]] = {}
         lengths: dict[str, int] = {}
         end = len(data)
+        if end > size:
+            raise _Unreadable("more bytes than the data set's size")
         offset = 0
         previous = -1
-        while offset < end:
+        while offset < size:
+            if offset >= end:
+                raise _Unreadable("elements beyond the bytes at hand")
             if end - offset < 8:
                 raise _Unreadable("a partial element at the end")
             group, element, vr_bytes, short_length = _EXPLICIT.unpack_from(data, offset)
@@ -168,8 +180,8 @@ class PlainReader:
                     lengths[sized[tag].keyword] = UNDEFINED_LENGTH
                 continue
             offset = start + length
-            if offset > end:
-                raise _Unreadable("a value running past the end")
+            if offset > end and (offset != size or tag in wanted):
+                raise _Unreadable("a value running past the end, or past the bytes at hand")
             entry = wanted.get(tag)
             if entry is not None:
                 if length > self._defer_bytes:

@@ -206,6 +206,12 @@ class _WakingQueue(queue.Queue[Any]):
         self._wake()
 
 
+def _pending(waiting: queue.Queue[Any]) -> bool:
+    """Whether anything is queued: ``not Queue.empty()`` without taking the queue's
+    lock (a snapshot either way; checked for every PDU)."""
+    return bool(waiting.queue)
+
+
 def pdv_items(body: bytearray) -> list[tuple[int, memoryview]] | None:
     """The (context ID, control header + fragment) PDVs of a P-DATA-TF body, or None
     if the items do not tile the body exactly (PS3.8 9.3.5)."""
@@ -281,7 +287,7 @@ class EventDrivenDUL(DULServiceProvider):
             wrapper is not None
             and threading.current_thread() is self
             and self.state_machine.current_state == "Sta6"
-            and self.to_provider_queue.empty()
+            and not _pending(self.to_provider_queue)
         ):
             item = struct.pack(">LB", 1 + len(LAST_COMMAND) + len(command), context_id)
             pdu_header = struct.pack(">BBL", P_DATA_TF_TYPE, 0, len(item) + 1 + len(command))
@@ -374,8 +380,8 @@ class EventDrivenDUL(DULServiceProvider):
         if (
             cast(StreamingDimse, self.assoc.dimse).streaming is None
             or self._kill_thread
-            or not self.event_queue.empty()
-            or not self.to_provider_queue.empty()
+            or _pending(self.event_queue)
+            or _pending(self.to_provider_queue)
             or not isinstance(sock, socket.socket)
             or isinstance(sock, ssl.SSLSocket)
             or self.state_machine.current_state != "Sta6"
@@ -437,7 +443,7 @@ class EventDrivenDUL(DULServiceProvider):
         (so the order of events is kept), no handler watches received PDUs or
         transitions, and the PDV items are well formed; otherwise False.
         """
-        if self.state_machine.current_state != "Sta6" or not self.event_queue.empty():
+        if self.state_machine.current_state != "Sta6" or _pending(self.event_queue):
             return False
         assoc = self.assoc
         if any(assoc.get_handlers(event) for event in _WATCHING_EVENTS):
@@ -875,7 +881,7 @@ class StreamingAssociation(Association):
             and self._serving.acquire(blocking=False)
         ):
             try:
-                if self.dimse.msg_queue.empty():
+                if not _pending(self.dimse.msg_queue):
                     self._serve_request(request, context_id)
                     return
             finally:
@@ -917,7 +923,7 @@ class StreamingAssociation(Association):
             self.dimse.msg_queue.put((context_id, _store_primitive(command, sink)))
             return
         try:
-            if not self.dimse.msg_queue.empty():
+            if _pending(self.dimse.msg_queue):
                 self.dimse.msg_queue.put((context_id, _store_primitive(command, sink)))
                 return
             self.dimse.cancel_req = {}

@@ -18,6 +18,7 @@ from dicom_node.header import (
     _read_data_set,
     _summarize_checked,
     configure_pydicom,
+    parse_data_set_start,
 )
 from dicom_node.status import StoreStatus
 
@@ -168,3 +169,49 @@ def test_every_shared_file_is_read_as_pydicom_reads_it(shared_data: Path) -> Non
         encoded = path.read_bytes()[offset:]
         taken += _assert_same_or_left(encoded, syntax) is not None
     assert taken >= 20  # most of them are plain enough
+
+
+def _whole_not_wanted() -> bytes:
+    raise AssertionError("the whole data set was asked for")
+
+
+def test_the_start_of_a_data_set_is_enough_when_pixel_data_ends_it() -> None:
+    encoded = _encode(_with_undefined_length_sequences(_slice(size=256)))
+    expected = _pydicom_outcome(encoded, ExplicitVRLittleEndian)
+    assert isinstance(expected, InstanceHeader)
+    header = parse_data_set_start(
+        memoryview(encoded)[:4096],
+        size=len(encoded),
+        whole=_whole_not_wanted,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        affected_sop_class_uid=expected.sop_class_uid,
+        affected_sop_instance_uid=expected.sop_instance_uid,
+    )
+    assert header == expected
+
+
+@pytest.mark.parametrize("extra", ["after the pixel data", "short", "long"])
+def test_the_whole_data_set_is_read_when_its_start_is_not_enough(extra: str) -> None:
+    ds = _slice(size=256)
+    if extra == "after the pixel data":
+        ds.DataSetTrailingPadding = b"\0" * 16
+    encoded = _encode(ds)
+    start = memoryview(encoded)[:4096]
+    size = len(encoded) + {"after the pixel data": 0, "short": -2, "long": 2}[extra]
+    expected = _pydicom_outcome(encoded, ExplicitVRLittleEndian)
+    assert isinstance(expected, InstanceHeader)
+    asked: list[bool] = []
+
+    def whole() -> bytes:
+        asked.append(True)
+        return encoded
+
+    header = parse_data_set_start(
+        start,
+        size=size,
+        whole=whole,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        affected_sop_class_uid=expected.sop_class_uid,
+        affected_sop_instance_uid=expected.sop_instance_uid,
+    )
+    assert asked and header == expected
