@@ -44,11 +44,15 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 FREE_SPACE_RECHECK_SECONDS = 0.5
 # Direct (O_DIRECT) writes: offsets, lengths and buffers aligned to the page size
-# (a multiple of any disk's logical block size); a staged block is written out
-# once this much has arrived, so the disk works while the rest is on the wire.
+# (a multiple of any disk's logical block size).  Staged pieces are written out only
+# when the buffer is full, or when the file is finished: one write for most
+# instances.  Each write costs a system call, pinning the buffer's pages and a disk
+# request (a virtual machine exit to notify a virtio disk); writing 256 KiB blocks
+# while the rest was still on the wire measured about 0.4 ms more CPU per 512x512
+# slice, at no gain in throughput.
 DIRECT_ALIGNMENT = mmap.PAGESIZE
 DIRECT_BUFFER_BYTES = 1 << 20
-DIRECT_WRITE_AT = 256 * 1024
+DIRECT_WRITE_AT = DIRECT_BUFFER_BYTES
 MAX_SPARE_BUFFERS = 64
 MAX_CHECKED_FOLDERS = 4096
 MAX_SYNC_GROUPS = 64
@@ -165,10 +169,11 @@ class TemporaryWriter:
     """A temporary file written piece by piece (for example as a data set arrives).
 
     With ``buffers`` the file is opened with ``O_DIRECT``: pieces are staged in an
-    aligned buffer and written straight from it to the disk in aligned blocks while
-    the rest arrives, the last block zero-padded and the file truncated to its
-    size before the fsync.  The data has to reach the disk before it is
-    acknowledged anyway; this way it is not first copied into the page cache,
+    aligned buffer and written straight from it to the disk in aligned blocks
+    (whenever the buffer is full, see ``DIRECT_WRITE_AT``), the last block
+    zero-padded and the file truncated to its size before the fsync.  The data
+    has to reach the disk before it is acknowledged anyway; this way it is not
+    first copied into the page cache,
     which cost more CPU than anything else on the receive path (fresh page-cache
     pages for every instance).  Without ``buffers``, ordinary buffered writes.
 
