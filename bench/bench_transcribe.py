@@ -4,6 +4,8 @@ Run from the repository root::
 
     .venv/bin/python bench/bench_transcribe.py                 # tiny.en and base, held-out set
     .venv/bin/python bench/bench_transcribe.py --models tiny.en --set development --show
+    .venv/bin/python bench/bench_transcribe.py --set tuning --save raw.json --errors
+    .venv/bin/python bench/bench_transcribe.py --replay raw.json --errors   # no Whisper
 
 Audio: ``jfk.flac`` from the shared data (reference from SOURCES.md) and chest CT
 dictations synthesized with espeak-ng (six voices and speeds) from
@@ -30,18 +32,28 @@ deliberate errors, so it gives no WER).  Each clip is timed
 by ``--workers`` Whisper workers (chunks decoded at once).  The load average is
 printed: on a shared machine it inflates wall-clock RTF, so CPU-time RTF is
 printed beside it.  ``--show`` prints every transcript and its word errors.
+
+``--errors`` prints every word error (substitution, deletion, insertion) of raw
+Whisper and of the corrected text, per clip and voice, the most frequent ones,
+and which errors the corrections fixed or made.  ``--save`` writes Whisper's
+raw text per clip; ``--replay`` scores such a file with today's corrections
+without running Whisper (the n-best choice, which uses the report model, is
+then the saved one).  Tune on ``development`` and ``tuning``; measure
+``heldout`` once.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +65,9 @@ from radiology_dictations import SyntheticDictation, build_set  # noqa: E402
 from whisper_normalizer.english import EnglishTextNormalizer  # noqa: E402
 
 from app.speech.audio import DecodedAudio, decode_audio  # noqa: E402
+from app.speech.context import ContextCorrector, chest_context_corrector  # noqa: E402
 from app.speech.model import PACKAGED_MODELS, ModelError, ModelOptions  # noqa: E402
+from app.speech.phonetic import PhoneticCorrector  # noqa: E402
 from app.speech.postprocess import correct_transcript  # noqa: E402
 from app.speech.transcriber import Transcriber  # noqa: E402
 
@@ -79,6 +93,41 @@ def word_differences(reference: str, hypothesis: str) -> list[str]:
         for op, i1, i2, j1, j2 in matcher.get_opcodes()
         if op != "equal"
     ]
+
+
+@dataclass(frozen=True)
+class WordError:
+    """One aligned difference: ``kind`` is sub, del, ins (or sub+del / sub+ins for an uneven
+    replacement, whose word counts are ``subs`` and ``extra``)."""
+
+    kind: str
+    said: str
+    heard: str
+    subs: int
+    extra: int
+
+
+def aligned_errors(reference: str, hypothesis: str) -> list[WordError]:
+    """The word differences after the normaliser, aligned with difflib, with their kinds."""
+    ref = normalise(reference).split()
+    hyp = normalise(hypothesis).split()
+    matcher = difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False)
+    errors = []
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        said, heard = " ".join(ref[i1:i2]), " ".join(hyp[j1:j2])
+        n, m = i2 - i1, j2 - j1
+        if op == "delete":
+            kind = "del"
+        elif op == "insert":
+            kind = "ins"
+        elif n == m:
+            kind = "sub"
+        else:
+            kind = "sub+del" if n > m else "sub+ins"
+        errors.append(WordError(kind, said, heard, min(n, m), abs(n - m)))
+    return errors
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
@@ -185,6 +234,7 @@ def evaluate(
     show: bool,
     rtf_clips: int,
     bare: bool,
+    saved: list[dict[str, str]] | None = None,
 ) -> dict[str, float]:
     options = ModelOptions(
         device="cpu",
@@ -222,6 +272,11 @@ def evaluate(
             counts = word_errors(clip.reference, correct_transcript(transcript.raw_text).text)
             corrected.add(counts)
             by_voice.setdefault(clip.voice, Score()).add(counts)
+            if saved is not None:
+                saved.append(
+                    {**_clip_fields(clip), "model": model, "raw": transcript.raw_text}
+                    | ({"no_prompt": plain_raw} if without_prompt else {})
+                )
             if clip.audio.duration >= MIN_RTF_SECONDS and len(rtfs) < rtf_clips:
                 rtfs.append(median_rtf(with_prompt, clip.audio, repeats, threads))
             if show:
@@ -253,12 +308,120 @@ def evaluate(
     return results
 
 
+def _clip_fields(clip: Clip) -> dict[str, str]:
+    return {"name": clip.name, "voice": clip.voice, "said": clip.said, "reference": clip.reference}
+
+
+def uncorrected_report(raw_text: str) -> str:
+    """Whisper's text in report form (measurements, spoken marks, commands, sections) with no
+    word correction: the baseline the corrections are judged against."""
+    plain = correct_transcript(
+        raw_text,
+        corrections=(),
+        phonetic=PhoneticCorrector(terms=(), known=frozenset()),
+        context=ContextCorrector(
+            model=chest_context_corrector().model, candidates=(), protected=frozenset()
+        ),
+    )
+    return plain.text
+
+
+def error_table(records: Sequence[dict[str, str]], *, rows: bool) -> None:
+    """Every word error of every clip, raw Whisper and corrected, and where they come from.
+
+    Three stages are aligned: ``raw`` = Whisper against the words said; ``plain`` =
+    Whisper's text in report form without word corrections, and ``corrected`` = the
+    report text, both against the report meant.  Comparing the last two shows which
+    errors the corrections fixed and which they made.
+    """
+    stages: dict[str, Counter[str]] = {}
+    pairs: dict[str, Counter[tuple[str, str, str]]] = {}
+    voices: dict[str, Counter[str]] = {}
+    fixed: Counter[tuple[str, str]] = Counter()
+    made: Counter[tuple[str, str]] = Counter()
+    words = Counter[str]()
+    if rows:
+        print(f"\n{'model':<8} {'clip':<14} {'voice':<18} {'stage':<9} {'kind':<7} said -> heard")
+    for record in records:
+        corrected = correct_transcript(record["raw"]).text
+        plain = uncorrected_report(record["raw"])
+        per_stage = {
+            "raw": aligned_errors(record["said"], record["raw"]),
+            "plain": aligned_errors(record["reference"], plain),
+            "corrected": aligned_errors(record["reference"], corrected),
+        }
+        words[record["model"]] += len(normalise(record["reference"]).split())
+        for stage, errors in per_stage.items():
+            key = f"{record['model']} {stage}"
+            for error in errors:
+                count = stages.setdefault(key, Counter())
+                count[error.kind.split("+")[0]] += error.subs if error.subs else error.extra
+                if "+" in error.kind:
+                    count[error.kind.split("+")[1]] += error.extra
+                pairs.setdefault(key, Counter())[(error.kind, error.said, error.heard)] += 1
+                if stage == "corrected":
+                    voices.setdefault(record["model"], Counter())[record["voice"]] += max(
+                        len(error.said.split()), len(error.heard.split())
+                    )
+                if rows and stage != "plain":
+                    print(
+                        f"{record['model']:<8} {record['name']:<14} {record['voice']:<18} "
+                        f"{stage:<9} {error.kind:<7} {error.said or '-'} -> {error.heard or '-'}"
+                    )
+        before = Counter((e.said, e.heard) for e in per_stage["plain"])
+        after = Counter((e.said, e.heard) for e in per_stage["corrected"])
+        fixed.update(before - after)
+        made.update(after - before)
+    print("\nword errors by kind (sub, del, ins), per stage; reference words per model:", words)
+    for key, count in stages.items():
+        print(f"  {key:<20} sub {count['sub']:>4}  del {count['del']:>4}  ins {count['ins']:>4}")
+    for model, by_voice in voices.items():
+        print(f"  {model} corrected errors by voice: {dict(sorted(by_voice.items()))}")
+    for key, found in pairs.items():
+        if key.endswith("plain"):
+            continue
+        print(f"\nmost frequent errors, {key} (count kind: said -> heard)")
+        for (kind, said, heard), n in found.most_common(40):
+            print(f"  {n:>3} {kind:<7} {said or '-'} -> {heard or '-'}")
+    print("\nfixed by the corrections (plain error gone from corrected):", sum(fixed.values()))
+    for (said, heard), n in fixed.most_common(25):
+        print(f"  {n:>3} {said or '-'} -> {heard or '-'}")
+    print("made by the corrections (corrected error not in plain):", sum(made.values()))
+    for (said, heard), n in made.most_common(25):
+        print(f"  {n:>3} {said or '-'} -> {heard or '-'}")
+
+
+def replay(path: Path, *, rows: bool) -> int:
+    """Score saved raw transcripts again with the current corrections (no Whisper)."""
+    records = json.loads(path.read_text(encoding="utf-8"))
+    for model in sorted({r["model"] for r in records}):
+        mine = [r for r in records if r["model"] == model]
+        for group, members in (
+            ("radiology", [r for r in mine if r["name"] != "jfk"]),
+            ("jfk", [r for r in mine if r["name"] == "jfk"]),
+        ):
+            raw, plain, corrected = Score(), Score(), Score()
+            for r in members:
+                raw.add(word_errors(r["said"], r["raw"]))
+                plain.add(word_errors(r["reference"], uncorrected_report(r["raw"])))
+                corrected.add(word_errors(r["reference"], correct_transcript(r["raw"]).text))
+            print(
+                f"{model} {group}: {len(members)} clips, WER raw {raw.wer:.1%}, "
+                f"uncorrected report {plain.wer:.1%}, corrected {corrected.wer:.1%}"
+            )
+    error_table(records, rows=rows)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="tiny.en,base", help="comma-separated model specs")
-    parser.add_argument("--set", default="heldout", choices=("heldout", "development"))
+    parser.add_argument("--set", default="heldout", choices=("heldout", "development", "tuning"))
     parser.add_argument(
-        "--count", type=int, default=None, help="dictations in the set (36 held out, 12 dev)"
+        "--count",
+        type=int,
+        default=None,
+        help="dictations in the set (36 held out, 12 development, 12 tuning)",
     )
     parser.add_argument(
         "--rtf-clips", type=int, default=8, help="dictations of >= 30 s timed for the RTF"
@@ -273,7 +436,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per clip for the RTF median")
     parser.add_argument("--shared-data", type=Path, default=DEFAULT_SHARED)
     parser.add_argument("--show", action="store_true", help="print every transcript")
+    parser.add_argument(
+        "--errors", action="store_true", help="print every word error and where it comes from"
+    )
+    parser.add_argument("--save", type=Path, help="write each clip's raw transcript to this JSON")
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        help="no Whisper: score the raw transcripts a --save wrote with today's corrections",
+    )
     args = parser.parse_args(argv)
+    if args.replay:
+        return replay(args.replay, rows=args.errors)
 
     with tempfile.TemporaryDirectory(prefix="radscribe-bench-") as tmp:
         folder = Path(tmp)
@@ -282,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if jfk is not None:
             clips.append(jfk)
         rows = {}
+        saved: list[dict[str, str]] = []
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
             try:
                 rows[model] = evaluate(
@@ -295,10 +470,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     show=args.show,
                     rtf_clips=args.rtf_clips,
                     bare=not args.no_bare,
+                    saved=saved,
                 )
             except ModelError as exc:
                 print(f"{model}: skipped ({exc})")
     _report(rows, args, clips)
+    if args.save:
+        args.save.write_text(json.dumps(saved, indent=1), encoding="utf-8")
+    if args.errors:
+        error_table(saved, rows=True)
     return 0
 
 

@@ -1,10 +1,13 @@
 """Synthetic chest CT dictations for the transcription benchmark.
 
-Two sets are built from two disjoint sets of sentence templates:
+Three sets are built from disjoint sets of sentence templates:
 
 - ``development``: the templates whose transcripts were read to write the
   corrections in ``app/speech/lexicon.py`` and the report sentences the
   context model (``app/speech/context.py``) learns from;
+- ``tuning``: templates written later from chest CT practice and kept out of
+  the corrections and the corpus, to tune general methods on wording they
+  have not seen (12 dictations);
 - ``heldout``: other templates, used for nothing but the benchmark's word
   error rate (36 dictations by default); the goal is measured on these.
 
@@ -210,6 +213,51 @@ HELDOUT_IMPRESSION = [
     "Compression fracture of the thoracic spine of uncertain age.",
     "{Side} lower lobe collapse.",
 ]
+# Tuning: written in 2026-11, after the held-out templates had been read, from chest CT
+# practice, with no word that only the held-out templates use and no sentence in the
+# context model's corpus (tests/speech/test_vocabulary.py checks both).  Like the held-out
+# set, the corrections have not seen them; unlike it, methods may be tuned on them (their
+# terms are vocabulary words the corpus lacks, which is what the held-out set needs).
+TUNING_TECHNIQUE = [
+    "Noncontrast CT of the chest with coronal reconstructions.",
+    "CT angiogram of the chest with sagittal reformats.",
+]
+TUNING_FINDINGS = [
+    "A {mms} irregular nodule in the {lobe} is indeterminate.",
+    "The bronchovascular bundles are unremarkable.",
+    "There is a {cm} cavity in the {lobe} with an irregular wall.",
+    "Small {side} hydropneumothorax.",
+    "Thrombus in the {side} main pulmonary artery.",
+    "Mild cardiac enlargement without pericardial effusion.",
+    "Lobulated {cm} mass in the {organ}.",
+    "Subsolid nodule in the {lobe} measuring {mms}.",
+    "Circumscribed hypodense lesions in the liver, likely cysts.",
+    "No hilar or axillary adenopathy.",
+    "The sternotomy wires are intact.",
+    "Lymphangitic spread of tumor in the {lobe}.",
+    "Scarring at the lung apices.",
+    "Minimal subsegmental atelectasis in the lingula.",
+    "A port catheter is present in the {side} chest wall.",
+    "Osteophytes of the thoracic spine.",
+    "Gallbladder stones, compatible with cholelithiasis.",
+    "Hepatic steatosis.",
+    "Confluent consolidation in the {lobe} with a small parapneumonic effusion.",
+    "Nodular thickening of the {side} pleura.",
+    "The esophageal wall is thickened.",
+    "Sclerotic lesion in a thoracic vertebra measures {mms}.",
+    "Enhancing {cm} mass in the {organ}.",
+    "Endobronchial lesion narrowing the {side} lower lobe bronchus.",
+]
+TUNING_IMPRESSION = [
+    "Indeterminate {mms} nodule in the {lobe}. Recommend PET CT.",
+    "Findings suggestive of lymphangitic carcinomatosis.",
+    "Small {side} hydropneumothorax.",
+    "Metastatic disease to the {organ}.",
+    "Unchanged scarring at the lung apices.",
+    "Hepatic steatosis, otherwise unremarkable.",
+    "Probable benign cysts in the liver.",
+    "No thoracic aortic aneurysm or dissection.",
+]
 # Said and then taken back with "scratch that"; never in a reference.
 RETRACTED = [
     "The heart is enlarged.",
@@ -218,7 +266,7 @@ RETRACTED = [
 
 FINDINGS_PER_DICTATION = 7
 IMPRESSIONS_PER_DICTATION = 2
-DICTATIONS_PER_SET = {"development": 12, "heldout": 36}
+DICTATIONS_PER_SET = {"development": 12, "heldout": 36, "tuning": 12}
 VOICES: tuple[tuple[str, int], ...] = (
     ("en-us", 150),
     ("en-gb-x-rp", 140),
@@ -248,8 +296,11 @@ def build_set(name: str, *, count: int | None = None) -> list[SyntheticDictation
     elif name == "heldout":
         technique = HELDOUT_TECHNIQUE
         findings, impression, seed = HELDOUT_FINDINGS, HELDOUT_IMPRESSION, 23
+    elif name == "tuning":
+        technique = TUNING_TECHNIQUE
+        findings, impression, seed = TUNING_FINDINGS, TUNING_IMPRESSION, 37
     else:
-        raise ValueError(f"unknown set {name!r} (development or heldout)")
+        raise ValueError(f"unknown set {name!r} (development, tuning or heldout)")
     rng = random.Random(seed)
     total = DICTATIONS_PER_SET[name] if count is None else count
     return [

@@ -71,6 +71,19 @@ def test_the_two_sets_share_no_template() -> None:
     assert all(name.startswith("heldout-") for name in built)
 
 
+def test_tuning_templates_use_no_held_out_only_word() -> None:
+    """The tuning set was written after the held-out one had been read: it borrows no word
+    only the held-out templates use, so tuning on it cannot reach the held-out wording."""
+    tuning = _words(
+        dictations.TUNING_TECHNIQUE + dictations.TUNING_FINDINGS + dictations.TUNING_IMPRESSION
+    )
+    held_out_only = HELD_OUT - DEVELOPMENT
+    assert not tuning & held_out_only, sorted(tuning & held_out_only)
+    assert not set(dictations.TUNING_FINDINGS) & set(dictations.HELDOUT_FINDINGS)
+    built = dictations.build_set("tuning")
+    assert len(built) == 12 and all(d.name.startswith("tuning-") for d in built)
+
+
 def test_held_out_set_is_large_and_varied() -> None:
     """Enough words to tell 5% from 7%, from many templates, in several voices and speeds."""
     built = dictations.build_set("heldout")
