@@ -4,24 +4,36 @@ Whisper tiny.en writes what it hears when it does not know a word:
 "stickulated" for spiculated, "hyattal" for hiatal, "lural" for pleural,
 "mediastinil" for mediastinal.  Such a word is in neither the chest CT
 vocabulary (:mod:`app.speech.vocabulary`) nor common English (the whole words
-of Whisper's own tokenizer, :data:`COMMON_WORDS_FILE`).  Only such a word is
-looked at: it is replaced, alone or with the word next to it ("bronchic
-tussies" -> bronchiectasis), by the vocabulary word whose sound key
-(:func:`sound_key`, a small Metaphone) and spelling are both close enough.  A
-known word is never changed, so correct English stays as it is, and a made-up
-word that sounds like no chest CT term stays too.  The price: a term Whisper
-hears as English words ("media still" for mediastinal, "assist" for a cyst,
-"order" for aorta) is out of reach here.
+of Whisper's own tokenizer, :data:`COMMON_WORDS_FILE`) nor the report corpus.
+Only such a word is looked at by :meth:`PhoneticCorrector.correct`: it is
+replaced, alone or with the word next to it ("bronchic tussies" ->
+bronchiectasis), by the vocabulary word that sounds closest, if close enough.
+A known word is never changed there, so correct English stays as it is, and a
+made-up word that sounds like no chest CT term stays too.
+
+How close is measured by pronunciation where espeak-ng is installed
+(:mod:`app.speech.phonemes`: "mustoyotomy" -> sternotomy, which spelling
+misses), else by a small Metaphone key (:func:`sound_key`) and the spelling.
+
+With pronunciations, :meth:`PhoneticCorrector.correct_english` goes one step
+further, after the context corrector: an English word that report sentences
+never use (:meth:`PhoneticCorrector.unexpected`: "river", "feeling") and that
+sounds almost like a term of at least :data:`MIN_ENGLISH_PHONEMES` phonemes
+becomes the term ("a river lesion" -> a liver lesion), unless it is another
+form of it ("enlargement").  Statement words are never replaced or swallowed.
+What stays out of reach: a term heard as English that sounds quite different
+("order" for aorta) and terms heard as several words ("and hand sing").
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from app.speech.phonemes import Phonemes, pronunciations, relative_phoneme_distance
 from app.speech.vocabulary import CHEST_CT_VOCABULARY, STATEMENT_WORDS
 
 COMMON_WORDS_FILE = Path(__file__).with_name("common_words.txt")
@@ -40,6 +52,21 @@ NEIGHBOUR_COST = 0.1
 MIN_LETTERS = 4
 MIN_KEY = 3
 """Shorter inventions (in letters, in sound-key letters) are too ambiguous to map."""
+MAX_INVENTED_DISTANCE = 0.3
+"""With pronunciations (:mod:`app.speech.phonemes`): most relative phoneme distance between
+an invented word (alone or with a neighbour) and the term it becomes."""
+MAX_ENGLISH_DISTANCE = 0.22
+"""Most relative phoneme distance between an unexpected English word and its term."""
+MIN_PHONEMES = 5
+"""Shorter heard words (in phonemes) are too ambiguous to map by sound."""
+MIN_SHARED_STEM = 6
+"""An English word that starts with this many letters of a term is another form of it, and
+so is an invented one that is also two letters longer or shorter."""
+SPELLING_WEIGHT = 0.5
+"""Weight of the spelling distance beside the phoneme distance when ranking terms."""
+MIN_ENGLISH_PHONEMES = 5
+"""An unexpected English word becomes only a term of at least this many phonemes (short
+terms are reached by too many words: "assist" is not "cyst")."""
 
 _WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 _VOWELS = frozenset("aeiou")
@@ -143,23 +170,56 @@ class PhoneticCorrector:
 
     terms: tuple[SoundedWord, ...]
     known: frozenset[str]
+    expected: frozenset[str] = frozenset()
+    """Report English (the context model's corpus words): never replaced."""
+    sounds: Mapping[str, Phonemes] = field(default_factory=dict, hash=False, compare=False)
+    """The terms' pronunciations; without them sound keys and spellings are compared and
+    only invented words are replaced."""
+    _found: dict[tuple[Phonemes, str, bool], tuple[float, str] | None] = field(
+        default_factory=dict, hash=False, compare=False, repr=False
+    )
 
     @classmethod
-    def build(cls, vocabulary: Iterable[str], common: Iterable[str]) -> PhoneticCorrector:
+    def build(
+        cls,
+        vocabulary: Iterable[str],
+        common: Iterable[str],
+        *,
+        expected: Iterable[str] = (),
+        pronounce: bool = False,
+    ) -> PhoneticCorrector:
         words = sorted({word for word in vocabulary if "-" not in word})
         terms = tuple(SoundedWord.of(word) for word in words if len(word) >= MIN_LETTERS)
-        return cls(terms=terms, known=frozenset(common) | frozenset(words))
+        sounds = pronunciations(term.word for term in terms) if pronounce else {}
+        return cls(
+            terms=terms,
+            known=frozenset(common) | frozenset(words) | frozenset(expected),
+            expected=frozenset(expected) | frozenset(words),
+            sounds=sounds,
+        )
 
     def correct(self, text: str) -> str:
         """``text`` with each invented word (and maybe a neighbour) replaced by a term."""
+        return self._correct(text, english=False)
+
+    def correct_english(self, text: str) -> str:
+        """``text`` with each unexpected English word (see :meth:`unexpected`) that sounds
+        almost like a term replaced by it; nothing without pronunciations.  Meant to run after
+        the context corrector, which knows report phrases ("media still" -> mediastinal)."""
+        return self._correct(text, english=True) if self.sounds else text
+
+    def _correct(self, text: str, *, english: bool) -> str:
         matches = list(_WORD.finditer(text))
+        heard = self._heard(matches, english=english)
         out: list[str] = []
         position = 0
         taken = -1  # index of the last word already replaced
         for index, match in enumerate(matches):
-            if index <= taken or not self.invented(match.group(0)):
+            word = match.group(0)
+            suspect = word.lower() in heard and self.unexpected(word) if english else None
+            if index <= taken or not (suspect if english else self.invented(word)):
                 continue
-            found = self._best_span(matches, index, first_free=taken + 1)
+            found = self._best_span(matches, index, first_free=taken + 1, heard=heard)
             if found is None:
                 continue
             first, last, word = found
@@ -170,11 +230,45 @@ class PhoneticCorrector:
         out.append(text[position:])
         return "".join(out)
 
+    def _heard(self, matches: Sequence[re.Match[str]], *, english: bool) -> dict[str, Phonemes]:
+        """Pronunciations of the suspect words and their neighbours (one espeak-ng run)."""
+        if not self.sounds:
+            return {}
+        suspects = [
+            index
+            for index, match in enumerate(matches)
+            if (self.unexpected(match.group(0)) if english else self.invented(match.group(0)))
+        ]
+        wanted = {i for index in suspects for i in (index - 1, index, index + 1)}
+        return pronunciations(
+            matches[i].group(0).lower() for i in sorted(wanted) if 0 <= i < len(matches)
+        )
+
+    def unexpected(self, word: str) -> bool:
+        """English, but not report English: in neither the corpus of report sentences nor the
+        vocabulary (nor an inflection of either), nor a statement word.  In a chest dictation
+        such a word is more likely a term misheard ("feeling defects" for filling defects,
+        "sentimental arteries" for segmental) than what was said, if it sounds almost like one."""
+        lower = word.lower()
+        return (
+            bool(self.sounds)
+            and lower.isalpha()
+            and len(lower) >= MIN_LETTERS
+            and lower not in STATEMENT_WORDS
+            and not _inflection_of(lower, self.expected)
+        )
+
     def _best_span(
-        self, matches: Sequence[re.Match[str]], index: int, *, first_free: int
+        self,
+        matches: Sequence[re.Match[str]],
+        index: int,
+        *,
+        first_free: int,
+        heard: Mapping[str, Phonemes],
     ) -> tuple[int, int, str] | None:
         """(first, last, term): the closest term for the invention at ``index`` alone or with
-        a neighbour; taking in a known neighbour costs :data:`NEIGHBOUR_COST`."""
+        a neighbour; taking in a known neighbour costs :data:`NEIGHBOUR_COST`.  An unexpected
+        English word takes in only unexpected or invented neighbours."""
         best: tuple[tuple[int, float], int, int, str] | None = None
         for first, last in ((index, index), (index - 1, index), (index, index + 1)):
             if first < first_free or last >= len(matches):
@@ -184,11 +278,17 @@ class PhoneticCorrector:
                 continue
             if any(m.group(0).lower() in STATEMENT_WORDS for m in span):
                 continue  # "pleel are" must not become "pleura": "are" was said
+            invented = sum(self.invented(m.group(0)) for m in span)
             spelled = "".join(m.group(0).lower() for m in span).replace("-", "")
-            found = self.closest(spelled)
+            if self.sounds and all(m.group(0).lower() in heard for m in span):
+                if not invented and not all(self.unexpected(m.group(0)) for m in span):
+                    continue
+                sound = tuple(p for m in span for p in heard[m.group(0).lower()])
+                found = self.closest_sound(sound, spelled, english=not invented)
+            else:
+                found = self.closest(spelled) if invented else None
             if found is None:
                 continue
-            invented = sum(self.invented(m.group(0)) for m in span)
             # explaining two inventions at once beats explaining one
             cost = (-invented, found[0] + NEIGHBOUR_COST * (len(span) - invented))
             if best is None or cost < best[0]:
@@ -211,6 +311,16 @@ class PhoneticCorrector:
                     return True
         return False
 
+    def closest_sound(
+        self, sound: Phonemes, spelled: str, *, english: bool
+    ) -> tuple[float, str] | None:
+        """(score, term) of the term whose pronunciation is closest to ``sound``, if within
+        :data:`MAX_INVENTED_DISTANCE` (or :data:`MAX_ENGLISH_DISTANCE` for English words)."""
+        key = (sound, spelled, english)
+        if key not in self._found:
+            self._found[key] = _closest_sound(self, sound, spelled, english)
+        return self._found[key]
+
     def closest(self, spelled: str) -> tuple[float, str] | None:
         """(distance, term) of the vocabulary term that ``spelled`` most sounds like, if close."""
         key = sound_key(spelled)
@@ -232,6 +342,58 @@ class PhoneticCorrector:
         return best
 
 
+def _closest_sound(
+    corrector: PhoneticCorrector, sound: Phonemes, spelled: str, english: bool
+) -> tuple[float, str] | None:
+    """Within the phoneme limit, the term with the least phoneme distance plus
+    :data:`SPELLING_WEIGHT` times spelling distance ("lural": pleural, not lateral)."""
+    limit = MAX_ENGLISH_DISTANCE if english else MAX_INVENTED_DISTANCE
+    if len(sound) < MIN_PHONEMES:
+        return None
+    best: tuple[float, str] | None = None
+    for term in corrector.terms:
+        said = corrector.sounds.get(term.word)
+        if said is None or (english and len(said) < MIN_ENGLISH_PHONEMES):
+            continue
+        longest = max(len(said), len(sound))
+        if abs(len(said) - len(sound)) > limit * longest:
+            continue
+        distance = relative_phoneme_distance(sound, said)
+        if distance > limit:
+            continue
+        spelling = edit_distance(spelled, term.word) / max(len(spelled), len(term.word))
+        if not english and spelling > MAX_SPELLING_DISTANCE:
+            continue
+        if _common_prefix(spelled, term.word) >= MIN_SHARED_STEM and (
+            english or abs(len(spelled) - len(term.word)) >= 2
+        ):
+            continue  # another form of the term ("enlargement", "reconstruction"): as said
+        score = distance + SPELLING_WEIGHT * spelling
+        if best is None or score < best[0]:
+            best = (score, term.word)
+    return best
+
+
+def _common_prefix(first: str, second: str) -> int:
+    length = 0
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            break
+        length += 1
+    return length
+
+
+def _inflection_of(word: str, words: frozenset[str]) -> bool:
+    if word in words:
+        return True
+    for suffix, replacements in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            stem = word[: -len(suffix)]
+            if any(stem + ending in words for ending in replacements):
+                return True
+    return False
+
+
 def _adjacent(span: Sequence[re.Match[str]]) -> bool:
     """Words separated by spaces only (no punctuation between them)."""
     return all(
@@ -249,5 +411,11 @@ def _cased(word: str, replaced: re.Match[str]) -> str:
 
 @cache
 def chest_corrector() -> PhoneticCorrector:
-    """The corrector for chest CT dictations (built once per process)."""
-    return PhoneticCorrector.build(CHEST_CT_VOCABULARY, common_words())
+    """The corrector for chest CT dictations (built once per process), comparing
+    pronunciations where espeak-ng is installed."""
+    from app.speech.context import read_corpus
+
+    corpus = {word for line in read_corpus() for word in re.findall(r"[a-z]+", line.lower())}
+    return PhoneticCorrector.build(
+        CHEST_CT_VOCABULARY, common_words(), expected=corpus, pronounce=True
+    )

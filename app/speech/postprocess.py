@@ -8,7 +8,8 @@ The steps, in order:
    like (:mod:`app.speech.phonetic`: "stickulated" -> "spiculated"), and
    English words the sentence around them rules out become the chest CT word it
    calls for (:mod:`app.speech.context`: "the ascending order" -> "the
-   ascending aorta");
+   ascending aorta"), and last English words no report uses that sound almost
+   like a term become it ("a river lesion" -> "a liver lesion");
 2. spoken measurements become report notation ("six by four millimeters" ->
    "6 x 4 mm", see :mod:`app.speech.numbers`);
 3. spoken punctuation and commands act ("period", "comma", "new paragraph",
@@ -160,8 +161,10 @@ def correct_transcript(
     """Turn Whisper's raw text into report text and sections (see the module docstring)."""
     fixed = apply_lexicon(raw_text, corrections)
     if has_context(fixed):
-        fixed = (phonetic or chest_corrector()).correct(fixed)
+        phonetic = phonetic or chest_corrector()
+        fixed = phonetic.correct(fixed)
         fixed = (context or chest_context_corrector()).correct(fixed)
+        fixed = phonetic.correct_english(fixed)
     tokens = convert_measurements(tokenize(fixed))
     return _Assembler().run(tokens)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.speech.model import locate_model
+from app.speech.phonemes import espeak_available
 from app.speech.phonetic import (
     COMMON_WORDS_FILE,
     PhoneticCorrector,
@@ -98,3 +99,61 @@ def test_common_words_are_whispers_whole_word_tokens(tmp_path: Path) -> None:
     assert shipped == sorted(whole_words)
     assert {"the", "order", "assist", "lobe"} <= common_words()
     assert "pleural" not in common_words()
+
+
+needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
+
+
+@needs_espeak
+@pytest.mark.parametrize(
+    ("heard", "meant"),
+    [
+        # invented words Whisper wrote for terms, reached by pronunciation
+        ("Mustoyotomy wires are intact.", "Sternotomy wires are intact."),
+        ("Clerogic lesion in the liver.", "Sclerotic lesion in the liver."),
+        ("Trace left lural fluid.", "Trace left pleural fluid."),  # not "lateral"
+    ],
+)
+def test_pronunciation_reaches_terms_spelling_does_not(heard: str, meant: str) -> None:
+    assert chest_corrector().correct(heard) == meant
+
+
+@needs_espeak
+def test_unexpected_english_that_sounds_like_a_term_becomes_it() -> None:
+    """English that report sentences never use, in a chest dictation, sounding almost like a
+    term: the term.  Only after the other corrections (:func:`correct_transcript`)."""
+    corrector = chest_corrector()
+    assert corrector.unexpected("river")
+    assert not corrector.unexpected("lesion")  # report English
+    assert corrector.correct("A river lesion in the left lower lobe.") == (
+        "A river lesion in the left lower lobe."
+    )
+    assert corrector.correct_english("A river lesion in the left lower lobe.") == (
+        "A liver lesion in the left lower lobe."
+    )
+    assert correct_transcript("A river lesion in the left lower lobe.").text == (
+        "A liver lesion in the left lower lobe."
+    )
+
+
+@needs_espeak
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Mild cardiac enlargement.",  # another form of a term ("enlarged") stays
+        "The patient could not hold his breath, so there is motion artifact in the lungs.",
+        "Discussed with Doctor Margaret Jones by telephone regarding the pleural effusion.",
+        "Please put the previous studies in order. The lungs are clear.",
+        "Likely assist. The ascending order.",  # too far, or too short a term ("cyst")
+        "There is a large right pleural effusion.",  # statement words are never changed
+    ],
+)
+def test_english_that_sounds_like_no_term_stays(text: str) -> None:
+    assert chest_corrector().correct_english(text) == text
+
+
+def test_without_pronunciations_only_inventions_change() -> None:
+    corrector = PhoneticCorrector.build(["liver", "carina"], ["the", "at", "a", "river"])
+    assert not corrector.sounds
+    assert corrector.correct_english("A river lesion.") == "A river lesion."
+    assert corrector.correct("Mass at the karinna.") == "Mass at the carina."
