@@ -59,9 +59,21 @@ def test_no_held_out_template_is_in_the_corpus() -> None:
             assert not hits, f"held-out {sentence!r} is in the corpus: {hits}"
 
 
+def test_no_tuning_template_is_in_the_corpus() -> None:
+    """The tuning set stands for wording the corrections have not seen, like the held-out."""
+    tuning = dictations.TUNING_TECHNIQUE + dictations.TUNING_FINDINGS + dictations.TUNING_IMPRESSION
+    corpus = [" ".join(re.findall(r"[a-z]+", line.lower())) for line in read_corpus()]
+    for template in tuning:
+        for sentence in re.split(r"(?<=\.)\s+", template):
+            pattern = _template_pattern(sentence)
+            hits = [line for line in corpus if pattern.search(line)]
+            assert not hits, f"tuning {sentence!r} is in the corpus: {hits}"
+
+
 def test_corpus_uses_no_word_only_the_held_out_set_uses() -> None:
     slots = _words([v for pairs in dictations.SLOTS.values() for pair in pairs for v in pair])
     held_out_only = _words(HELD_OUT_TEMPLATES) - _words(DEVELOPMENT_TEMPLATES) - slots
+    # (the tuning templates may not lend a held-out word either: test_vocabulary.py)
     strays = (_words(read_corpus()) & held_out_only) - GENERIC
     assert not strays, f"corpus words only held-out templates use: {sorted(strays)}"
 
