@@ -18,11 +18,13 @@ and remembered for the life of the process.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
 import subprocess
 import threading
 from collections.abc import Iterable, Sequence
+from functools import cache
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,7 @@ def _run(words: Sequence[str]) -> dict[str, Phonemes]:
     return {word: parse(line) for word, line in zip(words, lines, strict=True)}
 
 
+@cache
 def _substitution(a: str, b: str) -> float:
     if a == b:
         return 0.0
@@ -157,31 +160,41 @@ def _substitution(a: str, b: str) -> float:
     return 1.0
 
 
+@cache
 def _gap(symbol: str) -> float:
     if symbol in "əɪ":
         return SCHWA_COST
     return VOWEL_GAP_COST if symbol in VOWELS else 1.0
 
 
-def phoneme_distance(first: Phonemes, second: Phonemes) -> float:
-    """Weighted edit distance over phonemes (see the module docstring)."""
+def phoneme_distance(first: Phonemes, second: Phonemes, *, give_up: float = math.inf) -> float:
+    """Weighted edit distance over phonemes (see the module docstring); ``math.inf`` as soon
+    as it is sure to exceed ``give_up``."""
+    gaps = [_gap(symbol) for symbol in second]
     previous = [0.0]
-    for symbol in second:
-        previous.append(previous[-1] + _gap(symbol))
+    for gap in gaps:
+        previous.append(previous[-1] + gap)
     for a in first:
-        current = [previous[0] + _gap(a)]
+        gap_a = _gap(a)
+        current = [previous[0] + gap_a]
         for j, b in enumerate(second, start=1):
             current.append(
                 min(
-                    previous[j] + _gap(a),
-                    current[j - 1] + _gap(b),
+                    previous[j] + gap_a,
+                    current[j - 1] + gaps[j - 1],
                     previous[j - 1] + _substitution(a, b),
                 )
             )
+        if min(current) > give_up:
+            return math.inf
         previous = current
     return previous[-1]
 
 
-def relative_phoneme_distance(first: Phonemes, second: Phonemes) -> float:
-    """:func:`phoneme_distance` over the longer pronunciation's length."""
-    return phoneme_distance(first, second) / max(len(first), len(second), 1)
+def relative_phoneme_distance(
+    first: Phonemes, second: Phonemes, *, limit: float = math.inf
+) -> float:
+    """:func:`phoneme_distance` over the longer pronunciation's length (``math.inf`` when
+    sure to be over ``limit``)."""
+    longest = max(len(first), len(second), 1)
+    return phoneme_distance(first, second, give_up=limit * longest) / longest
