@@ -76,6 +76,11 @@ errors 82 -> 80 and 239 -> 235; 1 to 3 did the same)."""
 MIN_PAIR_LETTERS = 5
 """Word pairs of the corpus are candidates too ("shore taxes" -> "short axis") if this long."""
 
+MIN_FORM_STEM = 6
+MAX_FORM_CHANGE = 3
+"""A term may become another form of itself: same first 6 letters, at most 3 letters longer
+or shorter ("lingular" -> lingula, "thickening" -> thickened)."""
+
 NUMBER = "<num>"
 START, END = "<s>", "</s>"
 
@@ -319,7 +324,7 @@ class ContextCorrector:
 
     def _best(self, words: Sequence[_Word], index: int, sentence: list[str]) -> Replacement | None:
         if not self.changeable(words[index].text):
-            return None
+            return self._other_form(words, index, sentence)
         best: Replacement | None = None
         for first, last in ((index, index), (index, index + 1)):
             if last >= len(words) or words[last].sentence != words[index].sentence:
@@ -363,6 +368,50 @@ class ContextCorrector:
                 best = Replacement(first, last, candidate, gain)
         return best
 
+    def _other_form(
+        self, words: Sequence[_Word], index: int, sentence: list[str]
+    ) -> Replacement | None:
+        """A term in the form the sentence calls for ("in the lingular." -> lingula, "is
+        thickening." -> thickened): a corpus word with the same first :data:`MIN_FORM_STEM`
+        letters, seen with the words on both sides, if the sentence gains :data:`MIN_GAIN`.
+        Statement words keep their form ("enlarged" is never "enlargement"), and the number
+        stays ("lesions" is never "lesion")."""
+        heard = words[index].text.lower()
+        if (
+            len(heard) < MIN_FORM_STEM
+            or not heard.isalpha()
+            or heard not in self.protected
+            or _inflected_from(heard, NEVER_CHANGE)
+        ):
+            return None
+        position = words[index].position
+        left = sentence[position - 1] if position > 0 else START
+        right = sentence[position + 1] if position + 1 < len(sentence) else END
+        before = self.model.score(sentence, position, position)
+        best: Replacement | None = None
+        for candidate in self._forms(heard):
+            if not (self.model.seen(left, candidate) and self.model.seen(candidate, right)):
+                continue
+            changed = [*sentence[:position], candidate, *sentence[position + 1 :]]
+            gain = self.model.score(changed, position, position) - before
+            if gain > MIN_GAIN and (best is None or gain > best.gain):
+                best = Replacement(index, index, candidate, gain)
+        return best
+
+    def _forms(self, heard: str) -> list[str]:
+        stem = heard[:MIN_FORM_STEM]
+        return [
+            candidate.word
+            for candidate in self.candidates
+            if candidate.word.startswith(stem)
+            and candidate.word != heard
+            and " " not in candidate.word
+            and abs(len(candidate.word) - len(heard)) <= MAX_FORM_CHANGE
+            and not _inflected_from(candidate.word, NEVER_CHANGE)
+            and not _plural_of(candidate.word, heard)
+            and not _plural_of(heard, candidate.word)
+        ]
+
     def _sounding_like(self, heard: str) -> list[tuple[str, float]]:
         key = sound_key(heard)
         if not key:
@@ -380,6 +429,22 @@ class ContextCorrector:
                 continue
             close.append((candidate.word, key_distance + spelling))
         return close
+
+
+def _plural_of(word: str, other: str) -> bool:
+    """One finding or many is what was said: never changed by the sentence around it."""
+    return word in (other + "s", other + "es") or (
+        other.endswith("y") and word == other[:-1] + "ies"
+    )
+
+
+def _inflected_from(word: str, words: frozenset[str]) -> bool:
+    if word in words:
+        return True
+    for suffix, ending in (("s", ""), ("es", ""), ("ies", "y"), ("ed", ""), ("ly", "")):
+        if word.endswith(suffix) and word[: -len(suffix)] + ending in words:
+            return True
+    return False
 
 
 def _words(text: str) -> list[_Word]:

@@ -195,3 +195,27 @@ def test_size_words_need_support_on_both_sides() -> None:
     assert corrector.correct("Very mile emphysema in the upper lobes.") == (
         "Very mile emphysema in the upper lobes."
     )
+
+
+@pytest.mark.parametrize(
+    ("heard", "meant"),
+    [
+        ("Consolidation in the lingular.", "Consolidation in the lingula."),
+        ("Left pleura effusion.", "Left pleural effusion."),
+    ],
+)
+def test_a_term_takes_the_form_the_sentence_calls_for(heard: str, meant: str) -> None:
+    assert chest_context_corrector().correct(heard) == meant
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Lingular atelectasis.",  # both forms are right where they stand
+        "The pleura is thickened.",
+        "Hypodense lesions in the liver.",  # one lesion or several is what was said
+        "The heart is enlarged.",  # a statement word keeps its form
+    ],
+)
+def test_a_term_in_a_fitting_form_keeps_it(text: str) -> None:
+    assert chest_context_corrector().correct(text) == text
