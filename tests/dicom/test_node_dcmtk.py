@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +19,10 @@ from app.core.domain import SeriesState, StudyStatus
 from app.core.tables import AuditEvent
 from dicom_node.send import Destination, send_files
 
-from .conftest import (  # type: ignore[import-not-found]
+from .conftest import (
+    DCMTK_ENV,
     ECHOSCU,
+    STORESCU,
     RunningNode,
     dataset_bytes,
     run_tool,
@@ -31,7 +34,7 @@ StartNode = Callable[..., RunningNode]
 
 
 def _metric(node: RunningNode, name: str, labels: dict[str, str] | None = None) -> float:
-    registry = node.component.node.services.metrics.registry  # type: ignore[union-attr]
+    registry = node.component.node.services.metrics.registry
     value = registry.get_sample_value(name, labels or {})
     return float(value or 0.0)
 
@@ -261,7 +264,9 @@ def test_negotiation_prefers_lossless_and_lets_the_sender_fall_back(
     assoc = ae.associate("127.0.0.1", node.port, ae_title="RADSCRIBE")
     assert assoc.is_established
     try:
-        accepted = {cx.abstract_syntax: cx.transfer_syntax[0] for cx in assoc.accepted_contexts}
+        accepted = {
+            str(cx.abstract_syntax): cx.transfer_syntax[0] for cx in assoc.accepted_contexts
+        }
         assert accepted[ds.SOPClassUID] == ExplicitVRLittleEndian
         assert accepted["1.2.840.10008.5.1.4.1.1.88.33"] == "1.2.826.0.1.3680043.99.1"
         assert [cx.abstract_syntax for cx in assoc.rejected_contexts] == [
@@ -330,3 +335,41 @@ def test_association_and_pdu_limits(start_node: StartNode) -> None:
             run_tool([ECHOSCU, "-aec", "RADSCRIBE", "127.0.0.1", str(node.port)]).returncode == 0
         )
     )
+
+
+def test_concurrent_senders_in_small_pdus_are_stored_byte_for_byte(
+    start_node: StartNode, tmp_path: Path
+) -> None:
+    """Four storescu at once, each data set in 4 KiB PDUs (read back to back as they
+    queue up), the header spread over many of them; one series has private elements
+    after its pixel data, so its header is read from the whole data set."""
+    node = start_node()
+    plain = write_ct_series(tmp_path / "plain", slices=12, size=256)
+    padded = write_ct_series(tmp_path / "padded", slices=4, size=256)
+    for path in padded.files:
+        ds = dcmread(path)
+        ds.add_new(0x7FE10010, "LO", "RADSCRIBE TEST")
+        ds.add_new(0x7FE11001, "OB", b"\1" * 8)
+        ds.save_as(path, enforce_file_format=True)
+    files = plain.files + padded.files
+    command = [STORESCU, "-aet", "STORESCU", "-aec", "RADSCRIBE", "--max-send-pdu", "4096"]
+    senders = [
+        subprocess.Popen(
+            [*command, "127.0.0.1", str(node.port), *map(str, files[part::4])],
+            env=DCMTK_ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for part in range(4)
+    ]
+    for sender in senders:
+        _out, err = sender.communicate(timeout=120)
+        assert sender.returncode == 0, err
+    rows = node.instances()
+    assert len(rows) == len(files)
+    for path in files:
+        sop = dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        stored = node.storage / rows[sop].storage_path
+        assert dataset_bytes(stored) == dataset_bytes(path), path
+    assert {node.series(s.series_uid).instance_count for s in (plain, padded)} == {12, 4}

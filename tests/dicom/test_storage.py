@@ -52,6 +52,19 @@ def test_stored_paths_outside_the_root_are_refused(tmp_path: Path, relative: str
         store.absolute(relative)
 
 
+@pytest.mark.parametrize(
+    "relative", ["a/b/..", "a/b/../../x.dcm", "a/../../b/x.dcm", "../b/x.dcm", "/a/b/x.dcm"]
+)
+def test_a_folder_already_checked_does_not_let_unsafe_paths_through(
+    tmp_path: Path, relative: str
+) -> None:
+    store = InstanceStore(root=tmp_path / "dicom")
+    assert store.absolute("a/b/x.dcm") == store.root / "a" / "b" / "x.dcm"
+    with pytest.raises(UnsafePathError):
+        store.absolute(relative)
+    assert store.absolute("a/b/y.dcm") == store.root / "a" / "b" / "y.dcm"
+
+
 def test_a_write_lands_whole_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     store = InstanceStore(root=tmp_path / "dicom")
     stored = store.write("1.2/1.3/1.4.x.dcm", (b"head", b"body" * 1000))
