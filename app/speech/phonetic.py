@@ -20,7 +20,8 @@ further, after the context corrector: an English word that report sentences
 never use (:meth:`PhoneticCorrector.unexpected`: "river", "feeling") and that
 sounds almost like a term of at least :data:`MIN_ENGLISH_PHONEMES` phonemes
 becomes the term ("a river lesion" -> a liver lesion), unless it is another
-form of it ("enlargement").  Statement words are never replaced or swallowed.
+form of it ("enlargement"); with a word next to it, it may make one long term
+("some pleural" -> subpleural, "cardio pulmonary" -> cardiopulmonary).  Statement words are never replaced or swallowed.
 What stays out of reach: a term heard as English that sounds quite different
 ("order" for aorta) and terms heard as several words ("and hand sing").
 """
@@ -66,6 +67,10 @@ tuning sets; 0.6 lost one)."""
 MIN_SHARED_STEM = 6
 """An English word that starts with this many letters of a term is another form of it, and
 so is an invented one that is also two letters longer or shorter."""
+MIN_MERGED_LETTERS = 3
+MIN_MERGE_PHONEMES = 8
+"""An unexpected English word merged with a report word next to it ("high pneumothorax" ->
+hydropneumothorax) becomes only a term at least this long."""
 SPELLING_WEIGHT = 0.5
 """Weight of the spelling distance beside the phoneme distance when ranking terms."""
 MIN_ENGLISH_PHONEMES = 5
@@ -179,7 +184,7 @@ class PhoneticCorrector:
     sounds: Mapping[str, Phonemes] = field(default_factory=dict, hash=False, compare=False)
     """The terms' pronunciations; without them sound keys and spellings are compared and
     only invented words are replaced."""
-    _found: dict[tuple[Phonemes, str, bool], tuple[float, str] | None] = field(
+    _found: dict[tuple[Phonemes, str, bool, bool], tuple[float, str] | None] = field(
         default_factory=dict, hash=False, compare=False, repr=False
     )
 
@@ -285,10 +290,16 @@ class PhoneticCorrector:
             invented = sum(self.invented(m.group(0)) for m in span)
             spelled = "".join(m.group(0).lower() for m in span).replace("-", "")
             if self.sounds and all(m.group(0).lower() in heard for m in span):
-                if not invented and not all(self.unexpected(m.group(0)) for m in span):
+                unexpected = sum(self.unexpected(m.group(0)) for m in span)
+                if not invented and not unexpected:
                     continue
+                merging = not invented and unexpected < len(span)
+                if merging and any(len(m.group(0)) < MIN_MERGED_LETTERS for m in span):
+                    continue  # "on reconstruction" is not "reconstructions"
                 sound = tuple(p for m in span for p in heard[m.group(0).lower()])
-                found = self.closest_sound(sound, spelled, english=not invented)
+                found = self.closest_sound(sound, spelled, english=not invented, merging=merging)
+                if found and merging and found[1] in {m.group(0).lower() for m in span}:
+                    found = None
             else:
                 found = self.closest(spelled) if invented else None
             if found is None:
@@ -316,13 +327,14 @@ class PhoneticCorrector:
         return False
 
     def closest_sound(
-        self, sound: Phonemes, spelled: str, *, english: bool
+        self, sound: Phonemes, spelled: str, *, english: bool, merging: bool = False
     ) -> tuple[float, str] | None:
         """(score, term) of the term whose pronunciation is closest to ``sound``, if within
         :data:`MAX_INVENTED_DISTANCE` (or :data:`MAX_ENGLISH_DISTANCE` for English words)."""
-        key = (sound, spelled, english)
+        key = (sound, spelled, english, merging)
         if key not in self._found:
-            self._found[key] = _closest_sound(self, sound, spelled, english)
+            shortest = MIN_MERGE_PHONEMES if merging else MIN_ENGLISH_PHONEMES
+            self._found[key] = _closest_sound(self, sound, spelled, english, shortest)
         return self._found[key]
 
     def closest(self, spelled: str) -> tuple[float, str] | None:
@@ -347,7 +359,7 @@ class PhoneticCorrector:
 
 
 def _closest_sound(
-    corrector: PhoneticCorrector, sound: Phonemes, spelled: str, english: bool
+    corrector: PhoneticCorrector, sound: Phonemes, spelled: str, english: bool, shortest: int
 ) -> tuple[float, str] | None:
     """Within the phoneme limit, the term with the least phoneme distance plus
     :data:`SPELLING_WEIGHT` times spelling distance ("lural": pleural, not lateral)."""
@@ -358,7 +370,7 @@ def _closest_sound(
     key = sound_key(spelled)
     for term in corrector.terms:
         said = corrector.sounds.get(term.word)
-        if said is None or (english and len(said) < MIN_ENGLISH_PHONEMES):
+        if said is None or (english and len(said) < shortest):
             continue
         if relative_distance(key, term.key, PREFILTER_KEY_DISTANCE) is None:
             continue  # a cheap first look: far apart even in sound keys
@@ -371,8 +383,10 @@ def _closest_sound(
         spelling = edit_distance(spelled, term.word) / max(len(spelled), len(term.word))
         if not english and spelling > MAX_SPELLING_DISTANCE:
             continue
-        if _common_prefix(spelled, term.word) >= MIN_SHARED_STEM and (
-            english or abs(len(spelled) - len(term.word)) >= 2
+        if (
+            _common_prefix(spelled, term.word) >= MIN_SHARED_STEM
+            and spelled != term.word  # "cardio pulmonary": the term itself, merged
+            and (english or abs(len(spelled) - len(term.word)) >= 2)
         ):
             continue  # another form of the term ("enlargement", "reconstruction"): as said
         score = distance + SPELLING_WEIGHT * spelling

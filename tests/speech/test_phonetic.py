@@ -138,8 +138,24 @@ def test_unexpected_english_that_sounds_like_a_term_becomes_it() -> None:
 
 @needs_espeak
 @pytest.mark.parametrize(
+    ("heard", "meant"),
+    [
+        ("A 4 mm some pleural nodule.", "A 4 mm subpleural nodule."),
+        ("No acute cardio pulmonary abnormality.", "No acute cardiopulmonary abnormality."),
+    ],
+)
+def test_unexpected_english_merges_with_a_neighbour_into_a_long_term(
+    heard: str, meant: str
+) -> None:
+    assert chest_corrector().correct_english(heard) == meant
+
+
+@needs_espeak
+@pytest.mark.parametrize(
     "text",
     [
+        "Coronal on reconstruction.",  # a two-letter word is never swallowed
+        "Some high attenuation material in the stomach.",
         "Mild cardiac enlargement.",  # another form of a term ("enlarged") stays
         "The patient could not hold his breath, so there is motion artifact in the lungs.",
         "Discussed with Doctor Margaret Jones by telephone regarding the pleural effusion.",
