@@ -21,7 +21,8 @@ never use (:meth:`PhoneticCorrector.unexpected`: "river", "feeling") and that
 sounds almost like a term of at least :data:`MIN_ENGLISH_PHONEMES` phonemes
 becomes the term ("a river lesion" -> a liver lesion), unless it is another
 form of it ("enlargement"); with a word next to it, it may make one long term
-("some pleural" -> subpleural, "cardio pulmonary" -> cardiopulmonary).  Statement words are never replaced or swallowed.
+("some pleural" -> subpleural, "cardio pulmonary" -> cardiopulmonary).
+Statement words are never replaced or swallowed.
 What stays out of reach: a term heard as English that sounds quite different
 ("order" for aorta) and terms heard as several words ("and hand sing").
 """
