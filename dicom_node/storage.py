@@ -173,9 +173,9 @@ class TemporaryWriter:
     (whenever the buffer is full, see ``DIRECT_WRITE_AT``), the last block
     zero-padded and the file truncated to its size before the fsync.  The data
     has to reach the disk before it is acknowledged anyway; this way it is not
-    first copied into the page cache,
-    which cost more CPU than anything else on the receive path (fresh page-cache
-    pages for every instance).  Without ``buffers``, ordinary buffered writes.
+    first copied into the page cache, which cost more CPU than anything else on
+    the receive path (fresh page-cache pages for every instance).  Without
+    ``buffers``, ordinary buffered writes.
 
     Thread-safe: after :meth:`abandon` from another thread, writes raise
     instead of touching the descriptor (never used after close).
