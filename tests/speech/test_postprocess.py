@@ -152,3 +152,13 @@ def test_nothing_left(raw: str) -> None:
     result = correct_transcript(raw)
     assert result.text == ""
     assert result.sections == {}
+
+
+def test_a_spoken_comma_heard_as_a_word_is_a_comma() -> None:
+    """tiny.en writes "coma," or "calmer," for a spoken comma (its own mark after it)."""
+    assert correct_transcript("Small pleural effusion coma, likely reactive period.").text == (
+        "Small pleural effusion, likely reactive."
+    )
+    assert correct_transcript("The patient was in a coma, said the nurse.").text == (
+        "The patient was in a coma, said the nurse."
+    )  # not a chest dictation: the word stays
