@@ -167,6 +167,7 @@ def test_concurrent_folder_syncs_are_shared(
     assert 1 <= len(calls) <= 4
 
 
+@pytest.mark.parametrize("early", [False, True])
 @pytest.mark.parametrize("direct", [True, False])
 @pytest.mark.parametrize(
     "pieces",
@@ -178,16 +179,17 @@ def test_concurrent_folder_syncs_are_shared(
         [4097],
         [132, 262_144, 262_144, 1000],  # File Meta, then PDU-sized fragments
         [storage_module.DIRECT_WRITE_AT - 1, 2, storage_module.DIRECT_ALIGNMENT + 3],
+        [storage_module.EARLY_WRITE_AT - 1, 2, storage_module.DIRECT_ALIGNMENT + 3],
         [storage_module.DIRECT_BUFFER_BYTES + 5],  # more than one staging buffer
         [7] * 1000,  # many small pieces
     ],
 )
 def test_temporary_files_hold_exactly_what_was_written(
-    tmp_path: Path, direct: bool, pieces: list[int]
+    tmp_path: Path, direct: bool, early: bool, pieces: list[int]
 ) -> None:
     store = InstanceStore(root=tmp_path / "dicom", direct_writes=direct)
     chunks = [os.urandom(size) for size in pieces]
-    writer = store.open_temporary()
+    writer = store.open_temporary(early_writes=early)
     assert (writer._buffers is not None) is direct  # ext4 under tmp_path takes O_DIRECT
     for chunk in chunks:
         writer.write(memoryview(chunk))
@@ -197,6 +199,17 @@ def test_temporary_files_hold_exactly_what_was_written(
     # The staging buffer went back for the next file, which starts clean.
     again = store.write_temporary([b"next"])
     assert again.path.read_bytes() == b"next"
+
+
+@pytest.mark.parametrize("early", [False, True])
+def test_early_writes_reach_the_file_while_pieces_arrive(tmp_path: Path, early: bool) -> None:
+    store = InstanceStore(root=tmp_path / "dicom")
+    writer = store.open_temporary(early_writes=early)
+    data = os.urandom(storage_module.EARLY_WRITE_AT + 10)
+    writer.write(data)
+    on_disk = writer.path.stat().st_size
+    assert on_disk == (storage_module.EARLY_WRITE_AT if early else 0)
+    assert writer.finish().path.read_bytes() == data
 
 
 def test_an_abandoned_direct_write_leaves_nothing_and_refuses_more(tmp_path: Path) -> None:
