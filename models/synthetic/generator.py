@@ -288,16 +288,25 @@ def _measure(
 def model_grid_geometry(
     spec: StudySpec, *, spacing_mm: float = 2.25, matrix: int = 160
 ) -> ScanGeometry:
-    """The study's scan range on a model-resolution grid (the fast path for training sets)."""
+    """The study's scan range on a model-resolution grid (the fast path for training sets).
+
+    The grid is never finer than the acquisition: a coarse matrix keeps its pixels and
+    widely spaced slices keep their spacing, so the model sees what ``models.preprocess``
+    makes of such a series (interpolated up), not detail the scanner never recorded.
+    The field of view stays ``matrix`` x ``spacing_mm``.
+    """
     g = spec.acquisition.geometry
     coverage = g.z_last - g.z_first
-    n = max(2, round(coverage / spacing_mm) + 1)
+    pixel = max(spacing_mm, g.pixel_spacing)
+    z_spacing = max(spacing_mm, g.slice_spacing)
+    n = max(2, round(coverage / z_spacing) + 1)
+    size = max(8, round(matrix * spacing_mm / pixel))
     return dataclasses.replace(
         g,
-        rows=matrix,
-        cols=matrix,
-        pixel_spacing=spacing_mm,
-        slice_spacing=spacing_mm,
+        rows=size,
+        cols=size,
+        pixel_spacing=pixel,
+        slice_spacing=z_spacing,
         slice_thickness=max(g.slice_thickness, spacing_mm),
         n_slices=n,
     )

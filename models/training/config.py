@@ -87,6 +87,9 @@ class DataConfig(_Strict):
     synthetic_train: int = Field(default=64, ge=1)
     synthetic_valid: int = Field(default=16, ge=1)
     synthetic_test: int = Field(default=16, ge=0)
+    synthetic_coarse_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Share of synthetic train and valid studies acquired on a matrix smaller than 512
+    (the test split stays at 512, comparable between runs)."""
     limit: int | None = Field(default=None, ge=1)
     """Use at most this many studies per split (smoke runs)."""
     cache_workers: int = Field(default=2, ge=1)

@@ -23,7 +23,9 @@ def split_records(data: DataConfig, split: str) -> tuple[list[StudyRecord], Prep
         from models.training.synthetic_source import prepare_synthetic, synthetic_records
 
         count = int(getattr(data, SYNTHETIC_COUNTS.get(split, "synthetic_test")))
-        return limit_records(synthetic_records(split, count), data.limit), prepare_synthetic
+        coarse = data.synthetic_coarse_fraction if split != "test" else 0.0
+        records = synthetic_records(split, count, coarse_fraction=coarse)
+        return limit_records(records, data.limit), prepare_synthetic
     if data.layout == "hospital":
         from models.training.hospital import read_export
 

@@ -7,6 +7,10 @@ canonical array as a ``SliceStack`` in patient coordinates and sends it through
 quality estimates as a DICOM series at inference.  Texts come from the generator's
 clinical context (EMR) and reference report; nodule truth from its lesions.
 
+The grid is never finer than the acquisition (a coarse matrix or widely spaced slices
+stay coarse), and a configurable share of studies is acquired on a smaller matrix, so
+the model also learns the small series of demonstrations and tests.
+
 Seeds: split ``train`` uses ``TRAIN_SEED0 + i`` and so on, so splits never share a
 study.  Unusual reconstruction kernels are left out of train and valid, so the
 hard split's "unseen kernels" are really unseen.
@@ -33,15 +37,34 @@ FAST_PATH_SPACING_MM = 2.25
 FAST_PATH_MATRIX = 160
 SEARCH_FACTOR = 3
 """Seeds examined per wanted study when unusual kernels are skipped."""
+FULL_MATRIX = 512
+COARSE_MATRICES = (96, 128, 192, 256, 384)
+"""Matrices of the coarse share of studies (``DataConfig.synthetic_coarse_fraction``): the
+demonstration and test series are small, and a hospital may send reduced series."""
+MATRIX_KEY = "matrix"
 
 
-def synthetic_records(split: str, count: int) -> list[StudyRecord]:
-    """``count`` studies of ``split`` (labels are the planned findings; texts come at render)."""
-    return list(_synthetic_records(split, count))
+def synthetic_records(split: str, count: int, *, coarse_fraction: float = 0.0) -> list[StudyRecord]:
+    """``count`` studies of ``split`` (labels are the planned findings; texts come at render).
+
+    A ``coarse_fraction`` of them (chosen by seed, so the split never changes between
+    runs) is acquired on a smaller matrix than 512, drawn from ``COARSE_MATRICES``.
+    """
+    return list(_synthetic_records(split, count, coarse_fraction))
+
+
+def study_matrix(seed: int, coarse_fraction: float) -> int:
+    """The acquisition matrix of the synthetic study ``seed`` (its own random stream)."""
+    rng = np.random.default_rng([seed, 512])
+    if rng.random() >= coarse_fraction:
+        return FULL_MATRIX
+    return int(rng.choice(COARSE_MATRICES))
 
 
 @functools.lru_cache(maxsize=8)
-def _synthetic_records(split: str, count: int) -> tuple[StudyRecord, ...]:
+def _synthetic_records(
+    split: str, count: int, coarse_fraction: float = 0.0
+) -> tuple[StudyRecord, ...]:
     from models.synthetic.spec import sample_study_spec
 
     if split not in SPLIT_SEED0:
@@ -55,6 +78,7 @@ def _synthetic_records(split: str, count: int) -> tuple[StudyRecord, ...]:
         if split != "test" and UNSEEN_KERNEL_REASON in spec.hard_reasons:
             continue
         present = spec.present
+        matrix = study_matrix(spec.seed, coarse_fraction)
         records.append(
             StudyRecord(
                 study_id=f"synthetic_{spec.seed}",
@@ -62,6 +86,7 @@ def _synthetic_records(split: str, count: int) -> tuple[StudyRecord, ...]:
                 labels=tuple(float(f in present) for f in FINDINGS),
                 seed=spec.seed,
                 hard_reasons=spec.hard_reasons,
+                extra={} if matrix == FULL_MATRIX else {MATRIX_KEY: str(matrix)},
             )
         )
     return tuple(records)
@@ -105,7 +130,9 @@ def prepare_synthetic(record: StudyRecord, spec: PreprocessSpec) -> PreparedStud
 
     if record.seed is None:
         raise ValueError(f"{record.study_id} is not a synthetic study")
-    study_spec = sample_study_spec(record.seed)
+    study_spec = sample_study_spec(
+        record.seed, matrix=int(record.extra.get(MATRIX_KEY, FULL_MATRIX))
+    )
     geometry = model_grid_geometry(
         study_spec, spacing_mm=FAST_PATH_SPACING_MM, matrix=FAST_PATH_MATRIX
     )

@@ -115,7 +115,10 @@ def fingerprint(split: str, spec: PreprocessSpec, records: Sequence[StudyRecord]
         json.dumps({"format": CACHE_FORMAT, "spec": spec.to_json()}, sort_keys=True).encode()
     )
     for r in records:
-        digest.update(f"{r.study_id}|{r.source}|{r.seed}|{r.rescale}|{r.spacing_mm}\n".encode())
+        extra = f"|{sorted(r.extra.items())}" if r.extra else ""
+        digest.update(
+            f"{r.study_id}|{r.source}|{r.seed}|{r.rescale}|{r.spacing_mm}{extra}\n".encode()
+        )
     return f"{split}-{digest.hexdigest()[:16]}"
 
 

@@ -139,11 +139,16 @@ def test_same_seed_same_study_and_fast_path_matches_anatomy() -> None:
     c = render_study(sample_study_spec(8, matrix=64, n_slices=24), with_masks=False)
     assert np.array_equal(a.hu, b.hu)
     assert not np.array_equal(a.hu, c.hu) if a.hu.shape == c.hu.shape else True
+    fine = sample_study_spec(7, matrix=256, n_slices=24)
     fast = render_study(
-        spec,
-        geometry=model_grid_geometry(spec, spacing_mm=4.0, matrix=96),
-        acquired_pixel_mm=1.0,
+        fine,
+        geometry=model_grid_geometry(fine, spacing_mm=4.0, matrix=96),
+        acquired_pixel_mm=fine.acquisition.geometry.pixel_spacing,
         with_masks=False,
     )
     assert fast.hu.shape[1:] == (96, 96)
     assert fast.present == a.present
+    # a 64 matrix has pixels coarser than 4 mm: the fast path keeps them
+    coarse = model_grid_geometry(spec, spacing_mm=4.0, matrix=96)
+    assert coarse.pixel_spacing == spec.acquisition.geometry.pixel_spacing > 4.0
+    assert coarse.rows < 96

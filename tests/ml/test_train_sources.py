@@ -117,3 +117,45 @@ def test_the_synthetic_data_set_in_ct_rate_layout_loads_with_nodule_truth(tmp_pa
         tmp_path / "cache", "train", records[:1], PreprocessSpec(), progress=False
     )
     assert len(cached) == 1 and cached.studies[0].emr_text == records[0].emr_text
+
+
+def test_a_coarse_share_of_synthetic_studies_keeps_its_acquisition_matrix() -> None:
+    from models.synthetic.generator import model_grid_geometry
+    from models.synthetic.spec import sample_study_spec
+    from models.training.synthetic_source import (
+        COARSE_MATRICES,
+        MATRIX_KEY,
+        synthetic_records,
+    )
+
+    full = synthetic_records("train", 60)
+    mixed = synthetic_records("train", 60, coarse_fraction=0.5)
+    assert [r.study_id for r in full] == [r.study_id for r in mixed]  # same studies, same labels
+    assert [r.labels for r in full] == [r.labels for r in mixed]
+    assert not any(r.extra for r in full)
+    coarse = [r for r in mixed if MATRIX_KEY in r.extra]
+    assert 15 <= len(coarse) <= 45
+    assert {int(r.extra[MATRIX_KEY]) for r in coarse} <= set(COARSE_MATRICES)
+    assert synthetic_records("train", 60, coarse_fraction=0.5) == mixed  # chosen by seed
+    record = next(r for r in coarse if int(r.extra[MATRIX_KEY]) <= 128)
+    assert record.seed is not None
+    spec = sample_study_spec(record.seed, matrix=int(record.extra[MATRIX_KEY]))
+    grid = model_grid_geometry(spec, spacing_mm=2.25, matrix=160)
+    assert grid.pixel_spacing == spec.acquisition.geometry.pixel_spacing > 2.25
+    assert abs(grid.rows * grid.pixel_spacing - 360.0) < grid.pixel_spacing  # same field of view
+    fine = model_grid_geometry(sample_study_spec(record.seed), spacing_mm=2.25, matrix=160)
+    assert (fine.rows, fine.pixel_spacing) == (160, 2.25)
+
+
+def test_widely_spaced_slices_keep_their_spacing_on_the_fast_path() -> None:
+    from models.synthetic.generator import model_grid_geometry
+    from models.synthetic.spec import sample_study_spec
+
+    spec = sample_study_spec(11, n_slices=40)
+    acquired = spec.acquisition.geometry
+    assert acquired.slice_spacing > 5.0
+    grid = model_grid_geometry(spec, spacing_mm=2.25, matrix=160)
+    assert grid.slice_spacing == acquired.slice_spacing
+    assert grid.n_slices == acquired.n_slices
+    thin = model_grid_geometry(sample_study_spec(11, n_slices=300), spacing_mm=2.25, matrix=160)
+    assert thin.slice_spacing == 2.25
