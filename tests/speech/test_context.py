@@ -120,6 +120,26 @@ def test_what_was_said_is_kept(text: str) -> None:
     assert chest_context_corrector().correct(text) == text
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The patient in bed two has a small left pleural effusion.",
+        "Patient in a coma. Right lower lobe consolidation.",
+        "Fluid level in the right pleural space.",
+    ],
+)
+def test_two_common_words_stay_unless_they_sound_like_the_term(text: str) -> None:
+    """Everyday English the corpus never saw is not merged into a far-sounding term
+    ("patient in" is not "ascending", "fluid level" is not "multilevel")."""
+    assert chest_context_corrector().correct(text) == text
+
+
+def test_two_common_words_that_sound_like_a_term_become_it() -> None:
+    assert chest_context_corrector().correct("The lungs are man remarkable.") == (
+        "The lungs are unremarkable."
+    )
+
+
 def test_never_writes_a_negation_or_a_change_word() -> None:
     corrector = chest_context_corrector()
     written = {word for candidate in corrector.candidates for word in candidate.word.split()}
