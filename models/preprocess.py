@@ -10,7 +10,8 @@ Steps (timed separately in ``PreparedImage.timings``):
    slices decoded in parallel) or NIfTI (``models.nifti_loader``) into a
    ``SliceStack`` of int16 HU with per-slice origins;
 2. anti-alias: average-pool the stack by whole factors towards the grid spacing
-   (in-plane always, through-plane when the slices are evenly spaced);
+   (in-plane always, through-plane when the slices are evenly spaced), then a
+   Gaussian for the resolution still finer than the grid (``band_limit``);
 3. place: centre the grid on the body in plane and on the lungs head to foot;
 4. resample: one trilinear ``grid_sample`` onto the fixed RAS grid.  Each grid
    point is mapped into the stack with the *per-slice* origins, so a tilted gantry
@@ -83,6 +84,10 @@ class PreprocessSpec:
     min_coverage_mm: float = 100.0
     decode_workers: int = 2
     antialias: bool = True
+    band_limit: float = 0.75
+    """Gaussian pre-filter before resampling, as a share of the resolution a fine stack has
+    beyond the grid (0 turns it off).  0.75 brings the noise of 1.56 mm and 0.78 mm stacks
+    on the grid to within about 10 % of training's renders (session 4 measurement)."""
 
     def __post_init__(self) -> None:
         if len(self.grid_shape) != 3 or min(self.grid_shape) < 8:
@@ -232,6 +237,44 @@ def _pool(stack: SliceStack, factors: tuple[int, int, int]) -> _Pooled:
         block = source[start : min(start + chunk, n)].float()[None, None]
         parts.append(F.avg_pool3d(block, kernel_size=(fz, fr, fc), stride=(fz, fr, fc))[0, 0])
     return _Pooled(volume=torch.cat(parts), factors=factors)
+
+
+MIN_BAND_LIMIT_SIGMA = 0.1
+"""Below this (in voxels of the pooled stack) an axis is left as it is."""
+
+
+def _band_limit(stack: SliceStack, pooled: _Pooled, spec: PreprocessSpec) -> _Pooled:
+    """Gaussian pre-filter along each axis whose pooled spacing is finer than the grid's.
+
+    Pooling by whole factors and trilinear sampling leave the noise of a fine stack
+    (say 1.56 mm onto 2.25 mm) about three times that of a stack acquired near the grid
+    spacing, which is what training renders.  The filter's sigma is ``spec.band_limit``
+    times the resolution missing on that axis, sqrt(grid^2 - source^2) in mm.
+    """
+    fz, fr, fc = pooled.factors
+    gaps = np.diff(stack.slice_offsets_mm)
+    source = (
+        float(np.median(gaps)) * fz if len(gaps) else spec.grid_spacing_mm[2],
+        stack.pixel_spacing_mm[0] * fr,
+        stack.pixel_spacing_mm[1] * fc,
+    )
+    in_plane = min(spec.grid_spacing_mm[:2])
+    target = (spec.grid_spacing_mm[2], in_plane, in_plane)
+    sigmas = [
+        spec.band_limit * math.sqrt(max(t * t - s * s, 0.0)) / s
+        for s, t in zip(source, target, strict=True)
+    ]
+    if max(sigmas) < MIN_BAND_LIMIT_SIGMA:
+        return pooled
+    volume = pooled.volume.numpy().copy()
+    for axis, sigma in enumerate(sigmas):
+        if sigma >= MIN_BAND_LIMIT_SIGMA:
+            ndimage.gaussian_filter1d(
+                volume, sigma, axis=axis, output=volume, mode="nearest", truncate=3.0
+            )
+    return _Pooled(
+        volume=torch.from_numpy(volume), factors=pooled.factors, slab_start=pooled.slab_start
+    )
 
 
 def _stack_points_lps(stack: SliceStack, k: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -492,6 +535,8 @@ def prepare_stack(stack: SliceStack, spec: PreprocessSpec) -> PreparedImage:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     pooled = _pool(stack, _pool_factors(stack, spec))
+    if spec.antialias and spec.band_limit > 0:
+        pooled = _band_limit(stack, pooled, spec)
     anatomy = _find_anatomy(stack, pooled, spec)
     grid = GridGeometry.centred(
         shape=spec.grid_shape, spacing_mm=spec.grid_spacing_mm, centre_ras=anatomy.centre_ras
