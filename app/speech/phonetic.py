@@ -22,7 +22,10 @@ sounds almost like a term of at least :data:`MIN_ENGLISH_PHONEMES` phonemes
 becomes the term ("a river lesion" -> a liver lesion), unless it is another
 form of it ("enlargement"); with a word next to it, it may make one long term
 ("some pleural" -> subpleural, "cardio pulmonary" -> cardiopulmonary).
-Statement words are never replaced or swallowed.
+Statement words are never replaced or swallowed.  A frequent English word
+(:func:`frequent`: "level", "collapse") is more likely said than misheard: it
+becomes a term only if it sounds nearly exactly like it and a report sentence
+holds the term with a word next to it (:data:`FREQUENT_RANK`).
 What stays out of reach: a term heard as English that sounds quite different
 ("order" for aorta) and terms heard as several words ("and hand sing").
 """
@@ -36,12 +39,14 @@ from functools import cache
 from pathlib import Path
 
 from app.speech.phonemes import Phonemes, pronunciations, relative_phoneme_distance
-from app.speech.vocabulary import CHEST_CT_VOCABULARY, STATEMENT_WORDS
+from app.speech.vocabulary import CHEST_CT_VOCABULARY, STATEMENT_WORDS, vocabulary_groups
 
 COMMON_WORDS_FILE = Path(__file__).with_name("common_words.txt")
 """Lower-case words, one a line: every whole word of the GPT-2 byte-pair vocabulary
 that all English Whisper models share (a token "Ġword"), so a word Whisper writes in one
-token is an English word, not an invention."""
+token is an English word, not an invention.  They stand in token-id order, which is the
+order the byte-pair merges were learnt in, so a word nearer the top is more frequent in
+English text ("the" 3rd, "level" 397th, "collapse" 4987th, "sentimental" 23087th)."""
 
 MAX_KEY_DISTANCE = 0.34
 """Most sound-key edits per key letter of the longer key for a replacement."""
@@ -77,6 +82,22 @@ SPELLING_WEIGHT = 0.5
 MIN_ENGLISH_PHONEMES = 5
 """An unexpected English word becomes only a term of at least this many phonemes (short
 terms are reached by too many words: "assist" is not "cyst")."""
+FREQUENT_RANK = 10_000
+"""An English word among this many most frequent (:func:`word_ranks`) is more likely said
+than misheard: it becomes a term only within :data:`MAX_FREQUENT_DISTANCE` and where the
+corpus has a sentence (or the vocabulary a line, :func:`vocabulary_groups`) with the term
+and a telling neighbour of the word (:data:`MIN_NEIGHBOUR_RANK`): "a river lesion" -> liver
+lesion ("lesion in the liver"), "feeling defects" -> filling defects ("thrombus thrombosis
+filling defect"), but "lobe collapse" is not "lobe clips" and "fluid level" is not "fluid
+liver"."""
+MAX_FREQUENT_DISTANCE = 0.12
+"""Most relative phoneme distance between a frequent English word and its term: near-exact
+("river" and "liver" 0.10, "feeling" and "filling" 0.08; "level" and "liver" 0.18)."""
+MIN_NEIGHBOUR_RANK = 500
+"""Neighbours among this many most frequent words ("the", "with", "this", "left", "small") go
+with any term: they support none."""
+MIN_STEM = 4
+"""Letters a word keeps when its plural ending goes ("lesions" -> lesion, "is" stays)."""
 
 _WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 _VOWELS = frozenset("aeiou")
@@ -95,8 +116,29 @@ _SUFFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 @cache
+def word_ranks() -> Mapping[str, int]:
+    """Each common word's place in :data:`COMMON_WORDS_FILE`, 0 the most frequent."""
+    words = COMMON_WORDS_FILE.read_text(encoding="utf-8").split()
+    return {word: rank for rank, word in enumerate(words)}
+
+
+@cache
 def common_words() -> frozenset[str]:
-    return frozenset(COMMON_WORDS_FILE.read_text(encoding="utf-8").split())
+    return frozenset(word_ranks())
+
+
+def frequent(word: str) -> bool:
+    """Among the :data:`FREQUENT_RANK` most frequent English words (or an inflection of one:
+    "collapsed", "levels")."""
+    lower = word.lower()
+    ranks = word_ranks()
+    stems = [lower] + [
+        lower[: -len(suffix)] + ending
+        for suffix, endings in _SUFFIXES
+        if lower.endswith(suffix) and len(lower) - len(suffix) >= 3
+        for ending in endings
+    ]
+    return any(ranks.get(stem, FREQUENT_RANK) < FREQUENT_RANK for stem in stems)
 
 
 def sound_key(word: str) -> str:
@@ -185,7 +227,10 @@ class PhoneticCorrector:
     sounds: Mapping[str, Phonemes] = field(default_factory=dict, hash=False, compare=False)
     """The terms' pronunciations; without them sound keys and spellings are compared and
     only invented words are replaced."""
-    _found: dict[tuple[Phonemes, str, bool, bool], tuple[float, str] | None] = field(
+    together: frozenset[tuple[str, str]] = frozenset()
+    """Pairs of words (stems, see :func:`_stem`) that share a report sentence or a vocabulary
+    line: what supports a frequent English word's term (:data:`FREQUENT_RANK`)."""
+    _found: dict[tuple[Phonemes, str, bool, bool, bool], tuple[float, str] | None] = field(
         default_factory=dict, hash=False, compare=False, repr=False
     )
 
@@ -196,16 +241,22 @@ class PhoneticCorrector:
         common: Iterable[str],
         *,
         expected: Iterable[str] = (),
+        sentences: Iterable[str] = (),
         pronounce: bool = False,
     ) -> PhoneticCorrector:
         words = sorted({word for word in vocabulary if "-" not in word})
         terms = tuple(SoundedWord.of(word) for word in words if len(word) >= MIN_LETTERS)
         sounds = pronunciations(term.word for term in terms) if pronounce else {}
+        together: set[tuple[str, str]] = set()
+        for sentence in sentences:
+            stems = {_stem(word) for word in re.findall(r"[a-z]+", sentence.lower())}
+            together.update((a, b) for a in stems for b in stems if a != b)
         return cls(
             terms=terms,
             known=frozenset(common) | frozenset(words) | frozenset(expected),
             expected=frozenset(expected) | frozenset(words),
             sounds=sounds,
+            together=frozenset(together),
         )
 
     def correct(self, text: str) -> str:
@@ -298,9 +349,14 @@ class PhoneticCorrector:
                 if merging and any(len(m.group(0)) < MIN_MERGED_LETTERS for m in span):
                     continue  # "on reconstruction" is not "reconstructions"
                 sound = tuple(p for m in span for p in heard[m.group(0).lower()])
-                found = self.closest_sound(sound, spelled, english=not invented, merging=merging)
+                everyday = not invented and len(span) == 1 and frequent(spelled)
+                found = self.closest_sound(
+                    sound, spelled, english=not invented, merging=merging, everyday=everyday
+                )
                 if found and merging and found[1] in {m.group(0).lower() for m in span}:
                     found = None
+                if found and everyday and not self._supported(matches, index, found[1]):
+                    found = None  # "lobe collapse" is what was said, not "lobe clips"
             else:
                 found = self.closest(spelled) if invented else None
             if found is None:
@@ -310,6 +366,20 @@ class PhoneticCorrector:
             if best is None or cost < best[0]:
                 best = (cost, first, last, found[1])
         return None if best is None else best[1:]
+
+    def _supported(self, matches: Sequence[re.Match[str]], index: int, term: str) -> bool:
+        """Whether a report sentence or vocabulary line holds ``term`` with a word next to
+        ``index`` (one not among the :data:`MIN_NEIGHBOUR_RANK` most frequent words, with
+        no punctuation between)."""
+        for low, high, other in ((index - 1, index, index - 1), (index, index + 1, index + 1)):
+            if low < 0 or high >= len(matches) or not _adjacent(matches[low : high + 1]):
+                continue
+            neighbour = matches[other].group(0).lower()
+            if word_ranks().get(neighbour, MIN_NEIGHBOUR_RANK) < MIN_NEIGHBOUR_RANK:
+                continue  # "the", "with", "left": any term goes with them
+            if (_stem(term), _stem(neighbour)) in self.together:
+                return True
+        return False
 
     def invented(self, word: str) -> bool:
         """Neither common English nor chest CT vocabulary (nor an inflection of either)."""
@@ -328,14 +398,25 @@ class PhoneticCorrector:
         return False
 
     def closest_sound(
-        self, sound: Phonemes, spelled: str, *, english: bool, merging: bool = False
+        self,
+        sound: Phonemes,
+        spelled: str,
+        *,
+        english: bool,
+        merging: bool = False,
+        everyday: bool = False,
     ) -> tuple[float, str] | None:
         """(score, term) of the term whose pronunciation is closest to ``sound``, if within
-        :data:`MAX_INVENTED_DISTANCE` (or :data:`MAX_ENGLISH_DISTANCE` for English words)."""
-        key = (sound, spelled, english, merging)
+        :data:`MAX_INVENTED_DISTANCE` (or :data:`MAX_ENGLISH_DISTANCE` for English words,
+        :data:`MAX_FREQUENT_DISTANCE` for :func:`frequent` ones: ``everyday``)."""
+        key = (sound, spelled, english, merging, everyday)
         if key not in self._found:
             shortest = MIN_MERGE_PHONEMES if merging else MIN_ENGLISH_PHONEMES
-            self._found[key] = _closest_sound(self, sound, spelled, english, shortest)
+            if not english:
+                limit = MAX_INVENTED_DISTANCE
+            else:
+                limit = MAX_FREQUENT_DISTANCE if everyday else MAX_ENGLISH_DISTANCE
+            self._found[key] = _closest_sound(self, sound, spelled, english, shortest, limit)
         return self._found[key]
 
     def closest(self, spelled: str) -> tuple[float, str] | None:
@@ -360,11 +441,15 @@ class PhoneticCorrector:
 
 
 def _closest_sound(
-    corrector: PhoneticCorrector, sound: Phonemes, spelled: str, english: bool, shortest: int
+    corrector: PhoneticCorrector,
+    sound: Phonemes,
+    spelled: str,
+    english: bool,
+    shortest: int,
+    limit: float,
 ) -> tuple[float, str] | None:
-    """Within the phoneme limit, the term with the least phoneme distance plus
+    """Within the phoneme ``limit``, the term with the least phoneme distance plus
     :data:`SPELLING_WEIGHT` times spelling distance ("lural": pleural, not lateral)."""
-    limit = MAX_ENGLISH_DISTANCE if english else MAX_INVENTED_DISTANCE
     if len(sound) < MIN_PHONEMES:
         return None
     best: tuple[float, str] | None = None
@@ -394,6 +479,14 @@ def _closest_sound(
         if best is None or score < best[0]:
             best = (score, term.word)
     return best
+
+
+def _stem(word: str) -> str:
+    """A word without a plural ending, so "lesion" and "lesions" go together."""
+    for suffix in ("es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= MIN_STEM:
+            return word[: -len(suffix)]
+    return word
 
 
 def _common_prefix(first: str, second: str) -> int:
@@ -439,5 +532,9 @@ def chest_corrector() -> PhoneticCorrector:
 
     corpus = {word for line in read_corpus() for word in re.findall(r"[a-z]+", line.lower())}
     return PhoneticCorrector.build(
-        CHEST_CT_VOCABULARY, common_words(), expected=corpus, pronounce=True
+        CHEST_CT_VOCABULARY,
+        common_words(),
+        expected=corpus,
+        sentences=[*read_corpus(), *vocabulary_groups()],
+        pronounce=True,
     )

@@ -112,6 +112,14 @@ CHEST_CT_VOCABULARY: frozenset[str] = frozenset(
 )
 """Every single word of the vocabulary (lower case)."""
 
+
+def vocabulary_groups() -> list[str]:
+    """The vocabulary's lines: each holds words that go together ("embolism emboli embolus
+    thrombus thrombosis filling defect")."""
+    blocks = (ANATOMY, FINDINGS, DESCRIPTORS, TECHNIQUE, DEVICES)
+    return [line for block in blocks for line in block.splitlines() if line.strip()]
+
+
 _STATEMENT_TEXT = """
 no not nor none neither without negative absent free resolved
 left right both bilateral unilateral

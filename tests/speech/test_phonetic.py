@@ -15,7 +15,9 @@ from app.speech.phonetic import (
     chest_corrector,
     common_words,
     edit_distance,
+    frequent,
     sound_key,
+    word_ranks,
 )
 from app.speech.postprocess import correct_transcript
 
@@ -86,19 +88,21 @@ def test_a_vocabulary_of_its_own() -> None:
     assert corrector.correct("Mass at the stickulated.") == "Mass at the stickulated."
 
 
-def test_common_words_are_whispers_whole_word_tokens(tmp_path: Path) -> None:
-    """The shipped list is exactly the whole words of the packaged tiny.en tokenizer."""
+def test_common_words_are_whispers_whole_word_tokens_in_id_order(tmp_path: Path) -> None:
+    """The shipped list is exactly the whole words of the packaged tiny.en tokenizer, in the
+    order of their token ids (the byte-pair merge order: frequent words first)."""
     tokenizer = locate_model(None, cache_dir=tmp_path).directory / "tokenizer.json"
     vocab = json.loads(tokenizer.read_text(encoding="utf-8"))["model"]["vocab"]
-    whole_words = {
-        token[1:].lower()
-        for token in vocab
-        if token.startswith("Ġ") and token[1:].isascii() and token[1:].isalpha()
-    }
+    whole_words: dict[str, None] = {}
+    for token in sorted(vocab, key=vocab.__getitem__):
+        if token.startswith("Ġ") and token[1:].isascii() and token[1:].isalpha():
+            whole_words.setdefault(token[1:].lower(), None)
     shipped = COMMON_WORDS_FILE.read_text(encoding="utf-8").split()
-    assert shipped == sorted(whole_words)
+    assert shipped == list(whole_words)
     assert {"the", "order", "assist", "lobe"} <= common_words()
     assert "pleural" not in common_words()
+    assert word_ranks()["the"] < word_ranks()["level"] < word_ranks()["sentimental"]
+    assert frequent("level") and frequent("collapsed") and not frequent("sentimental")
 
 
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
@@ -166,6 +170,39 @@ def test_unexpected_english_merges_with_a_neighbour_into_a_long_term(
 )
 def test_english_that_sounds_like_no_term_stays(text: str) -> None:
     assert chest_corrector().correct_english(text) == text
+
+
+@needs_espeak
+@pytest.mark.parametrize(
+    ("heard", "meant"),
+    [
+        (
+            "No feeling defects in the pulmonary arteries.",
+            "No filling defects in the pulmonary arteries.",
+        ),
+        ("A river lesion in the left lower lobe.", "A liver lesion in the left lower lobe."),
+    ],
+)
+def test_frequent_english_words_near_a_term_that_the_neighbours_support_become_it(
+    heard: str, meant: str
+) -> None:
+    assert chest_corrector().correct_english(heard) == meant
+
+
+@needs_espeak
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Left lower lobe collapse with a small pleural effusion.",
+        "Fluid level in the right pleural space.",
+        "The level of the carina.",
+    ],
+)
+def test_frequent_english_words_stay_without_a_near_exact_sound_and_context(text: str) -> None:
+    """An everyday word ("level", "collapse") is what was said unless it sounds nearly
+    exactly like a term that the corpus has seen next to one of its neighbours."""
+    assert chest_corrector().correct_english(text) == text
+    assert correct_transcript(text).text == text
 
 
 def test_without_pronunciations_only_inventions_change() -> None:
