@@ -239,3 +239,19 @@ def test_a_term_takes_the_form_the_sentence_calls_for(heard: str, meant: str) ->
 )
 def test_a_term_in_a_fitting_form_keeps_it(text: str) -> None:
     assert chest_context_corrector().correct(text) == text
+
+
+def test_spoken_everyday_words_in_a_chest_dictation_stay(
+    transcriber: Transcriber, speak: Speak, tmp_path: Path
+) -> None:
+    """Real audio: everyday English in a chest dictation is what was said ("patient in" was
+    "ascending", "collapse" was "clips", "fluid level" was "fluid liver")."""
+    wav = speak(
+        "Findings. The patient in bed two has a small left pleural effusion. "
+        "Left lower lobe collapse. There is a fluid level in the right pleural space.",
+        tmp_path / "everyday-chest.wav",
+    )
+    text = transcriber.transcribe(decode_audio(wav)).text.lower()
+    assert "the patient in bed" in text
+    assert "left lower lobe collapse" in text
+    assert "fluid level in the right pleural space" in text
