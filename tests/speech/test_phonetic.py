@@ -205,6 +205,19 @@ def test_frequent_english_words_stay_without_a_near_exact_sound_and_context(text
     assert correct_transcript(text).text == text
 
 
+@needs_espeak
+def test_a_frequent_word_needs_a_sentence_with_the_term_and_its_neighbour() -> None:
+    common = ["a", "the", "in", "river", "lesion"]
+    alone = PhoneticCorrector.build(["liver"], common, pronounce=True)
+    assert alone.correct_english("A river lesion.") == "A river lesion."
+    seen = PhoneticCorrector.build(
+        ["liver"], common, sentences=["A lesion in the liver."], pronounce=True
+    )
+    assert seen.correct_english("A river lesion.") == "A liver lesion."
+    # "the" goes with any term: it supports none
+    assert seen.correct_english("The river.") == "The river."
+
+
 def test_without_pronunciations_only_inventions_change() -> None:
     corrector = PhoneticCorrector.build(["liver", "carina"], ["the", "at", "a", "river"])
     assert not corrector.sounds
