@@ -16,11 +16,14 @@ from app.services.celery_app import worker_argv
 from app.services.model_loading import get_drafter
 from models.errors import ModelInputError
 from models.inference import Drafter, DraftResult, StudyInput
+from models.networks.gating import DictationQuality
 from models.preprocess import preprocess
 from tests.pipeline.conftest import small_study_factory
 
 __all__ = ["small_study_factory"]  # the fixture, imported for these tests
 
+CLEAR_SPEECH = DictationQuality(confidence=0.95, no_speech_prob=0.01, snr_db=30.0)
+"""What the speech side stores with a clean dictation (the gate weighs a transcript by it)."""
 TEXTS = [
     None,
     "There is a large right pleural effusion. Cardiomegaly.",
@@ -62,7 +65,10 @@ def test_concurrent_model_stages_share_one_batch_and_keep_their_own_results(
 ) -> None:
     folder, truth = small_study_factory(11)
     prepared = preprocess(folder / truth["files"]["dicom"], drafter.spec)
-    studies = [StudyInput(image=prepared, transcript=text) for text in TEXTS]
+    studies = [
+        StudyInput(image=prepared, transcript=text, dictation_quality=CLEAR_SPEECH)
+        for text in TEXTS
+    ]
     batcher = ModelBatcher(max_studies=4, window_s=5.0)
     batched = _in_threads(batcher, drafter, studies)
     assert list(batcher.batch_sizes) == [3]
@@ -107,7 +113,10 @@ def test_int8_requests_are_not_merged_since_batch_mates_would_move_their_results
     assert not int8.batch_invariant
     folder, truth = small_study_factory(11)
     prepared = preprocess(folder / truth["files"]["dicom"], int8.spec)
-    studies = [StudyInput(image=prepared, transcript=text) for text in TEXTS]
+    studies = [
+        StudyInput(image=prepared, transcript=text, dictation_quality=CLEAR_SPEECH)
+        for text in TEXTS
+    ]
     batcher = ModelBatcher(max_studies=4, window_s=5.0)
     results = _in_threads(batcher, int8, studies)
     assert not batcher.batch_sizes
