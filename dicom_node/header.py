@@ -15,7 +15,8 @@ import math
 import re
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -336,15 +337,8 @@ def _plain_summary(
         values.length(keyword) == RAW_UNDEFINED_LENGTH for keyword in PIXEL_DATA_KEYWORDS
     ):
         return None  # encapsulated pixel data in a native syntax: pydicom judges it
-    try:
+    with _decoding_errors_as_status():
         return _summary(values, transfer_syntax_uid=transfer_syntax_uid)
-    except RejectedInstance:
-        raise
-    except Exception as exc:
-        raise RejectedInstance(
-            StoreStatus.UNPARSEABLE_DATASET,
-            f"data set cannot be decoded: {type(exc).__name__}: {exc}",
-        ) from exc
 
 
 def read_header_file(path: Path) -> InstanceHeader:
@@ -361,12 +355,19 @@ def _summarize_checked(
     """:func:`summarize`, with errors of pydicom's lazy element decoding made a status.
 
     ``size``: of the bytes the data set was read from (where deferred values end)."""
-    try:
+    with _decoding_errors_as_status():
         if check_pixels:
             _check_not_truncated(dataset, size)
         return summarize(
             dataset, transfer_syntax_uid=transfer_syntax_uid, check_pixels=check_pixels
         )
+
+
+@contextmanager
+def _decoding_errors_as_status() -> Iterator[None]:
+    """Any error but a refusal, raised while values are decoded, is an unparseable data set."""
+    try:
+        yield
     except RejectedInstance:
         raise
     except Exception as exc:
