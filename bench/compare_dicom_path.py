@@ -29,11 +29,7 @@ from models.findings import FINDINGS
 from models.inference import Drafter
 from models.preprocess import PreparedImage, PreprocessSpec, prepare_stack
 from models.training.metrics import auroc
-from models.training.synthetic_source import (
-    FAST_PATH_MATRIX,
-    FAST_PATH_SPACING_MM,
-    canonical_stack,
-)
+from models.training.synthetic_source import render_fast_path
 
 
 def main() -> None:
@@ -101,18 +97,9 @@ def main() -> None:
 
 def fast_path_image(seed: int, slices: int, matrix: int) -> PreparedImage:
     """The study as training renders it: the same spec, straight onto the model's grid."""
-    from models.synthetic.generator import model_grid_geometry, render_study
     from models.synthetic.spec import sample_study_spec
 
-    spec = sample_study_spec(seed, n_slices=slices, matrix=matrix)
-    geometry = model_grid_geometry(spec, spacing_mm=FAST_PATH_SPACING_MM, matrix=FAST_PATH_MATRIX)
-    rendered = render_study(
-        spec,
-        geometry=geometry,
-        with_masks=False,
-        acquired_pixel_mm=spec.acquisition.geometry.pixel_spacing,
-    )
-    stack = canonical_stack(rendered.hu, rendered.geometry, description=f"seed {seed}")
+    _, stack = render_fast_path(sample_study_spec(seed, n_slices=slices, matrix=matrix))
     return prepare_stack(stack, PreprocessSpec())
 
 

@@ -267,11 +267,11 @@ def _band_limit(stack: SliceStack, pooled: _Pooled, spec: PreprocessSpec) -> _Po
     ]
     if max(sigmas) < MIN_BAND_LIMIT_SIGMA:
         return pooled
-    volume = pooled.volume.numpy().copy()
+    volume = pooled.volume.numpy()  # may be the stack's own preview: the first pass copies
     for axis, sigma in enumerate(sigmas):
         if sigma >= MIN_BAND_LIMIT_SIGMA:
-            ndimage.gaussian_filter1d(
-                volume, sigma, axis=axis, output=volume, mode="nearest", truncate=3.0
+            volume = ndimage.gaussian_filter1d(
+                volume, sigma, axis=axis, mode="nearest", truncate=3.0
             )
     return _Pooled(
         volume=torch.from_numpy(volume), factors=pooled.factors, slab_start=pooled.slab_start

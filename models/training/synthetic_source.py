@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,10 @@ from models.preprocess import PreprocessSpec, prepare_stack
 from models.training.records import StudyRecord
 from models.training.volume_cache import PreparedStudy, study_from_prepared
 from models.volume import LPS_TO_RAS, SliceRef, SliceStack
+
+if TYPE_CHECKING:
+    from models.synthetic.generator import RenderedStudy
+    from models.synthetic.spec import StudySpec
 
 SPLIT_SEED0 = {"train": 1_000_000, "valid": 2_000_000, "test": 3_000_000}
 UNSEEN_KERNEL_REASON = "unusual kernel"
@@ -121,18 +126,12 @@ def canonical_stack(hu: np.ndarray, geometry: object, *, description: str) -> Sl
     )
 
 
-def prepare_synthetic(record: StudyRecord, spec: PreprocessSpec) -> PreparedStudy:
-    """Render the record's seed at model resolution and preprocess it like a scan."""
-    from models.findings import Finding
+def render_fast_path(
+    study_spec: StudySpec, *, threads: int | None = None
+) -> tuple[RenderedStudy, SliceStack]:
+    """The study rendered as training sees it (model resolution, never finer than acquired)."""
     from models.synthetic.generator import model_grid_geometry, render_study
-    from models.synthetic.spec import sample_study_spec
-    from models.synthetic.study_files import describe
 
-    if record.seed is None:
-        raise ValueError(f"{record.study_id} is not a synthetic study")
-    study_spec = sample_study_spec(
-        record.seed, matrix=int(record.extra.get(MATRIX_KEY, FULL_MATRIX))
-    )
     geometry = model_grid_geometry(
         study_spec, spacing_mm=FAST_PATH_SPACING_MM, matrix=FAST_PATH_MATRIX
     )
@@ -141,10 +140,26 @@ def prepare_synthetic(record: StudyRecord, spec: PreprocessSpec) -> PreparedStud
         geometry=geometry,
         with_masks=False,
         acquired_pixel_mm=study_spec.acquisition.geometry.pixel_spacing,
-        threads=1,  # one study per worker process
+        threads=threads,
     )
+    return rendered, canonical_stack(
+        rendered.hu, rendered.geometry, description=str(study_spec.seed)
+    )
+
+
+def prepare_synthetic(record: StudyRecord, spec: PreprocessSpec) -> PreparedStudy:
+    """Render the record's seed at model resolution and preprocess it like a scan."""
+    from models.findings import Finding
+    from models.synthetic.spec import sample_study_spec
+    from models.synthetic.study_files import describe
+
+    if record.seed is None:
+        raise ValueError(f"{record.study_id} is not a synthetic study")
+    study_spec = sample_study_spec(
+        record.seed, matrix=int(record.extra.get(MATRIX_KEY, FULL_MATRIX))
+    )
+    rendered, stack = render_fast_path(study_spec, threads=1)  # one study per worker process
     described = describe(rendered)
-    stack = canonical_stack(rendered.hu, rendered.geometry, description=record.study_id)
     prepared = prepare_stack(stack, spec)
     nodules = []
     for lesion in rendered.lesions:
