@@ -94,6 +94,11 @@ were all right at 0.35 or less and all wrong at 0.81 or more ("This often" -> th
 "This offer" -> the liver, both for "The esophageal"); those wrong organs happened to write
 a right "the", so the limit costs 3 word errors there (210 -> 213) and writes no wrong term."""
 
+NEARBY = 2
+"""A word is never written where it already stands this close (in words) on either side: a
+sentence names a thing once per list ("No hilar or axillary adenopathy", heard "No killer or
+axillary", is not "No axillary or axillary")."""
+
 MIN_FORM_STEM = 6
 MAX_FORM_CHANGE = 3
 """A term may become another form of itself: same first 6 letters, at most 3 letters longer
@@ -366,6 +371,12 @@ class ContextCorrector:
         right = sentence[stop + 1] if stop + 1 < len(sentence) else END
         best: Replacement | None = None
         common = last > first and all(sentence[i] in common_words() for i in range(start, stop + 1))
+        nearby = {
+            word
+            for word in sentence[max(0, start - NEARBY) : start]
+            + sentence[stop + 1 : stop + 1 + NEARBY]
+            if word.isalpha()
+        }
         for candidate, distance in self._sounding_like(heard):
             if (len(heard) == SHORT) != (len(candidate) == SHORT):
                 continue  # two letters only for two letters
@@ -373,6 +384,8 @@ class ContextCorrector:
                 continue  # everyday English, said as heard ("patient in", "fluid level")
             if set(candidate.split()) & set(sentence[start : stop + 1]):
                 continue  # no deleting or keeping a word by merging it with its neighbour
+            if set(candidate.split()) & nearby:
+                continue  # "No killer or axillary": a list names each thing once
             written = candidate.split()
             left_seen = self.model.seen(left, written[0])
             right_seen = self.model.seen(written[-1], right)

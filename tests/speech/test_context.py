@@ -255,3 +255,14 @@ def test_spoken_everyday_words_in_a_chest_dictation_stay(
     assert "the patient in bed" in text
     assert "left lower lobe collapse" in text
     assert "fluid level in the right pleural space" in text
+
+
+def test_a_list_never_names_one_thing_twice() -> None:
+    """Heard "No killer or axillary": the corpus knows "axillary" after "No", but the word two
+    places on is "axillary" already, so the heard word becomes the other term that fits."""
+    corrected = chest_context_corrector().correct("No killer or axillary adenopathy.")
+    assert corrected == "No hilar or axillary adenopathy."
+    corrector = ContextCorrector.build(["No axillary or supraclavicular lymphadenopathy."], [])
+    assert corrector.correct("No axillery or axillary lymphadenopathy.") == (
+        "No axillery or axillary lymphadenopathy."
+    )
