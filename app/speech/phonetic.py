@@ -113,6 +113,9 @@ _SUFFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ity", ("", "e")),
     ("ness", ("",)),
 )
+_VERB_ENDINGS = ("ed", "ing", "s", "es")
+"""Endings of one verb's forms: a word whose stem takes another of them to make a known word
+is a form of that word."""
 
 
 @cache
@@ -260,8 +263,10 @@ class PhoneticCorrector:
         )
 
     def correct(self, text: str) -> str:
-        """``text`` with each invented word (and maybe a neighbour) replaced by a term."""
-        return self._correct(text, english=False)
+        """``text`` with each term Whisper split after its prefix joined again (see
+        :func:`join_prefixes`) and each invented word (and maybe a neighbour) replaced by a
+        term."""
+        return self._correct(join_prefixes(text, self.terms), english=False)
 
     def correct_english(self, text: str) -> str:
         """``text`` with each unexpected English word (see :meth:`unexpected`) that sounds
@@ -388,12 +393,18 @@ class PhoneticCorrector:
         )
 
     def _known(self, word: str) -> bool:
+        """Known, an inflection of a known word, or another inflection of a known word's stem
+        ("thickened" beside the term "thickening": said as it is, not misheard)."""
         if word in self.known:
             return True
         for suffix, replacements in _SUFFIXES:
             if word.endswith(suffix) and len(word) - len(suffix) >= 3:
                 stem = word[: -len(suffix)]
                 if any(stem + ending in self.known for ending in replacements):
+                    return True
+                if len(stem) >= MIN_SHARED_STEM and any(
+                    stem + other in self.known for other in _VERB_ENDINGS if other != suffix
+                ):
                     return True
         return False
 
@@ -507,6 +518,32 @@ def _inflection_of(word: str, words: frozenset[str]) -> bool:
             if any(stem + ending in words for ending in replacements):
                 return True
     return False
+
+
+SPLIT_PREFIXES = (
+    "non", "sub", "hydro", "peri", "para", "inter", "intra", "cardio", "multi", "micro", "semi",
+    "hyper", "hypo", "pan", "pre", "extra", "uni", "bi", "contra", "supra", "retro", "endo",
+    "broncho", "centri", "lymph", "gall", "pace", "main", "air",
+)  # fmt: skip
+"""Prefixes after which Whisper often puts a space or a hyphen ("non-contrast", "hydro
+pneumothorax", "gall bladder"): a prefix and the next word that together spell a term are
+that term.  Bound prefixes and the first halves of compound terms only, so that no two words
+that stand on their own ("ground glass", "part solid") are glued."""
+_PREFIXED = re.compile(rf"\b({'|'.join(SPLIT_PREFIXES)})(?:\s+|-)([A-Za-z]+)\b", re.IGNORECASE)
+
+
+def join_prefixes(text: str, terms: Iterable[SoundedWord]) -> str:
+    """``text`` with a prefix and the word after it joined where the two spell a term of
+    ``terms`` ("Non-contrast CT" -> "Noncontrast CT", "hydro pneumothorax" ->
+    hydropneumothorax)."""
+    words = {term.word for term in terms}
+
+    def joined(match: re.Match[str]) -> str:
+        prefix, rest = match.group(1), match.group(2)
+        whole = prefix + rest.lower()
+        return whole if whole.lower() in words else match.group(0)
+
+    return _PREFIXED.sub(joined, text)
 
 
 def _adjacent(span: Sequence[re.Match[str]]) -> bool:

@@ -223,3 +223,39 @@ def test_without_pronunciations_only_inventions_change() -> None:
     assert not corrector.sounds
     assert corrector.correct_english("A river lesion.") == "A river lesion."
     assert corrector.correct("Mass at the karinna.") == "Mass at the carina."
+
+
+@pytest.mark.parametrize(
+    ("heard", "meant"),
+    [
+        ("Non-contrast CT of the chest.", "Noncontrast CT of the chest."),
+        ("Technique. Non contrast CT of the chest.", "Technique. Noncontrast CT of the chest."),
+        ("Small left hydro pneumothorax.", "Small left hydropneumothorax."),
+        ("Gall bladder stones.", "Gallbladder stones."),
+        ("A sub pleural nodule in the lingula.", "A subpleural nodule in the lingula."),
+    ],
+)
+def test_a_term_split_after_its_prefix_is_joined(heard: str, meant: str) -> None:
+    assert chest_corrector().correct(heard) == meant
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "A part solid nodule with ground glass opacity.",
+        "The main pulmonary artery is normal.",
+        "No air fluid level in the lung.",
+    ],
+)
+def test_words_that_stand_on_their_own_are_not_joined(text: str) -> None:
+    assert chest_corrector().correct(text) == text
+
+
+def test_another_form_of_a_term_is_as_said() -> None:
+    """A word like "thickened" is neither common English (one token) nor a term, but
+    "thickening" is: the same verb, said as it is, not an invention to map to a term."""
+    corrector = chest_corrector()
+    assert not corrector.invented("thickened")
+    assert corrector.invented("clerotic")
+    text = "The esophageal wall is thickened. Pleural thickening."
+    assert corrector.correct(text) == text
