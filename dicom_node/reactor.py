@@ -49,8 +49,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
 
+import pydicom
 import pynetdicom
-from pydicom.uid import UID
+from pydicom.uid import RE_VALID_UID, UID
 from pynetdicom import _config, evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom._validators import validate_ui
@@ -75,6 +76,7 @@ from pynetdicom.utils import make_target
 log = logging.getLogger(__name__)
 
 SUPPORTED_PYNETDICOM = ("3.0.",)
+SUPPORTED_PYDICOM = ("3.0.",)
 # Longest a DUL waits for its socket or a primitive before checking its timers.
 DUL_WAIT_SECONDS = 0.05
 # Longest the association reactor waits before checking its network timeout.
@@ -120,10 +122,34 @@ def _validate_ui(value: Any) -> tuple[bool, str]:
     return _validate_ui_cached(str(value), bool(_config.ENFORCE_UID_CONFORMANCE))
 
 
+_uid_conformance: dict[str, bool] = {}
+
+
+def _uid_is_valid(uid: str) -> bool:
+    """pydicom's ``UID.is_valid`` (at most 64 characters matching its UI pattern),
+    remembered per value.  pydicom asks ``re.match`` with its compiled pattern,
+    which first misses ``re``'s cache of patterns (an exception each time); an
+    association request checks the same few hundred UIDs several times each
+    (a quarter of the node's CPU per association, from storescu's request with
+    every storage SOP class)."""
+    known = _uid_conformance.get(uid)
+    if known is None:
+        known = len(uid) <= MAX_UID_CHARS and RE_VALID_UID.match(uid) is not None
+        if len(_uid_conformance) < UID_VALIDATION_CACHE:
+            _uid_conformance[str(uid)] = known
+    return known
+
+
 def install_uid_validation_cache() -> None:
     """Use :func:`_validate_ui` for pynetdicom's UI checks (process-wide, through
-    its documented ``_config.VALIDATORS`` hook; the results are the same)."""
+    its documented ``_config.VALIDATORS`` hook; the results are the same), and
+    :func:`_uid_is_valid` for pydicom's ``UID.is_valid`` (same results; only for
+    the pydicom versions whose property it was checked against)."""
     _config.VALIDATORS["UI"] = _validate_ui
+    if pydicom.__version__.startswith(SUPPORTED_PYDICOM) and isinstance(
+        UID.__dict__.get("is_valid"), property
+    ):
+        UID.is_valid = property(_uid_is_valid)  # type: ignore[assignment,method-assign]
 
 
 def check_pynetdicom_version() -> None:
