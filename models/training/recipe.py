@@ -124,6 +124,8 @@ def stage_generate(args: argparse.Namespace) -> int:
     from models.training.sources import open_split
 
     config = _configure(args)
+    if args.with_eval:
+        _build_eval_caches(config, Clock(args.budget_s))
     budget = max(1.0, args.deadline - time.time())
     cached = open_split(
         config.data,
@@ -338,7 +340,8 @@ def _distill(
     student = student.with_overrides(
         data=data, run_dir=str(args.work / "student"), device=config.device
     )
-    recipe = json.loads((args.work / RECIPE_FILE).read_text())
+    recipe_path = args.work / RECIPE_FILE
+    recipe = json.loads(recipe_path.read_text()) if recipe_path.is_file() else {}
     limit = max(1.0, (clock.left() - args.compare_reserve_s) / 60)
     epochs = student.epochs
     if recipe.get("throughput"):
@@ -367,11 +370,34 @@ def _distill(
     return [folder, args.work / "student" / "metrics.csv"]
 
 
+def stage_distill(args: argparse.Namespace, clock: Clock) -> int:
+    """Distil ``--student`` from ``--teacher`` (shipped weights) on the recipe's synthetic data.
+
+    The data come from ``generate --with-eval`` started earlier on the same machine; the
+    student takes in train studies as they are cached (``grow_train``).
+    """
+    if args.student is None or args.teacher is None:
+        logger.error("distill needs --teacher and --student")
+        return 2
+    config = _configure(args)
+    while _train_done(config) < args.min_train and clock.elapsed() < args.data_budget_s:
+        time.sleep(5)
+    logger.info("distilling with %d train studies cached", _train_done(config))
+    extra = _distill(args, _growing(config), args.teacher, args.student, clock)
+    args.out.mkdir(parents=True, exist_ok=True)
+    _bundle(args.work, args.out, extra)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("first", "continue", "generate"))
+    parser.add_argument("stage", choices=("first", "continue", "generate", "distill"))
     parser.add_argument("--config", type=Path, default=Path("configs/train/shipped.yaml"))
     parser.add_argument("--student", type=Path)
+    parser.add_argument("--teacher", type=Path, help="distill: the teacher checkpoint")
+    parser.add_argument(
+        "--with-eval", action="store_true", help="generate: the valid and test splits first"
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/radscribe-recipe"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--budget-s", type=float, default=560.0)
@@ -406,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         return stage_generate(args)
     if args.stage == "first":
         return stage_first(args, clock)
+    if args.stage == "distill":
+        return stage_distill(args, clock)
     return stage_continue(args, clock)
 
 
