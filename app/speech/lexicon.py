@@ -199,6 +199,9 @@ CORRECTIONS: tuple[Correction, ...] = (
         chest=True,
     ),
     _fix(r"(?<=cardiopulmonary\s)normality", "abnormality"),
+    # "an" before a vowel, which Whisper often hears as "a" ("with a irregular wall"); not
+    # before a number word that starts with one ("a eight millimeter" is written "a 8 mm")
+    _fix(r"a(?=\s+(?!(?:one|once|eight|eleven|eu|uni|use|usu)\w*)[aeiou])", "an"),
     # a singular noun before "are": Whisper drops the plural s it cannot hear
     _fix(r"calcification(?=\s+are\b)", "calcifications"),
     _fix(r"opacity(?=\s+(?:are|is\s+in\s+both)\b)", "opacities"),

@@ -162,3 +162,20 @@ def test_a_spoken_comma_heard_as_a_word_is_a_comma() -> None:
     assert correct_transcript("The patient was in a coma, said the nurse.").text == (
         "The patient was in a coma, said the nurse."
     )  # not a chest dictation: the word stays
+
+
+@pytest.mark.parametrize(
+    ("heard", "meant"),
+    [
+        ("There is a cavity with a irregular wall.", "There is a cavity with an irregular wall."),
+        ("A oval lesion, likely a adenoma.", "An oval lesion, likely an adenoma."),
+        # a number word keeps "a": the report writes "a 8 mm nodule"
+        ("There is a eight millimeter nodule.", "There is a eight millimeter nodule."),
+        (
+            "A one point two cm cyst in a uniform wall.",
+            "A one point two cm cyst in a uniform wall.",
+        ),
+    ],
+)
+def test_an_before_a_vowel(heard: str, meant: str) -> None:
+    assert apply_lexicon(heard, CORRECTIONS) == meant
