@@ -38,6 +38,7 @@ from app.speech.context import NEVER_CHANGE
 from app.speech.vocabulary import CHEST_CT_VOCABULARY
 
 if TYPE_CHECKING:
+    from ctranslate2 import StorageView
     from faster_whisper import WhisperModel
 
 HYPOTHESES = 5
@@ -84,16 +85,29 @@ def decode(
     model: WhisperModel, samples: AudioArray, *, prompt: str | None, beam_size: int
 ) -> NBest:
     """Whisper's ``HYPOTHESES`` best English transcriptions of at most 30 s of audio."""
+    return generate(model, encode(model, samples), prompt=prompt, beam_size=beam_size)
+
+
+def encode(model: WhisperModel, samples: AudioArray) -> StorageView:
+    """Whisper's encoding of at most 30 s of audio: decode it again with another prompt
+    (:func:`generate`) without paying for the encoder twice."""
     from faster_whisper.audio import pad_or_trim
+
+    features = model.feature_extractor(samples)
+    frames = min(model.feature_extractor.nb_max_frames, features.shape[-1] - 1)
+    return model.encode(pad_or_trim(features[:, :frames]))
+
+
+def generate(
+    model: WhisperModel, encoded: StorageView, *, prompt: str | None, beam_size: int
+) -> NBest:
+    """Whisper's ``HYPOTHESES`` best English transcriptions of :func:`encode`'s output."""
     from faster_whisper.tokenizer import Tokenizer
     from faster_whisper.transcribe import get_suppressed_tokens
 
     tokenizer = Tokenizer(
         model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en"
     )
-    features = model.feature_extractor(samples)
-    frames = min(model.feature_extractor.nb_max_frames, features.shape[-1] - 1)
-    encoded = model.encode(pad_or_trim(features[:, :frames]))
     previous = tokenizer.encode(" " + prompt.strip()) if prompt else []
     tokens = model.get_prompt(tokenizer, previous, without_timestamps=True)
     result = model.model.generate(

@@ -6,7 +6,10 @@ phrases cut it into chunks of at most :data:`CHUNK_SECONDS`, and each chunk is
 decoded on its own with the vocabulary prompt.  Whisper's own 30 s windowing
 skips words at window edges, and a prompt given only to the first window fades
 after it; short, pause-aligned chunks with the prompt on each avoid both.  The
-quality signals of the chunks are combined, weighted by duration.
+quality signals of the chunks are combined, weighted by duration.  Of Whisper's best few
+transcriptions of a chunk the chest CT language model picks one (:mod:`nbest`), after a
+second decoding of a chest chunk with the terms its odd words sound like named in the
+prompt (:mod:`biasing`).
 
 Chunks do not depend on each other, so with ``ModelOptions(workers=n)`` up to
 ``n`` of them are decoded at once (CTranslate2 releases the GIL).  On a CPU,
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.speech import nbest
+from app.speech import biasing, nbest
 from app.speech.audio import SAMPLE_RATE, AudioArray, DecodedAudio, NoSpeechError
 from app.speech.lexicon import VOCABULARY_PROMPT, has_context
 from app.speech.model import ModelOptions, load_model, locate_model
@@ -43,6 +46,9 @@ log = logging.getLogger(__name__)
 
 LANGUAGE = "en"
 BEAM_SIZE = 5
+FIRST_LOOK_BEAM = 1
+"""Greedy: the first look only finds the terms to name in the prompt, and costs a third of a
+beam search's decoder time."""
 CHUNK_SECONDS = 20.0
 """Below Whisper's 30 s window, so a chunk is decoded in one pass.  tiny.en garbles and drops
 less of a shorter chunk: 20 s rather than 28 s took the tuning dictations of
@@ -76,12 +82,14 @@ class Transcriber:
         beam_size: int = BEAM_SIZE,
         workers: int = 1,
         rescore: bool = True,
+        bias: bool = True,
     ) -> None:
         self._model = model
         self.model_name = model_name
         self._prompt = prompt
         self._beam_size = beam_size
         self._rescore = rescore
+        self._bias = bias
         self._pool = (
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
             if workers > 1
@@ -97,6 +105,7 @@ class Transcriber:
         options: ModelOptions | None = None,
         prompt: str | None = VOCABULARY_PROMPT,
         rescore: bool = True,
+        bias: bool = True,
     ) -> Transcriber:
         """Locate (and if need be assemble) the model and load it once for this process."""
         location = locate_model(spec, cache_dir=cache_dir)
@@ -108,6 +117,7 @@ class Transcriber:
             prompt=prompt,
             workers=options.workers,
             rescore=rescore,
+            bias=bias,
         )
 
     def transcribe(self, audio: DecodedAudio) -> Transcript:
@@ -205,8 +215,26 @@ class Transcriber:
 
     def _rescored(self, samples: AudioArray) -> _Piece | None:
         """The hypothesis the report language model likes best in a chest dictation, Whisper's
-        own best elsewhere, or None where that looks broken (see :mod:`nbest`)."""
-        found = nbest.decode(self._model, samples, prompt=self._prompt, beam_size=self._beam_size)
+        own best elsewhere, or None where that looks broken (see :mod:`nbest`).
+
+        With biasing, a quick greedy first look (:data:`FIRST_LOOK_BEAM`) finds the terms
+        the chunk's odd words sound like (:mod:`biasing`), and the beam search then runs with
+        them named in the prompt, unless that decoding looks broken or leaves words out
+        (then it runs again with the plain prompt, rarely)."""
+        encoded = nbest.encode(self._model, samples)
+        terms: list[str] = []
+        if self._bias:
+            first = nbest.generate(
+                self._model, encoded, prompt=self._prompt, beam_size=FIRST_LOOK_BEAM
+            )
+            if has_context(first.hypotheses[0].text):
+                terms = biasing.sounding_terms(first.hypotheses[0].text)
+        prompt = biasing.biased_prompt(self._prompt, terms) if terms else self._prompt
+        found = nbest.generate(self._model, encoded, prompt=prompt, beam_size=self._beam_size)
+        if terms and not _as_good(found, first):
+            found = nbest.generate(
+                self._model, encoded, prompt=self._prompt, beam_size=self._beam_size
+            )
         if found.broken:
             return None
         chosen = found.hypotheses[0]
@@ -237,6 +265,20 @@ class _Piece:
     seconds: float
     logprob: float
     no_speech: float
+
+
+MIN_SECOND_WORDS = 0.85
+"""A second decoding with fewer words than this share of the first's left some out."""
+
+
+def _as_good(second: nbest.NBest, first: nbest.NBest) -> bool:
+    """Whether the decoding with the terms named is sound: not broken, not looping, and not
+    much shorter than the first (a prompt that lists words can make Whisper skip some)."""
+    text = second.hypotheses[0].text
+    words = len(first.hypotheses[0].text.split())
+    return (
+        not second.broken and not _looping(text) and len(text.split()) >= MIN_SECOND_WORDS * words
+    )
 
 
 def _looping(text: str) -> bool:
