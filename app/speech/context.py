@@ -143,16 +143,35 @@ def normalise(word: str) -> str:
 
 
 def sentences(text: str) -> list[list[str]]:
-    """Normalised words of each sentence of ``text`` (split at . ? ! : ;)."""
+    """Normalised words of each sentence of ``text`` (split at . ? ! : ; and a spoken
+    "period"; a spoken "comma" is left out, as a written one is)."""
     out: list[list[str]] = [[]]
+    previous = ""
     for match in _TOKEN.finditer(text):
         token = match.group(0)
-        if token in _BOUNDARY:
+        mark = token if token in _BOUNDARY else _spoken_mark(token, previous)
+        previous = token.lower()
+        if mark in _BOUNDARY:
             if out[-1]:
                 out.append([])
-        else:
+        elif mark is None:
             out[-1].append(normalise(token))
     return [sentence for sentence in out if sentence]
+
+
+SPOKEN_MARKS = {"period": ".", "comma": ","}
+"""Punctuation said as a word: the corrections run before it becomes a mark, and the words
+around it are report words on either side of a sentence end or a comma, not neighbours
+("in the lingular period." is "in the lingula.")."""
+PERIOD_AS_WORD_AFTER = frozenset({"a", "the", "this", "that", "short", "long", "time"})
+
+
+def _spoken_mark(token: str, previous: str) -> str | None:
+    """The mark a spoken "period" or "comma" stands for, or None for any other word."""
+    lower = token.lower()
+    if lower == "period" and previous in PERIOD_AS_WORD_AFTER:
+        return None  # "a period of", "the follow-up period"
+    return SPOKEN_MARKS.get(lower)
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,17 +501,24 @@ def _inflected_from(word: str, words: frozenset[str]) -> bool:
 
 
 def _words(text: str) -> list[_Word]:
+    """The words of ``text`` with their sentence and place in it; a spoken "period" ends a
+    sentence and a spoken "comma" is no word but part of the gap before the next one."""
     words: list[_Word] = []
     sentence = 0
     position = 0
     previous_end = 0
+    previous = ""
     for match in _TOKEN.finditer(text):
         token = match.group(0)
-        if token in _BOUNDARY:
+        mark = token if token in _BOUNDARY else _spoken_mark(token, previous)
+        previous = token.lower()
+        if mark in _BOUNDARY:
             if position:
                 sentence += 1
                 position = 0
             continue
+        if mark is not None:
+            continue  # a spoken comma: the next word's gap holds it
         gap = text[previous_end : match.start()]
         words.append(_Word(token, match.start(), match.end(), sentence, position, gap))
         position += 1

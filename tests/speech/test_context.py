@@ -266,3 +266,18 @@ def test_a_list_never_names_one_thing_twice() -> None:
     assert corrector.correct("No axillery or axillary lymphadenopathy.") == (
         "No axillery or axillary lymphadenopathy."
     )
+
+
+def test_spoken_punctuation_ends_a_sentence_for_the_model() -> None:
+    """A dictation that says its punctuation: "period" is a sentence end and "comma" no
+    word, so the report words next to them have the neighbours the corpus knows."""
+    assert chest_context_corrector().correct("A calcified nodule in the lingular period.") == (
+        "A calcified nodule in the lingula period."
+    )
+    assert sentences("Small left effusion comma, likely reactive period. Stable.") == [
+        ["small", "left", "effusion", "likely", "reactive"],
+        ["stable"],
+    ]
+    assert sentences("Unchanged over a period of 6 months.") == [
+        ["unchanged", "over", "a", "period", "of", "<num>", "months"]
+    ]
