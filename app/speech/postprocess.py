@@ -64,12 +64,15 @@ SECTION_WORDS: dict[tuple[str, ...], str] = {
     ("comparison",): "comparison",
     ("comparisons",): "comparison",
     ("findings",): "findings",
+    ("finding",): "findings",  # tiny.en drops the s of a heading said alone
     ("impression",): "impression",
     ("impressions",): "impression",
     ("conclusion",): "impression",
     ("recommendation",): "recommendations",
     ("recommendations",): "recommendations",
 }
+HEARD_HEADINGS = {"finding": "findings"}
+"""Headings as Whisper may write them (left), and as the report writes them."""
 SPOKEN_MARKS: dict[tuple[str, ...], str] = {
     ("period",): ".",
     ("full", "stop"): ".",
@@ -440,6 +443,7 @@ def _skip_marks(tokens: Sequence[Token], index: int) -> int:
 
 def _spoken_label(tokens: Sequence[Token]) -> str:
     words = " ".join(token.lower for token in tokens)
+    words = HEARD_HEADINGS.get(words, words)
     return words[:1].upper() + words[1:]
 
 

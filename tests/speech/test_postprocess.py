@@ -179,3 +179,9 @@ def test_a_spoken_comma_heard_as_a_word_is_a_comma() -> None:
 )
 def test_an_before_a_vowel(heard: str, meant: str) -> None:
     assert apply_lexicon(heard, CORRECTIONS) == meant
+
+
+def test_a_heading_heard_without_its_s_opens_the_section() -> None:
+    corrected = correct_transcript("Finding. The lungs are clear. Impression. Normal chest CT.")
+    assert corrected.text == "Findings: The lungs are clear.\n\nImpression: Normal chest CT."
+    assert correct_transcript("The finding is stable.").text == "The finding is stable."
