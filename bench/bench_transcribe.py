@@ -30,8 +30,9 @@ synthesized dictations of 30 s or more (median over them) and
 deliberate errors, so it gives no WER).  Each clip is timed
 ``--repeats`` times and the median taken, on ``--threads`` CPU threads shared
 by ``--workers`` Whisper workers (chunks decoded at once).  The load average is
-printed: on a shared machine it inflates wall-clock RTF, so CPU-time RTF is
-printed beside it.  ``--show`` prints every transcript and its word errors.
+printed: on a shared machine it inflates wall-clock RTF, so CPU-time RTF (this
+process and the espeak-ng runs it waits for) is printed beside it.  ``--no-bias``
+turns off the second look at chest chunks (``app/speech/biasing.py``) for an A/B.  ``--show`` prints every transcript and its word errors.
 
 ``--errors`` prints every word error (substitution, deletion, insertion) of raw
 Whisper and of the corrected text, per clip and voice, the most frequent ones,
