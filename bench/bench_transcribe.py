@@ -32,7 +32,8 @@ deliberate errors, so it gives no WER).  Each clip is timed
 by ``--workers`` Whisper workers (chunks decoded at once).  The load average is
 printed: on a shared machine it inflates wall-clock RTF, so CPU-time RTF (this
 process and the espeak-ng runs it waits for) is printed beside it.  ``--no-bias``
-turns off the second look at chest chunks (``app/speech/biasing.py``) for an A/B.  ``--show`` prints every transcript and its word errors.
+turns off the second look at chest chunks (``app/speech/biasing.py``) for an
+A/B.  ``--show`` prints every transcript and its word errors.
 
 ``--errors`` prints every word error (substitution, deletion, insertion) of raw
 Whisper and of the corrected text, per clip and voice, the most frequent ones,
