@@ -36,6 +36,7 @@ from models.networks.heads import (
     NODULE_TYPE,
 )
 from models.networks.model import ModelBatch, ModelOutput, RadscribeModel, TextInput
+from models.nodule_measure import hu_from_window, measuring_spec, nodule_diameter
 from models.preprocess import PreparedImage, extract_patch, preprocess
 from models.quantize import Precision, default_precision, prepare_for_inference
 from models.volume import LPS_TO_RAS
@@ -65,6 +66,8 @@ class NoduleResult:
     lobe: str
     lobe_probability: float
     location: SliceLocation
+    diameter_source: str = "refiner"
+    """"measured" on the image (``models.nodule_measure``) or the "refiner" network's reading."""
 
 
 @dataclass(frozen=True)
@@ -321,14 +324,20 @@ class Drafter:
         patches = torch.stack([extract_patch(prepared, c[1]) for c in kept])
         refined = self.model.refiner(patches.to(self.device, self.dtype)).float().cpu()
         results = []
+        measuring = measuring_spec(prepared.spec)
         for (score, centre, _, _, lobe_p), out in zip(kept, refined, strict=True):
             centre_ras = centre + out[4:7].numpy() * REFINER_CENTRE_SCALE_MM
             type_p = torch.softmax(out[1:4], 0)
             lobe = int(lobe_p.argmax())
+            cube = extract_patch(prepared, centre, spec=measuring)[0].numpy()
+            diameter, source = nodule_diameter(
+                float(torch.exp(out[0])), hu_from_window(cube, prepared.spec.hu_window)
+            )
             results.append(
                 NoduleResult(
                     probability=round(score, 4),
-                    diameter_mm=round(float(torch.exp(out[0])), 1),
+                    diameter_mm=round(diameter, 1),
+                    diameter_source=source,
                     nodule_type=NODULE_TYPES[int(type_p.argmax())],
                     type_probabilities={
                         t: round(float(p), 4) for t, p in zip(NODULE_TYPES, type_p, strict=True)

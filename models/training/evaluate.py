@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from models import nodule_measure
 from models.checkpoint import load_checkpoint
+from models.config import NODULE_TYPES
 from models.findings import FINDINGS
 from models.training import metrics, nodules
 from models.training.config import DataConfig, DictationConfig
@@ -49,6 +51,7 @@ logger = logging.getLogger(__name__)
 GATE_SNRS_DB = (-5.0, 0.0, 10.0, 30.0)
 LOW_GATE_WEIGHT = 0.2
 SMALL_NODULE_RANGE_MM = (3.0, 6.0)
+SIZE_BINS_MM = ((3.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, 40.0))
 REPORT_JSON = "evaluation.json"
 REPORT_MARKDOWN = "evaluation.md"
 
@@ -93,7 +96,7 @@ def _clean(value: float) -> float | None:
     return None if value is None or math.isnan(value) else round(float(value), 4)
 
 
-def _nodule_metrics(
+def nodule_metrics(
     model: Any,
     table: StudyTable,
     maps: list[torch.Tensor],
@@ -112,9 +115,9 @@ def _nodule_metrics(
     if not chosen:
         return None
     tp = fn = fp = 0
-    errors: list[float] = []
-    small_errors: list[float] = []
+    measured: list[dict[str, Any]] = []
     centre_errors: list[float] = []
+    measuring = nodule_measure.measuring_spec(spec)
     model.eval()
     for i in chosen:
         truth = studies[i].nodules or ()
@@ -127,15 +130,26 @@ def _nodule_metrics(
             continue
         image = table._images([i], device)
         centres = torch.tensor(np.array([c.centre_ras for _, c in matched]), dtype=torch.float32)
-        patches = grid_patches(image, [studies[i].grid], centres, [0] * len(matched), spec)
+        grids, rows = [studies[i].grid], [0] * len(matched)
+        patches = grid_patches(image, grids, centres, rows, spec)
+        cubes = grid_patches(image, grids, centres, rows, measuring)[:, 0].cpu().numpy()
         with torch.inference_mode():
             refined = model.refiner(patches.to(device)).float().cpu()
-        for (nodule, candidate), out in zip(matched, refined, strict=True):
-            diameter = float(torch.exp(out[0]))
-            error = abs(diameter - nodule.diameter_mm)
-            errors.append(error)
-            if SMALL_NODULE_RANGE_MM[0] <= nodule.diameter_mm <= SMALL_NODULE_RANGE_MM[1]:
-                small_errors.append(error)
+        for (nodule, candidate), out, cube in zip(matched, refined, cubes, strict=True):
+            refiner_mm = float(torch.exp(out[0]))
+            diameter, source = nodule_measure.nodule_diameter(
+                refiner_mm, nodule_measure.hu_from_window(cube, spec.hu_window)
+            )
+            measured.append(
+                {
+                    "true_mm": nodule.diameter_mm,
+                    "type_index": nodule.type_index,
+                    "error": abs(diameter - nodule.diameter_mm),
+                    "signed": diameter - nodule.diameter_mm,
+                    "refiner_error": abs(refiner_mm - nodule.diameter_mm),
+                    "source": source,
+                }
+            )
             corrected = candidate.centre_ras + out[4:7].numpy() * 10.0
             centre_errors.append(float(np.linalg.norm(corrected - np.asarray(nodule.centre_ras))))
     return {
@@ -144,13 +158,54 @@ def _nodule_metrics(
         "detected": tp,
         "sensitivity": _clean(tp / max(tp + fn, 1)),
         "false_positives_per_study": _clean(fp / len(chosen)),
-        "diameter_mae_mm": _clean(float(np.mean(errors))) if errors else None,
-        "diameter_mae_3_6mm": _clean(float(np.mean(small_errors))) if small_errors else None,
+        "diameter_mae_mm": _mae(measured),
+        "diameter_mae_3_6mm": _mae(
+            [
+                m
+                for m in measured
+                if SMALL_NODULE_RANGE_MM[0] <= m["true_mm"] <= SMALL_NODULE_RANGE_MM[1]
+            ]
+        ),
+        "diameter_mae_refiner_only_mm": _mae(measured, key="refiner_error"),
+        "measured_share": _clean(sum(m["source"] == "measured" for m in measured) / len(measured))
+        if measured
+        else None,
+        "diameter_by_size": _diameter_breakdown(
+            measured,
+            {
+                f"{lo:g}-{hi:g} mm": (lambda m, lo=lo, hi=hi: lo <= m["true_mm"] < hi)
+                for lo, hi in SIZE_BINS_MM
+            },
+        ),
+        "diameter_by_type": _diameter_breakdown(
+            measured,
+            {kind: (lambda m, k=k: m["type_index"] == k) for k, kind in enumerate(NODULE_TYPES)},
+        ),
         "centre_error_mm_median": _clean(float(np.median(centre_errors)))
         if centre_errors
         else None,
         "threshold": threshold,
     }
+
+
+def _mae(measured: list[dict[str, Any]], key: str = "error") -> float | None:
+    return _clean(float(np.mean([m[key] for m in measured]))) if measured else None
+
+
+def _diameter_breakdown(
+    measured: list[dict[str, Any]], groups: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Per group: count, MAE, mean signed error and the refiner's MAE alone."""
+    out = {}
+    for name, member in groups.items():
+        chosen = [m for m in measured if member(m)]
+        out[name] = {
+            "matched": len(chosen),
+            "mae_mm": _mae(chosen),
+            "bias_mm": _clean(float(np.mean([m["signed"] for m in chosen]))) if chosen else None,
+            "refiner_only_mae_mm": _mae(chosen, key="refiner_error"),
+        }
+    return out
 
 
 def evaluate_checkpoint(
@@ -269,9 +324,9 @@ def evaluate_checkpoint(
                     metrics.macro_auroc(outputs["image only"][members], labels[members])
                 ),
             }
-    report["nodules"] = _nodule_metrics(model, table, maps, meta.nodule_threshold, device, spec)
+    report["nodules"] = nodule_metrics(model, table, maps, meta.nodule_threshold, device, spec)
     if hard:
-        report["hard_split"]["nodules"] = _nodule_metrics(
+        report["hard_split"]["nodules"] = nodule_metrics(
             model, table, maps, meta.nodule_threshold, device, spec, subset=hard
         )
     gate: dict[str, Any] = {}
@@ -415,6 +470,23 @@ def markdown(report: dict[str, Any]) -> str:
                     f"| {name} | {n['true_nodules']} | {n['detected']} | {n['sensitivity']} | "
                     f"{n['false_positives_per_study']} | {n['diameter_mae_mm']} | "
                     f"{n['diameter_mae_3_6mm']} |"
+                )
+        nodule_all = report["nodules"]
+        lines += [
+            "",
+            "Diameter: measured on the image where the nodule is at least "
+            f"{nodule_measure.MIN_MEASURED_MM:g} mm (share measured: "
+            f"{nodule_all.get('measured_share')}), the refiner's reading below; refiner "
+            f"alone: MAE {nodule_all.get('diameter_mae_refiner_only_mm')} mm.",
+            "",
+            "| matched nodules | n | diameter MAE mm | mean error mm | refiner alone MAE mm |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for group in ("diameter_by_size", "diameter_by_type"):
+            for name, g in (nodule_all.get(group) or {}).items():
+                lines.append(
+                    f"| {name} | {g['matched']} | {g['mae_mm']} | {g['bias_mm']} | "
+                    f"{g['refiner_only_mae_mm']} |"
                 )
     lines += [
         "",
