@@ -28,6 +28,7 @@ from app.speech.phonetic import (
     PREFILTER_KEY_DISTANCE,
     PhoneticCorrector,
     chest_corrector,
+    frequent,
     relative_distance,
     sound_key,
 )
@@ -36,6 +37,10 @@ from app.speech.vocabulary import CHEST_CT_VOCABULARY
 MAX_DISTANCE = 0.4
 """Most relative phoneme distance between heard words and a term named in the prompt: looser
 than a correction's (a prompt only suggests), so that "colipidasis" finds cholelithiasis."""
+MAX_FREQUENT_DISTANCE = 0.33
+"""The same for a frequent English word (:func:`app.speech.phonetic.frequent`: "bed",
+"level"), which is more likely said than misheard: only a near term is named for it, as
+naming far ones can make Whisper mishear what it had right ("in bed two" -> "in med2")."""
 TERMS_PER_SPAN = 2
 """The closest terms named for each heard word or pair of words."""
 MAX_TERMS = 24
@@ -54,19 +59,25 @@ def sounding_terms(text: str, corrector: PhoneticCorrector | None = None) -> lis
     if not corrector.sounds:
         return []
     words = [word.lower() for word in _WORD.findall(text)]
-    spans: set[str] = set()
+    spans: dict[str, float] = {}  # heard words -> most distance to a term named for them
     for index, word in enumerate(words):
         if word in CHEST_CT_VOCABULARY:
             continue
-        if not (corrector.invented(word) or corrector.unexpected(word)):
+        if corrector.invented(word):
+            limit = MAX_DISTANCE
+        elif corrector.unexpected(word):
+            limit = MAX_FREQUENT_DISTANCE if frequent(word) else MAX_DISTANCE
+        else:
             continue
         for first, last in ((index, index), (index - 1, index), (index, index + 1)):
             if first >= 0 and last < len(words):
-                spans.add(" ".join(words[first : last + 1]))
+                span = " ".join(words[first : last + 1])
+                spans[span] = max(limit, spans.get(span, limit))
     heard = pronunciations(spans)
     present = set(words)
     closest: dict[str, float] = {}
     for span, sound in heard.items():
+        limit = spans[span]
         key = sound_key(span)
         scored: list[tuple[float, str]] = []
         for term in corrector.terms:
@@ -75,10 +86,10 @@ def sounding_terms(text: str, corrector: PhoneticCorrector | None = None) -> lis
                 continue
             if relative_distance(key, term.key, PREFILTER_KEY_DISTANCE) is None:
                 continue
-            if abs(len(said) - len(sound)) > MAX_DISTANCE * max(len(said), len(sound)):
+            if abs(len(said) - len(sound)) > limit * max(len(said), len(sound)):
                 continue
-            distance = relative_phoneme_distance(sound, said, limit=MAX_DISTANCE)
-            if distance <= MAX_DISTANCE:
+            distance = relative_phoneme_distance(sound, said, limit=limit)
+            if distance <= limit:
                 scored.append((distance, term.word))
         for distance, term_word in sorted(scored)[:TERMS_PER_SPAN]:
             closest[term_word] = min(distance, closest.get(term_word, distance))

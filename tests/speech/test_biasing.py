@@ -91,3 +91,13 @@ def test_spoken_term_heard_with_its_name_in_the_prompt(
     without = Transcriber(model=transcriber._model, model_name="tiny.en", bias=False)
     assert "lymphangitic" not in without.transcribe_raw(audio).text.lower()
     assert "lymphangitic" in transcriber.transcribe_raw(audio).text.lower()
+
+
+@needs_espeak
+def test_frequent_english_names_only_near_terms() -> None:
+    """Everyday words of a chest dictation ("patient in", "bed") are more likely said than
+    misheard: no far term is named for them ("prominent", "benign": naming such terms made
+    tiny.en write "in bed two" as "in med2")."""
+    terms = sounding_terms("The patient in bed two has a small left pleural effusion.")
+    assert not {"prominent", "benign"} & set(terms)
+    assert "cholelithiasis" in sounding_terms("The patient has colipidasis.")
