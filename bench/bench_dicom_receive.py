@@ -34,6 +34,17 @@ within each round.  Beside each rate: the receiver's CPU time per image (its
 process tree, from ``/proc``), which other work on a shared machine disturbs
 much less than the rate.  Goals: one association at least Orthanc's rate; four
 associations at least 1.5x Orthanc and at least 0.5x ``storescp --fork``.
+
+What bounds ``radscribe`` here is mostly the disk, not its CPU: on a virtual
+disk with a write-back cache and no FUA, every fsync waits for a cache flush,
+and flushes complete on a 4 ms grid while the host is busy (a no-op fsync
+takes 2-4 ms then; at other times 0.1-0.2 ms).  A durable instance needs two
+in sequence (its file's, then its folder's), so one association gets about
+115-145 instances/s in that regime and four about 300-400/s (receiving, the
+file's direct write and journal waits come on top), whatever the CPU; Orthanc
+and storescp do not fsync and are bound by CPU instead.  The ``disk:`` line
+(synced writes per second) shows which regime a run met: compare runs only
+with similar ``disk:`` lines, or pair them back to back.
 """
 
 from __future__ import annotations
