@@ -681,6 +681,10 @@ class _Run:
             patch = nodule_patches(
                 batch, self.spec, limit=config.refiner_batch, generator=generator
             )
+            if self.amp_dtype == torch.bfloat16:
+                # The first convolution casts the image to bf16 under autocast anyway;
+                # casting it here keeps no fp32 copy alive through the step.
+                batch.model.image = batch.model.image.to(torch.bfloat16)
             teacher_probabilities = None
             if teacher is not None:
                 with (
