@@ -126,3 +126,25 @@ def test_a_nodule_in_a_dicom_series_is_measured_through_the_product_path(
     diameter, source = nodule_diameter(7.0, hu_from_window(cube, spec.hu_window))
     assert source == "measured"
     assert diameter == pytest.approx(18.0, abs=1.0)
+
+
+def test_the_nodule_bench_reports_diameter_error_by_size_and_type(tmp_path: Path) -> None:
+    """bench/bench_nodule_diameter.py on four generated test studies (the fourth has a
+    nodule) with the shipped weights."""
+    import importlib.util
+    import json
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "bench_nodule_diameter.py"
+    spec = importlib.util.spec_from_file_location("bench_nodule_diameter", bench)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "nodules.json"
+    code = module.main(["--count", "4", "--cache", str(tmp_path / "cache"), "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["studies"] >= 1 and report["true_nodules"] >= 1
+    assert set(report["diameter_by_size"]) == {"3-6 mm", "6-10 mm", "10-20 mm", "20-40 mm"}
+    assert set(report["diameter_by_type"]) == {"solid", "part-solid", "ground-glass"}
+    matched = sum(g["matched"] for g in report["diameter_by_size"].values())
+    assert matched == report["detected"]
