@@ -55,6 +55,11 @@ less of a shorter chunk: 20 s rather than 28 s took the tuning dictations of
 bench/radiology_dictations.py from 27.6% to 25.2% corrected WER (both halves of the 24 alike:
 29.9 -> 27.1 and 25.3 -> 23.4; development 9.4 -> 9.3).  Every chunk costs one encoder pass
 over a padded 30 s window, so shorter chunks cost CPU (CPU-RTF 0.044 -> 0.050 there)."""
+TAIL_SECONDS = 6.0
+MAX_JOINED_SECONDS = 28.0
+"""A dictation's last few seconds are not a chunk of their own (every chunk costs an encoder
+pass over a padded 30 s window and two decoder passes): they join the chunk before if the
+two fit in one window with room to spare."""
 PAUSE_MS = 300
 """A pause this long between phrases is a place to cut."""
 SPEECH_PAD_MS = 200
@@ -300,13 +305,22 @@ def _skipped(pieces: list[_Piece], chunk: list[Span]) -> bool:
 
 
 def _chunks(spans: list[Span]) -> Iterator[list[Span]]:
-    """Consecutive speech spans joined into chunks of at most CHUNK_SECONDS, cut at pauses."""
+    """Consecutive speech spans joined into chunks of at most CHUNK_SECONDS, cut at pauses;
+    a last chunk shorter than :data:`TAIL_SECONDS` joins the one before it if the two fit in
+    :data:`MAX_JOINED_SECONDS`."""
     limit = int(CHUNK_SECONDS * SAMPLE_RATE)
+    chunks: list[list[Span]] = []
     chunk: list[Span] = []
     for span in spans:
         if chunk and span[1] - chunk[0][0] > limit:
-            yield chunk
+            chunks.append(chunk)
             chunk = []
         chunk.append(span)
     if chunk:
-        yield chunk
+        chunks.append(chunk)
+    if len(chunks) > 1:
+        tail, before = chunks[-1], chunks[-2]
+        short = tail[-1][1] - tail[0][0] < TAIL_SECONDS * SAMPLE_RATE
+        if short and tail[-1][1] - before[0][0] <= MAX_JOINED_SECONDS * SAMPLE_RATE:
+            chunks[-2:] = [before + tail]
+    yield from chunks

@@ -11,7 +11,7 @@ import pytest
 
 from app.speech.audio import SAMPLE_RATE, DecodedAudio, NoSpeechError, decode_audio
 from app.speech.model import ModelOptions
-from app.speech.transcriber import CHUNK_SECONDS, Transcriber
+from app.speech.transcriber import CHUNK_SECONDS, Transcriber, _chunks
 from app.speech.transcript import Transcript
 
 JFK_REFERENCE = (  # /work/shared/data/SOURCES.md
@@ -170,3 +170,23 @@ def test_chunks_decoded_at_once_give_the_same_text(
     transcript = parallel.transcribe(long_audio)
     assert transcript.raw_text == long_transcript.raw_text
     assert transcript.quality.speech_seconds == long_transcript.quality.speech_seconds
+
+
+def _seconds(chunks: list[list[tuple[int, int]]]) -> list[list[tuple[float, float]]]:
+    return [[(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in chunk] for chunk in chunks]
+
+
+def _samples(spans: list[tuple[float, float]]) -> list[tuple[int, int]]:
+    return [(int(a * SAMPLE_RATE), int(b * SAMPLE_RATE)) for a, b in spans]
+
+
+def test_a_short_last_chunk_joins_the_one_before() -> None:
+    """Speech spans are cut into chunks of at most CHUNK_SECONDS at pauses; the last few
+    seconds of a dictation join the chunk before when both fit in one Whisper window."""
+    spans = _samples([(0.0, 16.0), (17.0, 36.0), (36.5, 40.0)])
+    assert _seconds(list(_chunks(spans))) == [[(0.0, 16.0)], [(17.0, 36.0), (36.5, 40.0)]]
+    long_tail = _samples([(0.0, 10.0), (11.0, 30.0), (31.0, 38.0)])
+    assert len(list(_chunks(long_tail))) == 3  # 7 s is a chunk of its own
+    too_long = _samples([(0.0, 9.0), (10.0, 30.0), (33.0, 38.5)])
+    assert len(list(_chunks(too_long))) == 3  # 20 s, a pause, 5.5 s: 28.5 s in all
+    assert _seconds(list(_chunks(_samples([(0.0, 5.0)])))) == [[(0.0, 5.0)]]
