@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['measured_share']} of matches), refiner alone "
         f"{report['diameter_mae_refiner_only_mm']} mm; 3-6 mm: {report['diameter_mae_3_6mm']}"
     )
+    false = report["false_candidates"]
+    print(
+        f"false candidates {false['count']}: {false['measured']} measured, stated diameter "
+        f"median {false['stated_diameter_mm_median']} mm, largest {false['stated_diameter_mm_max']}"
+    )
     print(f"{'group':<16} {'n':>4} {'MAE mm':>8} {'bias mm':>8} {'refiner MAE':>12}")
     for group in ("diameter_by_size", "diameter_by_type"):
         for name, g in report[group].items():

@@ -325,13 +325,15 @@ class Drafter:
         refined = self.model.refiner(patches.to(self.device, self.dtype)).float().cpu()
         results = []
         measuring = measuring_spec(prepared.spec)
-        for (score, centre, _, _, lobe_p), out in zip(kept, refined, strict=True):
+        for (score, centre, head_mm, _, lobe_p), out in zip(kept, refined, strict=True):
             centre_ras = centre + out[4:7].numpy() * REFINER_CENTRE_SCALE_MM
             type_p = torch.softmax(out[1:4], 0)
             lobe = int(lobe_p.argmax())
             cube = extract_patch(prepared, centre, spec=measuring)[0].numpy()
             diameter, source = nodule_diameter(
-                float(torch.exp(out[0])), hu_from_window(cube, prepared.spec.hu_window)
+                float(torch.exp(out[0])),
+                hu_from_window(cube, prepared.spec.hu_window),
+                head_mm=head_mm,
             )
             results.append(
                 NoduleResult(

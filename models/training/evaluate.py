@@ -119,6 +119,7 @@ def nodule_metrics(
     centre_errors: list[float] = []
     measuring = nodule_measure.measuring_spec(spec)
     model.eval()
+    false_stated: list[tuple[float, str]] = []
     for i in chosen:
         truth = studies[i].nodules or ()
         found = nodules.decode(maps[i], studies[i].grid, top=model.config.max_nodules)
@@ -126,20 +127,31 @@ def nodule_metrics(
         tp += len(matched)
         fn += len(truth) - len(matched)
         fp += false
-        if not matched:
+        hits = {id(c) for _, c in matched}
+        unmatched = [c for c in found if c.score >= threshold and id(c) not in hits]
+        candidates = [c for _, c in matched] + unmatched
+        if not candidates:
             continue
         image = table._images([i], device)
-        centres = torch.tensor(np.array([c.centre_ras for _, c in matched]), dtype=torch.float32)
-        grids, rows = [studies[i].grid], [0] * len(matched)
+        centres = torch.tensor(np.array([c.centre_ras for c in candidates]), dtype=torch.float32)
+        grids, rows = [studies[i].grid], [0] * len(candidates)
         patches = grid_patches(image, grids, centres, rows, spec)
         cubes = grid_patches(image, grids, centres, rows, measuring)[:, 0].cpu().numpy()
         with torch.inference_mode():
             refined = model.refiner(patches.to(device)).float().cpu()
-        for (nodule, candidate), out, cube in zip(matched, refined, cubes, strict=True):
-            refiner_mm = float(torch.exp(out[0]))
-            diameter, source = nodule_measure.nodule_diameter(
-                refiner_mm, nodule_measure.hu_from_window(cube, spec.hu_window)
+        stated = [
+            nodule_measure.nodule_diameter(
+                float(torch.exp(out[0])),
+                nodule_measure.hu_from_window(cube, spec.hu_window),
+                head_mm=candidate.head_diameter_mm,
             )
+            for candidate, out, cube in zip(candidates, refined, cubes, strict=True)
+        ]
+        false_stated += stated[len(matched) :]
+        for (nodule, candidate), out, (diameter, source) in zip(
+            matched, refined, stated, strict=False
+        ):
+            refiner_mm = float(torch.exp(out[0]))
             measured.append(
                 {
                     "true_mm": nodule.diameter_mm,
@@ -181,6 +193,16 @@ def nodule_metrics(
             measured,
             {kind: (lambda m, k=k: m["type_index"] == k) for k, kind in enumerate(NODULE_TYPES)},
         ),
+        "false_candidates": {
+            "count": len(false_stated),
+            "measured": sum(source == "measured" for _, source in false_stated),
+            "stated_diameter_mm_median": _clean(float(np.median([d for d, _ in false_stated])))
+            if false_stated
+            else None,
+            "stated_diameter_mm_max": _clean(max(d for d, _ in false_stated))
+            if false_stated
+            else None,
+        },
         "centre_error_mm_median": _clean(float(np.median(centre_errors)))
         if centre_errors
         else None,

@@ -11,6 +11,7 @@ import pytest
 from scipy import ndimage
 
 from models.nodule_measure import (
+    MAX_RAY_SPREAD,
     MEASURE_SHAPE,
     MEASURE_SPACING_MM,
     MIN_MEASURED_MM,
@@ -81,16 +82,39 @@ def test_ground_glass_is_measured_at_its_own_half_maximum() -> None:
 def test_plain_lung_has_nothing_to_measure_and_the_refiner_reading_stands() -> None:
     lung = _cube(0.0)
     assert measure(lung) is None
-    assert nodule_diameter(6.3, lung) == (6.3, "refiner")
-    assert nodule_diameter(6.3, None) == (6.3, "refiner")
+    assert nodule_diameter(6.3, lung, head_mm=7.0) == (6.3, "refiner")
+    assert nodule_diameter(6.3, None, head_mm=7.0) == (6.3, "refiner")
 
 
 def test_small_nodules_keep_the_refiner_reading_and_large_ones_are_measured() -> None:
     small = _cube(5.0)
-    assert nodule_diameter(5.2, small) == (5.2, "refiner")
-    large, source = nodule_diameter(9.0, _cube(22.0))
+    assert nodule_diameter(5.2, small, head_mm=6.0) == (5.2, "refiner")
+    large, source = nodule_diameter(9.0, _cube(22.0), head_mm=18.0)
     assert source == "measured" and abs(large - 22.0) <= 0.7
     assert large >= MIN_MEASURED_MM
+
+
+def test_an_elongated_density_is_not_measured_as_a_nodule() -> None:
+    """A false candidate on a band of consolidation: the edge distances spread widely,
+    so the draft keeps the network's reading instead of stating a large nodule."""
+    shape = MEASURE_SHAPE
+    axes = [(np.arange(n) - (n - 1) / 2) * MEASURE_SPACING_MM for n in shape]
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    cube = np.full(shape, LUNG_HU, dtype=np.float32)
+    cube[(np.abs(y) <= 5.0) & (np.abs(z) <= 5.0) & (np.abs(x) <= 22.0)] = SOLID_HU
+    cube = ndimage.gaussian_filter(cube, 1.5)
+    measured = measure(cube)
+    assert measured is not None and measured.ray_spread > MAX_RAY_SPREAD
+    assert nodule_diameter(7.5, cube, head_mm=9.0) == (7.5, "refiner")
+
+
+def test_a_measurement_far_beyond_the_network_reading_is_not_stated() -> None:
+    """A round density twice the size the network saw is something else (a mass-like
+    structure next to the candidate): the refiner's reading stands."""
+    round_density = _cube(26.0)
+    assert nodule_diameter(7.0, round_density, head_mm=10.0) == (7.0, "refiner")
+    diameter, source = nodule_diameter(9.0, round_density, head_mm=16.0)
+    assert source == "measured" and abs(diameter - 26.0) <= 0.7
 
 
 def test_model_input_converts_back_to_hounsfield_units() -> None:
@@ -123,7 +147,7 @@ def test_a_nodule_in_a_dicom_series_is_measured_through_the_product_path(
     prepared = preprocess(tmp_path / "s", spec)
     candidate = (np.array(nodule.centre_lps) + np.array([2.0, -2.0, 1.0])) * LPS_TO_RAS
     cube = extract_patch(prepared, candidate, spec=measuring_spec(spec))[0].numpy()
-    diameter, source = nodule_diameter(7.0, hu_from_window(cube, spec.hu_window))
+    diameter, source = nodule_diameter(7.0, hu_from_window(cube, spec.hu_window), head_mm=15.0)
     assert source == "measured"
     assert diameter == pytest.approx(18.0, abs=1.0)
 
@@ -148,3 +172,6 @@ def test_the_nodule_bench_reports_diameter_error_by_size_and_type(tmp_path: Path
     assert set(report["diameter_by_type"]) == {"solid", "part-solid", "ground-glass"}
     matched = sum(g["matched"] for g in report["diameter_by_size"].values())
     assert matched == report["detected"]
+    false = report["false_candidates"]
+    assert false["count"] == round(report["false_positives_per_study"] * report["studies"])
+    assert 0 <= false["measured"] <= false["count"]
