@@ -36,8 +36,8 @@ from models.networks.heads import (
     NODULE_TYPE,
 )
 from models.networks.model import ModelBatch, ModelOutput, RadscribeModel, TextInput
-from models.nodule_measure import hu_from_window, measuring_spec, nodule_diameter
-from models.preprocess import PreparedImage, extract_patch, preprocess
+from models.nodule_measure import measuring_spec, nodule_diameter
+from models.preprocess import PreparedImage, extract_patch, preprocess, unwindow
 from models.quantize import Precision, default_precision, prepare_for_inference
 from models.volume import LPS_TO_RAS
 
@@ -332,7 +332,7 @@ class Drafter:
             cube = extract_patch(prepared, centre, spec=measuring)[0].numpy()
             diameter, source = nodule_diameter(
                 float(torch.exp(out[0])),
-                hu_from_window(cube, prepared.spec.hu_window),
+                unwindow(cube, prepared.spec),
                 head_mm=head_mm,
             )
             results.append(

@@ -216,12 +216,6 @@ def measuring_spec(spec: PreprocessSpec) -> PreprocessSpec:
     return dataclasses.replace(spec, patch_shape=MEASURE_SHAPE, patch_spacing_mm=MEASURE_SPACING_MM)
 
 
-def hu_from_window(values: np.ndarray, hu_window: tuple[float, float]) -> np.ndarray:
-    """Model input in [-1, 1] back to HU (clipped to the window, as it was)."""
-    low, high = hu_window
-    return (np.asarray(values, dtype=np.float32) + 1.0) * ((high - low) / 2.0) + low
-
-
 def nodule_diameter(
     refiner_mm: float, cube_hu: np.ndarray | None, *, head_mm: float
 ) -> tuple[float, str]:

@@ -500,6 +500,12 @@ def window(hu: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     return hu.clamp(low, high).sub_(low).mul_(2.0 / (high - low)).sub_(1.0)
 
 
+def unwindow(values: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """:func:`window`'s inverse: model input in [-1, 1] back to HU (clipped to the window)."""
+    low, high = spec.hu_window
+    return (np.asarray(values, dtype=np.float32) + 1.0) * ((high - low) / 2.0) + low
+
+
 def _noise_and_metal(stack: SliceStack) -> tuple[float, float]:
     picks = np.unique(np.linspace(0, stack.shape[0] - 1, QUALITY_SLICES).round().astype(int))
     slices = stack.pixels[picks].astype(np.float32)

@@ -32,6 +32,7 @@ from models import nodule_measure
 from models.checkpoint import load_checkpoint
 from models.config import NODULE_TYPES
 from models.findings import FINDINGS
+from models.preprocess import unwindow
 from models.training import metrics, nodules
 from models.training.config import DataConfig, DictationConfig
 from models.training.data import (
@@ -142,7 +143,7 @@ def nodule_metrics(
         stated = [
             nodule_measure.nodule_diameter(
                 float(torch.exp(out[0])),
-                nodule_measure.hu_from_window(cube, spec.hu_window),
+                unwindow(cube, spec),
                 head_mm=candidate.head_diameter_mm,
             )
             for candidate, out, cube in zip(candidates, refined, cubes, strict=True)

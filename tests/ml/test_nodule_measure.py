@@ -15,7 +15,6 @@ from models.nodule_measure import (
     MEASURE_SHAPE,
     MEASURE_SPACING_MM,
     MIN_MEASURED_MM,
-    hu_from_window,
     measure,
     nodule_diameter,
 )
@@ -117,19 +116,13 @@ def test_a_measurement_far_beyond_the_network_reading_is_not_stated() -> None:
     assert source == "measured" and abs(diameter - 26.0) <= 0.7
 
 
-def test_model_input_converts_back_to_hounsfield_units() -> None:
-    window = (-1000.0, 1000.0)
-    values = np.array([-1.0, 0.0, 0.5, 1.0], dtype=np.float32)
-    assert hu_from_window(values, window).tolist() == [-1000.0, 0.0, 500.0, 1000.0]
-
-
 def test_a_nodule_in_a_dicom_series_is_measured_through_the_product_path(
     tmp_path: Path, phantoms: ModuleType
 ) -> None:
     """DICOM files -> preprocess -> the measuring cube (extract_patch) -> nodule_diameter,
     as the drafter does, with the candidate 3 mm off the nodule's centre."""
     from models.nodule_measure import measuring_spec
-    from models.preprocess import PreprocessSpec, extract_patch, preprocess
+    from models.preprocess import PreprocessSpec, extract_patch, preprocess, unwindow
     from models.volume import LPS_TO_RAS
 
     nodule = phantoms.PhantomNodule(centre_lps=(70.0, 5.0, -10.0), diameter_mm=18.0, hu=40.0)
@@ -147,7 +140,7 @@ def test_a_nodule_in_a_dicom_series_is_measured_through_the_product_path(
     prepared = preprocess(tmp_path / "s", spec)
     candidate = (np.array(nodule.centre_lps) + np.array([2.0, -2.0, 1.0])) * LPS_TO_RAS
     cube = extract_patch(prepared, candidate, spec=measuring_spec(spec))[0].numpy()
-    diameter, source = nodule_diameter(7.0, hu_from_window(cube, spec.hu_window), head_mm=15.0)
+    diameter, source = nodule_diameter(7.0, unwindow(cube, spec), head_mm=15.0)
     assert source == "measured"
     assert diameter == pytest.approx(18.0, abs=1.0)
 

@@ -11,15 +11,27 @@ import pytest
 import torch
 
 from models.errors import BrokenGeometryError, TooFewSlicesError
-from models.preprocess import PreprocessSpec, extract_patch, preprocess, sample_stack
+from models.preprocess import (
+    PreprocessSpec,
+    extract_patch,
+    preprocess,
+    sample_stack,
+    unwindow,
+    window,
+)
 from models.volume import LPS_TO_RAS
 
 SMALL_SPEC = PreprocessSpec(grid_shape=(64, 64, 48), grid_spacing_mm=(6.0, 6.0, 7.0))
 
 
 def _to_hu(image: torch.Tensor, spec: PreprocessSpec) -> np.ndarray:
-    low, high = spec.hu_window
-    return ((image[0].numpy() + 1) / 2 * (high - low) + low).astype(np.float64)
+    return unwindow(image[0].numpy(), spec).astype(np.float64)
+
+
+def test_unwindow_undoes_the_window() -> None:
+    spec = PreprocessSpec()
+    hu = torch.tensor([-1000.0, -850.0, 0.0, 40.0, 1000.0])
+    assert np.allclose(unwindow(window(hu, spec).numpy(), spec), hu.numpy(), atol=1e-3)
 
 
 def test_default_grid_covers_an_adult_thorax() -> None:
