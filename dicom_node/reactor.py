@@ -122,7 +122,9 @@ def _validate_ui(value: Any) -> tuple[bool, str]:
     return _validate_ui_cached(str(value), bool(_config.ENFORCE_UID_CONFORMANCE))
 
 
-_uid_conformance: dict[str, bool] = {}
+@functools.lru_cache(maxsize=UID_VALIDATION_CACHE)
+def _uid_conformant(uid: str) -> bool:
+    return len(uid) <= MAX_UID_CHARS and RE_VALID_UID.match(uid) is not None
 
 
 def _uid_is_valid(uid: str) -> bool:
@@ -132,12 +134,7 @@ def _uid_is_valid(uid: str) -> bool:
     association request checks the same few hundred UIDs several times each
     (storescu offers every storage SOP class): remembering them took the node's
     CPU per one-instance association from 12.0 to 10.5 ms."""
-    known = _uid_conformance.get(uid)
-    if known is None:
-        known = len(uid) <= MAX_UID_CHARS and RE_VALID_UID.match(uid) is not None
-        if len(_uid_conformance) < UID_VALIDATION_CACHE:
-            _uid_conformance[str(uid)] = known
-    return known
+    return _uid_conformant(str(uid))
 
 
 def install_uid_validation_cache() -> None:

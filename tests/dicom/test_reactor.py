@@ -20,6 +20,7 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from dicom_node.reactor import (
     StoreCommand,
+    _uid_is_valid,
     _validate_ui,
     decode_store_command,
     pdv_items,
@@ -179,6 +180,24 @@ def test_remembered_uid_checks_answer_as_pynetdicom(
     monkeypatch.setattr(_config, "ENFORCE_UID_CONFORMANCE", enforce)
     for _ in range(2):  # the second answer comes from the cache
         assert _validate_ui(value) == validate_ui(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("1.2.840.10008.1.2.1", True),
+        ("1.2.03.4", False),  # a component with a leading zero
+        ("", False),
+        ("1." + "2" * 70, False),  # over 64 characters
+        ("1.2.x", False),
+        ("1.2.3.", False),
+    ],
+)
+def test_remembered_uid_validity_answers_as_the_standard(value: str, valid: bool) -> None:
+    from pydicom.uid import UID
+
+    for _ in range(2):  # the second answer comes from the cache
+        assert _uid_is_valid(UID(value)) is valid
 
 
 def _item(context_id: int, data: bytes) -> bytes:
