@@ -114,7 +114,8 @@ class NodeServices:
     access: AccessPolicy
     tracker: AssociationTracker = field(default_factory=AssociationTracker)
     contexts: ContextTable = field(default_factory=ContextTable)
-    # Threads for file writes and folder fsyncs that overlap the handler's own work.
+    # Threads for file writes (data sets received in memory) and hashes that overlap
+    # the handler's own work.
     io: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(IO_THREADS, thread_name_prefix="dicom-io")
     )
@@ -141,15 +142,18 @@ def store_instance(
 ) -> StoreOutcome:
     """Validate, store durably and index one received data set.
 
-    Success is returned only after the file is fsynced and renamed into place,
-    its folder fsynced and its index row committed.  A failure leaves no
-    partial file behind (at most a complete file without a row, which is
+    Success is returned only after, in this order, the file's bytes are
+    durable under its temporary name, it is renamed into place, the rename is
+    durable (its folder synced) and its index row is committed.  The first
+    three are the store's group commit (:meth:`InstanceStore.commit`), whose
+    flushes serve every association of the process at once.  A failure leaves
+    no partial file behind (at most a complete file without a row, which is
     never acknowledged and which start-up recovery reconciles).
 
     ``encoded`` is the data set exactly as the sender encoded it; the file
     written is our File Meta followed by these bytes.  Or ``received``: its
-    data set streamed into a fsynced temporary file while it arrived, which is
-    placed instead (the caller discards it afterwards in any case).
+    data set streamed into a temporary file while it arrived, which is
+    committed instead (the caller discards it afterwards in any case).
     """
     started = time.perf_counter()
     metrics = services.metrics
@@ -166,9 +170,9 @@ def store_instance(
                 StoreStatus.OUT_OF_RESOURCES,
                 f"free disk space is below the floor of {store.min_free_bytes} bytes",
             )
-        # Received in memory, the file is written and fsynced, and the data set hashed,
-        # on I/O threads while this one parses; a rejected instance's temporary file
-        # is dropped.
+        # Received in memory, the file is written, and the data set hashed, on I/O
+        # threads while this one parses; a rejected instance's temporary file is
+        # dropped.
         if received is None:
             assert encoded is not None
             meta = encode_file_meta(
@@ -179,10 +183,10 @@ def store_instance(
             )
             writing = services.io.submit(store.write_temporary, (meta, encoded))
             hashing = services.io.submit(_sha256, encoded)
-            durable: Callable[[], TemporaryFile] = writing.result
+            written: Callable[[], TemporaryFile] = writing.result
             digest_of: Callable[[], str] = hashing.result
-        else:  # written while it arrived and fsynced by the receiving thread
-            durable, digest_of = received.durable, received.hexdigest
+        else:  # written while it arrived, by the receiving thread
+            written, digest_of = received.written, received.hexdigest
         try:
             if received is None:
                 assert encoded is not None
@@ -212,18 +216,13 @@ def store_instance(
                 digest=digest,
             )
         except BaseException:
-            _drop(store, durable)
+            _drop(store, written)
             raise
-        stored = store.place(durable(), relative)
+        # Its bytes durable, renamed into place, the rename durable: then the row.
+        stored = store.commit(written(), relative)
         if received is not None:
             received.placed()
-        # The index commit runs on an I/O thread while this one fsyncs the folder
-        # (making the rename durable): the fsync waits for a disk cache flush (about
-        # 4 ms on a virtual disk) and the commit is done when it returns, so the
-        # commit is off the instance's path and this thread wakes once.  Both finish
-        # before Success.  Recovery completes a rename a power loss undid.
-        committing = services.io.submit(
-            services.index.record_instance,
+        result = services.index.record_instance(
             StoredInstance(
                 header=header,
                 storage_path=stored.relative_path,
@@ -233,11 +232,6 @@ def store_instance(
                 peer_address=peer_address,
             ),
         )
-        try:
-            store.sync_directory_of(relative)
-        finally:
-            wait([committing])
-        result = committing.result()
         outcome = result.outcome
         if result.previous_path and result.previous_path != stored.relative_path:
             _remove_superseded(store, result.previous_path)
@@ -282,17 +276,23 @@ class ReceivedDataSet:
 
     The :class:`dicom_node.reactor.DataSetSink` of the node: fragments come
     from the association's DUL thread; once the last one is in, the file is
-    fsynced on that thread (see :meth:`finish`) and the data set hashed
-    meanwhile on an I/O thread; the temporary file starts with our File Meta.
+    completed on that thread and handed to the store's commit group (see
+    :meth:`finish`) and the data set hashed meanwhile on an I/O thread; the
+    temporary file starts with our File Meta.
     The fragments are kept (as views of the received PDUs, no copy) for the
     hash and the header parse.  A write error is kept for the handler, which
     then answers with a failure status.
     """
 
     def __init__(
-        self, writer: TemporaryWriter, meta: bytes, io: ThreadPoolExecutor | None = None
+        self,
+        writer: TemporaryWriter,
+        meta: bytes,
+        io: ThreadPoolExecutor | None = None,
+        store: InstanceStore | None = None,
     ) -> None:
         self._io = io
+        self._store = store  # told when a completed file is dropped
         self._hashing: Future[str] | None = None
         self._writer = writer
         self._fragments: list[memoryview] = []
@@ -312,15 +312,14 @@ class ReceivedDataSet:
                 self._error = exc
 
     def finish(self) -> None:
-        """Write out what is staged and fsync the file, here; meanwhile the data set is
-        hashed with ``io``.
+        """Write out what is staged and complete the file, here; the data set is hashed
+        with ``io``.
 
-        On a disk whose cache flushes complete on a timer grid (4 ms on this
-        kind of virtual machine), an instance takes two flushes (the file's,
-        then its folder's) when its file fsync starts soon enough after the
-        folder fsync of the instance before, and three otherwise.  Until that
-        fsync starts, the sender and this thread have the least to do: the hash
-        (0.3-0.4 ms of CPU for a 512x512 slice) waits for the flush instead.
+        The completed file goes to the store's commit group, whose next flush
+        (on its own thread) makes its bytes durable while this thread reads
+        the header and the I/O thread hashes (0.3-0.4 ms of CPU for a 512x512
+        slice).  Without ``syncfs`` the file is fsynced here (see
+        :meth:`TemporaryWriter.finish`).
         """
         if self._io is not None and self._error is None:
             # RuntimeError: the node is stopping (its I/O threads are gone): hashed later.
@@ -341,7 +340,7 @@ class ReceivedDataSet:
         return digest.hexdigest()
 
     def placed(self) -> None:
-        """The fsynced file was renamed into its place: nothing left to discard."""
+        """The file was committed into its place: nothing left to discard."""
         self._file = None
 
     def discard(self) -> None:
@@ -349,8 +348,11 @@ class ReceivedDataSet:
             wait([self._hashing])  # it reads the fragments
         self._fragments.clear()
         if self._finished:
-            if self._file is not None:  # fsynced but never placed
-                self._file.path.unlink(missing_ok=True)
+            if self._file is not None:  # completed but never placed
+                if self._store is not None:
+                    self._store.discard(self._file)
+                else:
+                    self._file.path.unlink(missing_ok=True)
                 self._file = None
         else:
             self._writer.abandon()
@@ -387,8 +389,8 @@ class ReceivedDataSet:
             return self._hashing.result()
         return self._digest()
 
-    def durable(self) -> TemporaryFile:
-        """The fsynced temporary file (or the error of writing it), after :meth:`finish`."""
+    def written(self) -> TemporaryFile:
+        """The completed temporary file (or the error of writing it), after :meth:`finish`."""
         if not self._finished:
             raise RuntimeError("the data set has not been finished")
         if self._error is not None:
@@ -419,16 +421,16 @@ def open_received(
     alone = services.tracker.open_count() <= 1
     writer = services.store.open_temporary(early_writes=alone)
     try:
-        return ReceivedDataSet(writer, meta, services.io)
+        return ReceivedDataSet(writer, meta, services.io, services.store)
     except BaseException:
         writer.abandon()
         raise
 
 
-def _drop(store: InstanceStore, durable: Callable[[], TemporaryFile]) -> None:
+def _drop(store: InstanceStore, written: Callable[[], TemporaryFile]) -> None:
     """Remove the temporary file of an instance that will not be stored."""
     with contextlib.suppress(Exception):  # a failed write left nothing to remove
-        store.discard(durable())
+        store.discard(written())
 
 
 def _loggable(rejected: RejectedInstance) -> str:

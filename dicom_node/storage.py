@@ -1,4 +1,4 @@
-"""Durable instance files: write to a temporary name, fsync, rename, fsync the folder.
+"""Durable instance files: a temporary file made durable, renamed, the rename made durable.
 
 Files live at ``<root>/<study UID>/<series UID>/<SOP instance UID>.<digest>.dcm``.
 UIDs are checked to be digits and dots before they become path parts, so a
@@ -11,11 +11,25 @@ Each writer (one per process) keeps its temporary files in
 there while it lives.  :meth:`InstanceStore.clean_interrupted_writes` removes
 the folders of writers that are gone, which is what an interrupted write
 leaves behind.
+
+Group commit (:class:`_CommitGroup`): one thread per store moves finished
+temporary files into place for every association of the process.  For each
+file, in this order: its bytes are durable under the temporary name, then it
+is renamed into place, then the rename is durable; only then does
+:meth:`InstanceStore.commit` return (and the caller commits the index row and
+answers).  Every disk flush serves all the files that were ready for it: on
+Linux one ``syncfs(2)`` of the storage file system makes durable both the
+bytes of every file completed before it started and every rename made before
+it started, so a flush that covers the renames of one batch also covers the
+bytes of the next.  Without ``syncfs``, each file is fsynced by its writer and
+the flush fsyncs each folder renamed into once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import enum
 import errno
 import fcntl
 import itertools
@@ -24,12 +38,14 @@ import mmap
 import os
 import shutil
 import socket
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import cast
 
 from dicom_node.header import MAX_UID_LENGTH, UID_PATTERN
 
@@ -58,7 +74,6 @@ DIRECT_WRITE_AT = DIRECT_BUFFER_BYTES
 EARLY_WRITE_AT = 256 * 1024
 MAX_SPARE_BUFFERS = 64
 MAX_CHECKED_FOLDERS = 4096
-MAX_SYNC_GROUPS = 64
 
 
 class UnsafePathError(ValueError):
@@ -71,10 +86,34 @@ class StoredFile:
     size_bytes: int
 
 
-@dataclass(frozen=True)
+class _Stage(enum.Enum):
+    WRITTEN = "written"  # complete under its temporary name; not yet covered by a flush
+    DURABLE = "durable"  # its bytes are durable; where it goes is not known yet
+    READY = "ready"  # durable and its place known: to be renamed
+    RENAMED = "renamed"  # in its place; the rename not yet covered by a flush
+    PLACED = "placed"  # in its place, the rename durable
+    FAILED = "failed"
+    DROPPED = "dropped"  # withdrawn by its owner (removed)
+
+
 class TemporaryFile:
-    path: Path
-    size_bytes: int
+    """A temporary file written whole, on its way into place (:meth:`InstanceStore.commit`).
+
+    Its stage and destination are kept by the store's :class:`_CommitGroup`,
+    under the group's lock.
+    """
+
+    __slots__ = ("destination", "error", "path", "size_bytes", "stage")
+
+    def __init__(self, path: Path, size_bytes: int, *, durable: bool = False) -> None:
+        self.path = path
+        self.size_bytes = size_bytes
+        self.stage = _Stage.DURABLE if durable else _Stage.WRITTEN
+        self.destination: Path | None = None
+        self.error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"TemporaryFile({self.path.name!r}, {self.size_bytes}, {self.stage.value})"
 
 
 @dataclass
@@ -185,9 +224,14 @@ class TemporaryWriter:
     """
 
     def __init__(
-        self, path: Path, buffers: _AlignedBuffers | None = None, write_at: int = DIRECT_WRITE_AT
+        self,
+        path: Path,
+        buffers: _AlignedBuffers | None = None,
+        write_at: int = DIRECT_WRITE_AT,
+        group: _CommitGroup | None = None,
     ) -> None:
         self.path = path
+        self._group = group
         self._write_at = write_at
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         if buffers is not None:
@@ -235,7 +279,15 @@ class TemporaryWriter:
                 self._staged = tail
 
     def finish(self) -> TemporaryFile:
-        """fsync and close; the file is then complete and durable under its temporary name."""
+        """Write out what is staged and close: the file is complete under its temporary name.
+
+        Handed to the store's commit group, which makes its bytes durable with
+        its next flush (started meanwhile, while the caller reads the header),
+        unless the group flushes no whole file system: then, as without a
+        group, the file is fsynced here and is durable on return.
+        """
+        group = self._group
+        sync_here = group is None or not group.flushes_file_system
         with self._lock:
             if self._fd is None:
                 raise OSError(errno.EBADF, "the temporary file was abandoned")
@@ -248,14 +300,18 @@ class TemporaryWriter:
                     view[self._staged : padded] = bytes(padded - self._staged)
                     _pwrite_all(fd, view[:padded], self._offset)
                     os.ftruncate(fd, self._size)
-                os.fsync(fd)
+                if sync_here:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
                 self._release_buffer()
         except BaseException:
             self.path.unlink(missing_ok=True)
             raise
-        return TemporaryFile(self.path, self._size)
+        temporary = TemporaryFile(self.path, self._size, durable=sync_here)
+        if group is not None:
+            group.submit(temporary)
+        return temporary
 
     def abandon(self) -> None:
         """Close (if open) and remove the temporary file."""
@@ -275,52 +331,241 @@ class TemporaryWriter:
             self._buffers.give(buffer)
 
 
-class _SyncGroup:
-    """Leader/follower: one fsync serves every request made before it started."""
+def _libc_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs`` (Linux), or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return cast(Callable[[int], int], function)
 
-    def __init__(self) -> None:
+
+class _FileSystemSync:
+    """``syncfs(2)`` of the file system that holds ``folder``.
+
+    Linux writes back every dirty page of the file system, commits its
+    journal and flushes the disk's cache, and returns when that is done: what
+    was written, truncated or renamed on that file system before the call is
+    durable when it returns (on ext4, as an fsync of each file and folder
+    would make it; with ``O_DIRECT`` files only the journal and the cache
+    flush are left to do).  An error of writing back any file of the file
+    system since the previous call is reported (``errseq``, per open file),
+    so a failed call fails everything it was to cover.  ctypes releases the
+    GIL around the call.
+    """
+
+    def __init__(self, folder: Path, syncfs: Callable[[int], int]) -> None:
+        self._syncfs = syncfs
+        self._fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+
+    def __call__(self) -> None:
+        if self._syncfs(self._fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"syncfs: {os.strerror(code)}")
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class _CommitGroup:
+    """Moves finished temporary files into place in batches, one disk flush at a time.
+
+    Owners :meth:`submit` a file once it is written whole, and later
+    :meth:`commit` it to a destination (blocking until it is placed and the
+    placement is durable) or :meth:`drop` it.  One thread (started on first
+    use) loops while there is work:
+
+    1. rename every file whose bytes are durable and whose destination is known;
+    2. one flush, covering those renames and the bytes of every file submitted
+       before it started: with ``syncfs`` a syncfs of the storage file system
+       (the writers then do not fsync their files), else an fsync of each folder
+       renamed into (each file was fsynced by its writer before it was submitted);
+    3. the files submitted before the flush are durable (renamed in the next
+       round), the renames it covered are placed: their owners wake.
+
+    What arrives during a flush waits for the next one, so every flush serves
+    all associations of the process at once, and in a steady stream one flush
+    makes one batch's renames and the next batch's bytes durable together.  A
+    file is never renamed before a flush that started after it was complete
+    has ended.  A failed flush fails every file it was to cover: the owners
+    answer with a failure, and nothing is acknowledged that might not be
+    durable.
+    """
+
+    def __init__(
+        self,
+        *,
+        folder: Path,
+        rename: Callable[[TemporaryFile, Path], None],
+        syncfs: Callable[[int], int] | None,
+    ) -> None:
+        self._folder = folder
+        self._rename = rename
+        self._syncfs = syncfs
         self._turn = threading.Condition()
-        self._requested = 0
-        self._completed = 0
-        self._running = False
-        self._waiters = 0
+        self._written: list[TemporaryFile] = []
+        self._ready: list[TemporaryFile] = []
+        self._thread: threading.Thread | None = None
+        self._thread_pid = 0
+        self._stopping = False
+        self.flushes = 0  # flushes run (the tests count them)
 
     @property
-    def idle(self) -> bool:
-        with self._turn:
-            return self._waiters == 0 and not self._running
+    def flushes_file_system(self) -> bool:
+        """Whether a flush makes every completed write durable (the writers do not fsync)."""
+        return self._syncfs is not None
 
-    def sync(self, fsync: Callable[[], None]) -> None:
+    def submit(self, temporary: TemporaryFile) -> None:
+        """A file written whole (and fsynced, unless the flush is the file system's)."""
         with self._turn:
-            self._requested += 1
-            ticket = self._requested
-            self._waiters += 1
+            if temporary.stage is _Stage.WRITTEN:
+                self._written.append(temporary)
+                self._start()
+                self._turn.notify_all()
+
+    def commit(self, temporary: TemporaryFile, destination: Path) -> None:
+        """Rename ``temporary`` to ``destination`` once its bytes are durable; return
+        once the rename is durable.  On failure the temporary file is removed
+        (unless the rename happened) and the error raised."""
+        with self._turn:
+            if temporary.stage is _Stage.DROPPED:
+                raise FileNotFoundError(errno.ENOENT, "the temporary file was dropped")
+            temporary.destination = destination
+            if temporary.stage is _Stage.DURABLE:
+                temporary.stage = _Stage.READY
+                self._ready.append(temporary)
+            self._start()
+            self._turn.notify_all()
+            while temporary.stage not in (_Stage.PLACED, _Stage.FAILED):
+                self._turn.wait()
+            error = temporary.error
+        if error is not None:
+            raise error
+
+    def drop(self, temporary: TemporaryFile) -> None:
+        """Withdraw a file that will not be committed (its owner removes it)."""
+        with self._turn:
+            if temporary.stage in (_Stage.WRITTEN, _Stage.DURABLE):
+                with contextlib.suppress(ValueError):
+                    self._written.remove(temporary)
+                temporary.stage = _Stage.DROPPED
+
+    def stop(self) -> None:
+        """Finish the work in hand and end the thread (a later use starts another)."""
+        with self._turn:
+            thread = self._thread
+            self._stopping = True
+            self._turn.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self._turn:
+            self._stopping = False
+            if self._thread is thread:
+                self._thread = None
+
+    def _start(self) -> None:
+        """Start the thread if it is not running in this process (call with the lock)."""
+        thread = self._thread
+        if thread is not None and thread.is_alive() and self._thread_pid == os.getpid():
+            return
+        self._thread = threading.Thread(target=self._run, name="dicom-commit", daemon=True)
+        self._thread_pid = os.getpid()
+        self._thread.start()
+
+    def _run(self) -> None:
+        flush_file_system = (
+            _FileSystemSync(self._folder, self._syncfs) if self._syncfs is not None else None
+        )
+        try:
+            while self._round(flush_file_system):
+                pass
+        finally:
+            if flush_file_system is not None:
+                flush_file_system.close()
+
+    def _round(self, flush_file_system: _FileSystemSync | None) -> bool:
+        """One rename-and-flush round; False once stopped with nothing left to do."""
+        with self._turn:
+            while not (self._written or self._ready):
+                if self._stopping:
+                    return False
+                self._turn.wait()
+            ready, self._ready = self._ready, []
+        renamed: list[TemporaryFile] = []
+        failed: list[tuple[TemporaryFile, BaseException]] = []
+        for temporary in ready:
+            assert temporary.destination is not None
             try:
-                while self._completed < ticket:
-                    if self._running:
-                        self._turn.wait()
-                        continue
-                    self._running = True
-                    covered = self._requested
-                    synced = False
-                    self._turn.release()
-                    try:
-                        fsync()
-                        synced = True
-                    finally:
-                        self._turn.acquire()
-                        self._running = False
-                        if synced:
-                            self._completed = max(self._completed, covered)
-                        self._turn.notify_all()
-            finally:
-                self._waiters -= 1
+                self._rename(temporary, temporary.destination)
+            except Exception as exc:
+                failed.append((temporary, exc))
+            else:
+                renamed.append(temporary)
+        with self._turn:
+            for temporary, rename_error in failed:
+                self._fail(temporary, rename_error)
+            for temporary in renamed:
+                temporary.stage = _Stage.RENAMED
+            written, self._written = self._written, []
+            if failed:
+                self._turn.notify_all()
+        if not (written or renamed):
+            return True
+        error: BaseException | None = None
+        try:
+            if flush_file_system is not None:
+                flush_file_system()
+            else:
+                folders = {t.destination.parent for t in renamed if t.destination is not None}
+                for folder in sorted(folders):
+                    fsync_directory(folder)
+        except Exception as flush_error:
+            error = flush_error
+        with self._turn:
+            self.flushes += 1
+            for temporary in written:
+                if temporary.stage is not _Stage.WRITTEN:  # dropped meanwhile
+                    continue
+                if error is not None:
+                    self._fail(temporary, error)
+                elif temporary.destination is not None:
+                    temporary.stage = _Stage.READY
+                    self._ready.append(temporary)
+                else:
+                    temporary.stage = _Stage.DURABLE
+            for temporary in renamed:
+                if error is not None:
+                    temporary.error = error
+                    temporary.stage = _Stage.FAILED
+                else:
+                    temporary.stage = _Stage.PLACED
+            self._turn.notify_all()
+        return True
+
+    def _fail(self, temporary: TemporaryFile, error: BaseException) -> None:
+        """A file that will not be placed: removed, its owner told (call with the lock)."""
+        temporary.error = error
+        temporary.stage = _Stage.FAILED
+        temporary.path.unlink(missing_ok=True)
 
 
 class InstanceStore:
     """Instance files under one root, written so that an acknowledged file survives."""
 
-    def __init__(self, *, root: Path, min_free_bytes: int = 0, direct_writes: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        root: Path,
+        min_free_bytes: int = 0,
+        direct_writes: bool = True,
+        file_system_flush: bool = True,
+    ) -> None:
+        """``file_system_flush``: one ``syncfs`` per group commit where the platform has
+        it (see :class:`_CommitGroup`); False: an fsync of each file and folder."""
         root.mkdir(parents=True, exist_ok=True)
         self.root = root.resolve()
         self.min_free_bytes = min_free_bytes
@@ -335,7 +580,11 @@ class InstanceStore:
         # Folder part of a stored path -> its absolute path, once checked (see absolute).
         self._checked_folders: dict[str, Path] = {}
         self._temporary_names = itertools.count()
-        self._directory_syncs: dict[Path, _SyncGroup] = {}
+        self._group = _CommitGroup(
+            folder=self.root,
+            rename=self._rename,
+            syncfs=_libc_syncfs() if file_system_flush else None,
+        )
         self._mutex = threading.Lock()
         self._free_estimate = 0
         self._free_checked_at = -FREE_SPACE_RECHECK_SECONDS  # time.monotonic()
@@ -435,10 +684,10 @@ class InstanceStore:
         writer = self._writer()  # a folder of this writer's own: a counter names its files
         name = f"{next(self._temporary_names)}{TEMP_SUFFIX}"
         write_at = EARLY_WRITE_AT if early_writes else DIRECT_WRITE_AT
-        return TemporaryWriter(writer / name, self._direct_buffers, write_at)
+        return TemporaryWriter(writer / name, self._direct_buffers, write_at, self._group)
 
     def write_temporary(self, chunks: Sequence[bytes]) -> TemporaryFile:
-        """Step 1: write ``chunks`` under a temporary name and fsync it."""
+        """Step 1: write ``chunks`` under a temporary name (see ``TemporaryWriter.finish``)."""
         writer = self.open_temporary()
         try:
             for chunk in chunks:
@@ -448,9 +697,24 @@ class InstanceStore:
             raise
         return writer.finish()
 
-    def place(self, temporary: TemporaryFile, relative_path: str) -> StoredFile:
-        """Step 2: rename a synced temporary file into its place (atomic)."""
-        destination = self.absolute(relative_path)
+    def commit(self, temporary: TemporaryFile, relative_path: str) -> StoredFile:
+        """Steps 2-4: once its bytes are durable, rename a temporary file into its place
+        (atomic, replacing any file there), and return once the rename is durable.
+
+        Concurrent commits share flushes (see :class:`_CommitGroup`).  On failure
+        the temporary file is gone (unless it was renamed: then it is in place,
+        its rename perhaps not durable) and the error is raised.
+        """
+        try:
+            destination = self.absolute(relative_path)
+        except BaseException:
+            self.discard(temporary)
+            raise
+        self._group.commit(temporary, destination)
+        return StoredFile(relative_path, temporary.size_bytes)
+
+    def _rename(self, temporary: TemporaryFile, destination: Path) -> None:
+        """Rename a temporary file whose bytes are durable (on the commit thread)."""
         try:
             self._ensure_dir(destination.parent)
             try:
@@ -462,34 +726,20 @@ class InstanceStore:
         except BaseException:
             temporary.path.unlink(missing_ok=True)
             raise
-        return StoredFile(relative_path, temporary.size_bytes)
 
-    def sync_directory_of(self, relative_path: str) -> None:
-        """Step 3: fsync the folder, so the rename survives a power loss.
-
-        Concurrent callers for one folder share fsyncs: an fsync that starts
-        after a caller's rename covers it, so while one runs, the renames that
-        arrive meanwhile wait for the next one instead of each issuing its own.
-        """
-        directory = self.absolute(relative_path).parent
-        with self._mutex:
-            group = self._directory_syncs.get(directory)
-            if group is None:
-                group = self._directory_syncs[directory] = _SyncGroup()
-        group.sync(lambda: fsync_directory(directory))
-        with self._mutex:  # kept for the next instance of the series, within a bound
-            if len(self._directory_syncs) > MAX_SYNC_GROUPS:
-                for other in [d for d, g in self._directory_syncs.items() if g.idle]:
-                    del self._directory_syncs[other]
+    @property
+    def commit_flushes(self) -> int:
+        """Flushes the commit group has run (one serves many commits)."""
+        return self._group.flushes
 
     def discard(self, temporary: TemporaryFile) -> None:
+        """Remove a temporary file that will not be committed."""
+        self._group.drop(temporary)
         temporary.path.unlink(missing_ok=True)
 
     def write(self, relative_path: str, chunks: Sequence[bytes]) -> StoredFile:
-        """All three steps: ``chunks`` durably at ``relative_path`` (replacing any file)."""
-        stored = self.place(self.write_temporary(chunks), relative_path)
-        self.sync_directory_of(relative_path)
-        return stored
+        """All the steps: ``chunks`` durably at ``relative_path`` (replacing any file)."""
+        return self.commit(self.write_temporary(chunks), relative_path)
 
     def remove(self, relative_path: str) -> None:
         path = self.absolute(relative_path)
@@ -500,7 +750,9 @@ class InstanceStore:
         fsync_directory(path.parent)
 
     def close(self) -> None:
-        """Release this writer's temporary folder (it is empty between writes)."""
+        """End the commit thread and release this writer's temporary folder (it is
+        empty between writes)."""
+        self._group.stop()
         with self._mutex:
             if self._writer_dir is not None:
                 shutil.rmtree(self._writer_dir, ignore_errors=True)
@@ -541,8 +793,7 @@ class InstanceStore:
                         continue
                     target = salvage(item) if salvage and item.is_file() else None
                     if target is not None:
-                        self.place(TemporaryFile(item, item.stat().st_size), target)
-                        self.sync_directory_of(target)
+                        self.commit(self._adopt(item), target)
                         report.salvaged += 1
                     else:
                         report.removed += 1
@@ -552,6 +803,19 @@ class InstanceStore:
         if report.removed or report.salvaged:
             fsync_directory(self._incoming)
         return report
+
+    def _adopt(self, path: Path) -> TemporaryFile:
+        """A leftover temporary file, handed to the commit group to be made durable."""
+        flushed_by_group = self._group.flushes_file_system
+        if not flushed_by_group:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        temporary = TemporaryFile(path, path.stat().st_size, durable=not flushed_by_group)
+        self._group.submit(temporary)
+        return temporary
 
     def iter_instance_files(self) -> Iterator[str]:
         """Relative paths of every stored instance file (``*.dcm``)."""
