@@ -10,8 +10,10 @@ other (tested in tests/ml/test_model_image_encoder.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 BASE_INPLANES: tuple[int, int, int, int] = (64, 128, 256, 512)
@@ -21,6 +23,113 @@ DEPTHS: dict[str, tuple[int, int, int, int]] = {
     "resnet34": (3, 4, 6, 3),
 }
 STAGE_STRIDES: tuple[int, int, int, int] = (1, 2, 2, 2)
+# Studies per chunk when the stem convolution computes its weight gradient.  cuDNN's
+# bf16 weight-gradient kernel for the stem (1 input channel, full-resolution volume)
+# asks for a workspace that grows with the batch (1216 MiB at batch 16, 160x160x128):
+# it was the training step's memory peak.  Chunking the batch bounds that workspace.
+STEM_GRAD_CHUNK = 4
+
+
+class _ChunkedGradConv3dFn(torch.autograd.Function):
+    """``F.conv3d`` whose backward computes the weight gradient in batch chunks.
+
+    The forward is the plain convolution under the ambient autocast state (so under
+    bf16 autocast it runs in bf16 exactly like ``nn.Conv3d``).  It saves the original
+    (uncast) input; the backward casts each chunk to the gradient's dtype, calls
+    ``aten.convolution_backward`` on it and sums the weight/bias gradients in fp32.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        ctx.conv_args = (list(stride), list(padding), list(dilation), groups)
+        return F.conv3d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv_args
+        need_input = bool(ctx.needs_input_grad[0])
+        need_weight = bool(ctx.needs_input_grad[1])
+        need_bias = bool(ctx.has_bias and ctx.needs_input_grad[2])
+        dtype = grad_out.dtype
+        weight_c = weight.to(dtype)
+        bias_sizes = [weight.shape[0]] if ctx.has_bias else None
+        # Sum the chunks in fp32 (or wider, for a float64 weight).
+        acc = torch.promote_types(torch.float32, weight.dtype)
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
+        grad_b = torch.zeros(weight.shape[0], dtype=acc, device=weight.device)
+        grad_in_parts: list[torch.Tensor] = []
+        for start in range(0, x.shape[0], STEM_GRAD_CHUNK):
+            stop = start + STEM_GRAD_CHUNK
+            gi, gw, gb = torch.ops.aten.convolution_backward(
+                grad_out[start:stop],
+                x[start:stop].to(dtype),
+                weight_c,
+                bias_sizes,
+                stride,
+                padding,
+                dilation,
+                False,
+                [0, 0, 0],
+                groups,
+                [need_input, need_weight, need_bias],
+            )
+            if need_input:
+                grad_in_parts.append(gi.to(x.dtype))
+            if need_weight:
+                grad_w += gw.to(acc)
+            if need_bias:
+                grad_b += gb.to(acc)
+        grad_x = torch.cat(grad_in_parts) if need_input else None
+        return (
+            grad_x,
+            grad_w.to(weight.dtype) if need_weight else None,
+            grad_b.to(weight.dtype) if need_bias else None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+class ChunkedGradConv3d(nn.Conv3d):
+    """``nn.Conv3d`` (same parameters and state-dict keys) whose weight gradient is
+    computed in chunks of ``STEM_GRAD_CHUNK`` studies; see ``_ChunkedGradConv3dFn``.
+
+    Used for the stem only.  Without grad (eval, inference) it is the plain convolution.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if (
+            torch.is_grad_enabled()
+            and self.weight.requires_grad
+            and self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
+        ):
+            out: torch.Tensor = _ChunkedGradConv3dFn.apply(
+                input,
+                self.weight,
+                self.bias,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.groups,
+            )
+            return out
+        return super().forward(input)
 
 
 class BasicBlock3d(nn.Module):
@@ -67,7 +176,7 @@ class ResNet3dFeatures(nn.Module):
     ) -> None:
         super().__init__()
         self.fine_stride = fine_stride
-        self.conv1 = nn.Conv3d(
+        self.conv1: nn.Conv3d = ChunkedGradConv3d(
             in_channels,
             inplanes[0],
             stem_kernel,
