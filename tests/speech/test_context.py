@@ -222,6 +222,8 @@ def test_size_words_need_support_on_both_sides() -> None:
     [
         ("Consolidation in the lingular.", "Consolidation in the lingula."),
         ("Left pleura effusion.", "Left pleural effusion."),
+        # the corpus's general sentences say where the noun ends a sentence
+        ("Focal thickening of the right pleural.", "Focal thickening of the right pleura."),
     ],
 )
 def test_a_term_takes_the_form_the_sentence_calls_for(heard: str, meant: str) -> None:
