@@ -359,16 +359,27 @@ class _FileSystemSync:
     """
 
     def __init__(self, folder: Path, syncfs: Callable[[int], int]) -> None:
+        self._folder = folder
         self._syncfs = syncfs
-        self._fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        self._fd: int | None = None
+        # Opened now: a call reports the write-back errors since the file was opened.
+        with contextlib.suppress(OSError):  # then opened by the first call (or it fails)
+            self._open()
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self._folder, os.O_RDONLY | os.O_DIRECTORY)
+        return self._fd
 
     def __call__(self) -> None:
-        if self._syncfs(self._fd) != 0:
+        if self._syncfs(self._open()) != 0:
             code = ctypes.get_errno()
             raise OSError(code, f"syncfs: {os.strerror(code)}")
 
     def close(self) -> None:
-        os.close(self._fd)
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 class _CommitGroup:
@@ -403,10 +414,11 @@ class _CommitGroup:
         rename: Callable[[TemporaryFile, Path], None],
         syncfs: Callable[[int], int] | None,
     ) -> None:
-        self._folder = folder
         self._rename = rename
-        self._syncfs = syncfs
-        self._turn = threading.Condition()
+        self._flush_file_system = _FileSystemSync(folder, syncfs) if syncfs is not None else None
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # the commit thread waits on it
+        self._done = threading.Condition(self._lock)  # owners in commit() wait on it
         self._written: list[TemporaryFile] = []
         self._ready: list[TemporaryFile] = []
         self._thread: threading.Thread | None = None
@@ -417,21 +429,21 @@ class _CommitGroup:
     @property
     def flushes_file_system(self) -> bool:
         """Whether a flush makes every completed write durable (the writers do not fsync)."""
-        return self._syncfs is not None
+        return self._flush_file_system is not None
 
     def submit(self, temporary: TemporaryFile) -> None:
         """A file written whole (and fsynced, unless the flush is the file system's)."""
-        with self._turn:
+        with self._lock:
             if temporary.stage is _Stage.WRITTEN:
                 self._written.append(temporary)
                 self._start()
-                self._turn.notify_all()
+                self._work.notify()
 
     def commit(self, temporary: TemporaryFile, destination: Path) -> None:
         """Rename ``temporary`` to ``destination`` once its bytes are durable; return
         once the rename is durable.  On failure the temporary file is removed
         (unless the rename happened) and the error raised."""
-        with self._turn:
+        with self._lock:
             if temporary.stage is _Stage.DROPPED:
                 raise FileNotFoundError(errno.ENOENT, "the temporary file was dropped")
             temporary.destination = destination
@@ -439,16 +451,16 @@ class _CommitGroup:
                 temporary.stage = _Stage.READY
                 self._ready.append(temporary)
             self._start()
-            self._turn.notify_all()
+            self._work.notify()
             while temporary.stage not in (_Stage.PLACED, _Stage.FAILED):
-                self._turn.wait()
+                self._done.wait()
             error = temporary.error
         if error is not None:
             raise error
 
     def drop(self, temporary: TemporaryFile) -> None:
         """Withdraw a file that will not be committed (its owner removes it)."""
-        with self._turn:
+        with self._lock:
             if temporary.stage in (_Stage.WRITTEN, _Stage.DURABLE):
                 with contextlib.suppress(ValueError):
                     self._written.remove(temporary)
@@ -456,13 +468,13 @@ class _CommitGroup:
 
     def stop(self) -> None:
         """Finish the work in hand and end the thread (a later use starts another)."""
-        with self._turn:
+        with self._lock:
             thread = self._thread
             self._stopping = True
-            self._turn.notify_all()
+            self._work.notify()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
-        with self._turn:
+        with self._lock:
             self._stopping = False
             if self._thread is thread:
                 self._thread = None
@@ -476,24 +488,23 @@ class _CommitGroup:
         self._thread_pid = os.getpid()
         self._thread.start()
 
-    def _run(self) -> None:
-        flush_file_system = (
-            _FileSystemSync(self._folder, self._syncfs) if self._syncfs is not None else None
-        )
-        try:
-            while self._round(flush_file_system):
-                pass
-        finally:
-            if flush_file_system is not None:
-                flush_file_system.close()
+    def close(self) -> None:
+        """:meth:`stop`, and close the file the flushes use (a later use opens it again)."""
+        self.stop()
+        if self._flush_file_system is not None:
+            self._flush_file_system.close()
 
-    def _round(self, flush_file_system: _FileSystemSync | None) -> bool:
+    def _run(self) -> None:
+        while self._round():
+            pass
+
+    def _round(self) -> bool:
         """One rename-and-flush round; False once stopped with nothing left to do."""
-        with self._turn:
+        with self._lock:
             while not (self._written or self._ready):
                 if self._stopping:
                     return False
-                self._turn.wait()
+                self._work.wait()
             ready, self._ready = self._ready, []
         renamed: list[TemporaryFile] = []
         failed: list[tuple[TemporaryFile, BaseException]] = []
@@ -505,27 +516,27 @@ class _CommitGroup:
                 failed.append((temporary, exc))
             else:
                 renamed.append(temporary)
-        with self._turn:
+        with self._lock:
             for temporary, rename_error in failed:
                 self._fail(temporary, rename_error)
             for temporary in renamed:
                 temporary.stage = _Stage.RENAMED
             written, self._written = self._written, []
             if failed:
-                self._turn.notify_all()
+                self._done.notify_all()
         if not (written or renamed):
             return True
         error: BaseException | None = None
         try:
-            if flush_file_system is not None:
-                flush_file_system()
+            if self._flush_file_system is not None:
+                self._flush_file_system()
             else:
                 folders = {t.destination.parent for t in renamed if t.destination is not None}
                 for folder in sorted(folders):
                     fsync_directory(folder)
         except Exception as flush_error:
             error = flush_error
-        with self._turn:
+        with self._lock:
             self.flushes += 1
             for temporary in written:
                 if temporary.stage is not _Stage.WRITTEN:  # dropped meanwhile
@@ -543,7 +554,7 @@ class _CommitGroup:
                     temporary.stage = _Stage.FAILED
                 else:
                     temporary.stage = _Stage.PLACED
-            self._turn.notify_all()
+            self._done.notify_all()
         return True
 
     def _fail(self, temporary: TemporaryFile, error: BaseException) -> None:
@@ -752,7 +763,7 @@ class InstanceStore:
     def close(self) -> None:
         """End the commit thread and release this writer's temporary folder (it is
         empty between writes)."""
-        self._group.stop()
+        self._group.close()
         with self._mutex:
             if self._writer_dir is not None:
                 shutil.rmtree(self._writer_dir, ignore_errors=True)
