@@ -15,6 +15,11 @@ weights and the image handed over in bf16, as ``amp: bf16`` in training.
 Reported: median step time over ``--steps`` after ``--warmup`` steps, samples
 per second, and the peak memory allocated by PyTorch during the timed steps.
 
+``--memory-snapshot FILE`` records the allocator's history (with Python and C++
+stacks) over one extra step per mode, after the timed ones, and writes it as
+``FILE.fp32.pickle.gz`` and ``FILE.bf16.pickle.gz`` (``torch.cuda.memory._snapshot``
+format; ``bench/memory_peak.py`` says what is live at the peak).
+
 ``--compile`` compiles the image encoder in place (``nn.Module.compile``) in both
 modes; the trainer does not (on an H200 it gained nothing).  The frozen MiniLM
 takes no part in a step (its embeddings are precomputed), so it is not built; its
@@ -26,7 +31,9 @@ bench needs no MiniLM files.  The bar: bf16 1.8x faster and 40 % less memory.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import pickle
 import statistics
 import sys
 import time
@@ -72,8 +79,29 @@ def _batch(
     return batch, labels
 
 
+def _save_snapshot(path: Path, baseline: int) -> None:
+    """One recorded step's allocator history (``torch.cuda.memory._snapshot``), gzipped.
+
+    ``baseline`` is the memory allocated when recording began (weights, optimizer
+    state, inputs): the trace's own events start from it.
+    """
+    data = torch.cuda.memory._snapshot()
+    torch.cuda.memory._record_memory_history(enabled=None)
+    data["radscribe_baseline_bytes"] = baseline
+    with gzip.open(path, "wb") as handle:
+        pickle.dump(data, handle)
+    print(f"memory history of one step written to {path} ({path.stat().st_size} bytes)")
+
+
 def run_mode(
-    mode: str, *, config_path: Path, batch_size: int, steps: int, warmup: int, compile_: bool
+    mode: str,
+    *,
+    config_path: Path,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    compile_: bool,
+    snapshot: Path | None = None,
 ) -> dict[str, float]:
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -104,10 +132,15 @@ def run_mode(
         batch.image = batch.image.to(torch.bfloat16)
     dtype = torch.bfloat16 if mode == "bf16" else torch.float32
     times = []
-    for step in range(warmup + steps):
+    baseline = 0
+    recorded = 1 if snapshot is not None else 0
+    for step in range(warmup + steps + recorded):
         if step == warmup:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats(device)
+        if step == warmup + steps:
+            baseline = torch.cuda.memory_allocated(device)
+            torch.cuda.memory._record_memory_history(max_entries=200_000, stacks="all")
         torch.cuda.synchronize()
         start = time.perf_counter()
         with torch.autocast("cuda", dtype=dtype, enabled=mode == "bf16"):
@@ -120,8 +153,10 @@ def run_mode(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
-        if step >= warmup:
+        if warmup <= step < warmup + steps:
             times.append(time.perf_counter() - start)
+    if snapshot is not None:
+        _save_snapshot(snapshot.with_suffix(f".{mode}.pickle.gz"), baseline)
     median = statistics.median(times)
     result = {
         "median_step_s": median,
@@ -141,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="compile the image encoder")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--memory-snapshot",
+        type=Path,
+        help="record one more step per mode and write its allocator history to FILE.MODE.pickle.gz",
+    )
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_train_gpu needs a CUDA GPU", file=sys.stderr)
@@ -153,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             steps=args.steps,
             warmup=args.warmup,
             compile_=args.compile,
+            snapshot=args.memory_snapshot,
         )
         for mode in ("fp32", "bf16")
     }
