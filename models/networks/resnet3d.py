@@ -26,7 +26,11 @@ STAGE_STRIDES: tuple[int, int, int, int] = (1, 2, 2, 2)
 # Studies per chunk when the stem convolution computes its weight gradient.  cuDNN's
 # bf16 weight-gradient kernel for the stem (1 input channel, full-resolution volume)
 # asks for a workspace that grows with the batch (1216 MiB at batch 16, 160x160x128):
-# it was the training step's memory peak.  Chunking the batch bounds that workspace.
+# it was the training step's memory peak.  Chunking the batch bounds that workspace:
+# with chunks of 4 the bf16 step's peak fell from 2.36 to 2.15 GiB on an H200
+# (``bench/bench_train_gpu.py --batch-size 16 --memory-snapshot F``, then
+# ``bench/memory_peak.py F.bf16.pickle.gz``); fp32, which picks a 55 MiB workspace,
+# stays at 3.71 GiB.
 STEM_GRAD_CHUNK = 4
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,23 @@ def test_shipped_weights_are_small_split_marked_and_load() -> None:
     loaded = load_checkpoint(sidecar)
     assert loaded.meta.model_version == meta.model_version
     assert (sidecar.parent / "MODEL_CARD.md").is_file()
+
+
+def test_shipped_student_is_small_marked_and_recorded_against_the_shipped_teacher() -> None:
+    teacher = shipped_checkpoint_path()
+    if teacher is None:
+        pytest.skip("no shipped weights in this checkout")
+    folder = teacher.parent / "student"
+    sidecar = folder / "radscribe-synthetic-v2-student.json"
+    meta = read_meta(sidecar)
+    assert meta.validated_for_clinical_use is False
+    weights = sidecar.with_suffix(".safetensors")
+    assert weights.stat().st_size <= PART_LIMIT
+    shipped = sum(p.stat().st_size for p in teacher.parent.rglob("*.safetensors"))
+    assert shipped <= SHIPPED_LIMIT
+    record = json.loads((folder / "distillation.json").read_text())
+    forms = {(f["model_version"], f["weights_sha256"], f["precision"]) for f in record["forms"]}
+    teacher_meta = read_meta(teacher)
+    assert (teacher_meta.model_version, teacher_meta.weights_sha256, "bf16") in forms
+    assert (meta.model_version, meta.weights_sha256, "int8") in forms
+    assert load_checkpoint(sidecar).meta.weights_sha256 == meta.weights_sha256

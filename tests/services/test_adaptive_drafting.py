@@ -23,7 +23,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from app.core.precision_control import ModelForm, Refused, Switched
+from app.core.precision_control import FormId, ModelForm, Refused, Switched, check_light_form
 from app.core.settings import Settings, load_settings
 from app.core.tables import Job, ReportVersion, Study
 from app.services import jobs
@@ -255,3 +255,21 @@ def test_with_the_feature_off_a_gpu_is_only_watched(tmp_path: Path) -> None:
         seen.append(REGISTRY.get_sample_value("radscribe_gpu_utilisation_percent"))
     assert max(seen) == 97 and seen[-1] == 0
     assert watcher.form is ModelForm.FULL and watcher.drafter().precision == "fp32"
+
+
+def test_shipped_distillation_record_lets_the_int8_student_stand_in_for_the_bf16_teacher() -> None:
+    """The record shipped beside the student (models/weights/student) names both shipped forms."""
+    teacher = shipped_checkpoint_path()
+    if teacher is None:
+        pytest.skip("the shipped weights are not installed")
+    folder = teacher.parent / "student"
+    record = json.loads((folder / "distillation.json").read_text())
+    full, student = read_meta(teacher), read_meta(folder / "radscribe-synthetic-v2-student.json")
+    bf16_teacher = FormId(full.model_version, full.weights_sha256, "bf16")
+    int8_student = FormId(student.model_version, student.weights_sha256, "int8")
+    check = check_light_form(record, bf16_teacher, int8_student, tolerance=0.01)
+    assert check.passed, check.reason
+    assert check.full_auroc is not None and check.light_auroc is not None
+    assert 0 <= check.full_auroc - check.light_auroc <= 0.01
+    cpu_teacher = FormId(full.model_version, full.weights_sha256, "fp32")
+    assert not check_light_form(record, cpu_teacher, int8_student, tolerance=0.01).passed
