@@ -39,7 +39,12 @@ from functools import cache
 from pathlib import Path
 
 from app.speech.phonemes import Phonemes, pronunciations, relative_phoneme_distance
-from app.speech.vocabulary import CHEST_CT_VOCABULARY, STATEMENT_WORDS, vocabulary_groups
+from app.speech.vocabulary import (
+    CHEST_CT_VOCABULARY,
+    MUST_BE_HEARD,
+    STATEMENT_WORDS,
+    vocabulary_groups,
+)
 
 COMMON_WORDS_FILE = Path(__file__).with_name("common_words.txt")
 """Lower-case words, one a line: every whole word of the GPT-2 byte-pair vocabulary
@@ -58,6 +63,8 @@ NEIGHBOUR_COST = 0.1
 """Added to a match that swallows a known word next to the invented one."""
 MIN_LETTERS = 4
 MIN_KEY = 3
+MUST_BE_HEARD_SLACK = 2
+"""Letters at the end of a negation, side or change word that a heard spelling may miss."""
 """Shorter inventions (in letters, in sound-key letters) are too ambiguous to map."""
 MAX_INVENTED_DISTANCE = 0.3
 """With pronunciations (:mod:`app.speech.phonemes`): most relative phoneme distance between
@@ -364,6 +371,8 @@ class PhoneticCorrector:
                     found = None  # "lobe collapse" is what was said, not "lobe clips"
             else:
                 found = self.closest(spelled) if invented else None
+            if found is not None and not _may_write(found[1], spelled, len(span)):
+                found = None
             if found is None:
                 continue
             # explaining two inventions at once beats explaining one
@@ -490,6 +499,15 @@ def _closest_sound(
         if best is None or score < best[0]:
             best = (score, term.word)
     return best
+
+
+def _may_write(term: str, spelled: str, words: int) -> bool:
+    """A word of :data:`app.speech.vocabulary.MUST_BE_HEARD` (a negation, a side, a change,
+    "normal") is written only for one heard word spelt nearly as it is ("unchange" ->
+    unchanged), never for a word that merely sounds a bit like it ("Nerema" -> normal)."""
+    if term not in MUST_BE_HEARD:
+        return True
+    return words == 1 and _common_prefix(term, spelled) >= len(term) - MUST_BE_HEARD_SLACK
 
 
 def _stem(word: str) -> str:

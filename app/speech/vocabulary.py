@@ -132,3 +132,14 @@ full stop findings impression technique comparison indication
 STATEMENT_WORDS: frozenset[str] = frozenset(_STATEMENT_TEXT.split())
 """Words that make a statement what it is (negations, laterality, size and change, the verb)
 and the dictation's commands and section words: no correction replaces or swallows them."""
+
+_MUST_BE_HEARD_TEXT = """
+no not nor none neither without negative absent free resolved
+left right both bilateral unilateral
+new stable unchanged increased decreased enlarged normal abnormal
+"""
+MUST_BE_HEARD: frozenset[str] = frozenset(_MUST_BE_HEARD_TEXT.split())
+"""Statement words no correction writes in place of what Whisper wrote: a negation, a side,
+a change or "normal" must be heard as such.  ("Nerema 2.3 cm cavity", for "There is a 2.3
+cm cavity", must not become "Normal 2.3 cm cavity".)  Size words may be written where the
+sound and the sentence agree ("my old" -> mild); section words and commands may be mended."""

@@ -259,3 +259,22 @@ def test_another_form_of_a_term_is_as_said() -> None:
     assert corrector.invented("clerotic")
     text = "The esophageal wall is thickened. Pleural thickening."
     assert corrector.correct(text) == text
+
+
+@needs_espeak
+def test_an_invention_never_becomes_a_negation_side_or_change_word() -> None:
+    """Heard "Nerema" for "There is a", which sounds like "normal": a report must not say a mass is
+    normal (nor new, stable, left or absent) because of a sound."""
+    corrector = chest_corrector()
+    text = "Findings. Nerema 2 cm mass in the right upper lobe. Stickulated margins."
+    assert corrector.correct(text) == (
+        "Findings. Nerema 2 cm mass in the right upper lobe. Spiculated margins."
+    )
+
+
+@needs_espeak
+def test_a_negation_side_or_change_word_spelt_short_is_written_whole() -> None:
+    corrector = chest_corrector()
+    assert corrector.correct("The nodule is unchange since the prior study.") == (
+        "The nodule is unchanged since the prior study."
+    )
