@@ -63,9 +63,9 @@ NEIGHBOUR_COST = 0.1
 """Added to a match that swallows a known word next to the invented one."""
 MIN_LETTERS = 4
 MIN_KEY = 3
+"""Shorter inventions (in letters, in sound-key letters) are too ambiguous to map."""
 MUST_BE_HEARD_SLACK = 2
 """Letters at the end of a negation, side or change word that a heard spelling may miss."""
-"""Shorter inventions (in letters, in sound-key letters) are too ambiguous to map."""
 MAX_INVENTED_DISTANCE = 0.3
 """With pronunciations (:mod:`app.speech.phonemes`): most relative phoneme distance between
 an invented word (alone or with a neighbour) and the term it becomes."""
