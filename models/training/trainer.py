@@ -135,6 +135,19 @@ class TrainingModule(nn.Module):
         return out, refined
 
 
+def _zero_touch(out: ModelOutput, refined: torch.Tensor | None) -> torch.Tensor:
+    """Zero times every output, so each parameter that made an output gets a gradient.
+
+    DDP (``find_unused_parameters``) treats a parameter that reaches an output as used
+    and waits for its gradient; an output the loss left out (the nodule map of a batch
+    without annotated nodules, as in CT-RATE) would leave that wait open and fail the
+    next step.  The gradients this adds are exact zeros, as DDP gives unused parameters.
+    """
+    tensors = [getattr(out, f.name) for f in dataclasses.fields(out)] + [refined]
+    touched = [t.float().sum() for t in tensors if isinstance(t, torch.Tensor) and t.requires_grad]
+    return torch.stack(touched).sum() * 0.0 if touched else torch.zeros(())
+
+
 @dataclass
 class Distributed:
     rank: int = 0
@@ -517,6 +530,15 @@ class _Run:
         )
         per_rank = planned // self.dist.world
         steps_per_epoch = max(1, math.ceil(per_rank / config.batch_size))
+        logger.info(
+            "rank %d of %d: %d of %d train studies per epoch, %d steps of %d",
+            self.dist.rank,
+            self.dist.world,
+            per_rank,
+            planned,
+            steps_per_epoch,
+            config.batch_size,
+        )
         updates_per_epoch = math.ceil(steps_per_epoch / config.gradient_accumulate_steps)
         total_updates = max(1, config.epochs * updates_per_epoch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -719,7 +741,10 @@ class _Run:
                     teacher_probabilities=teacher_probabilities,
                     distill_alpha=self.trainer.distill_alpha,
                 )
-                scaler.scale(losses["total"] / accumulate).backward()
+                total = losses["total"]
+                if isinstance(module, nn.parallel.DistributedDataParallel):
+                    total = total + _zero_touch(out, refined)
+                scaler.scale(total / accumulate).backward()
             if update:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
