@@ -13,7 +13,11 @@ trainer does.  fp32 runs with TF32 switched off for matrix products and
 convolutions (so it is real fp32); bf16 uses ``torch.autocast`` with fp32 master
 weights and the image handed over in bf16, as ``amp: bf16`` in training.
 Reported: median step time over ``--steps`` after ``--warmup`` steps, samples
-per second, and the peak memory allocated by PyTorch during the timed steps.
+per second, and the peak memory allocated by PyTorch during the timed steps, each
+mode alone in the process.  Then, with both models built, ``--rounds`` rounds in
+which the modes take turns (``--steps`` steps each): the speed-up of each round and
+their median.  bf16 steps are short enough for host jitter to move one pass's
+median by 10-20 % between runs; alternating puts any drift on both modes alike.
 
 ``--memory-snapshot FILE`` records the allocator's history (with Python and C++
 stacks) over one extra step per mode, after the timed ones, and writes it as
@@ -93,6 +97,62 @@ def _save_snapshot(path: Path, baseline: int) -> None:
     print(f"memory history of one step written to {path} ({path.stat().st_size} bytes)")
 
 
+class Mode:
+    """One precision's model, optimizer and batch, ready to take training steps."""
+
+    def __init__(self, mode: str, *, config_path: Path, batch_size: int, compile_: bool) -> None:
+        self.mode = mode
+        self.device = torch.device("cuda")
+        train_config = load_train_config(config_path)
+        config = train_config.model_config_()
+        torch.manual_seed(0)
+        self.model = (
+            RadscribeModel(config, with_text_encoder=config.text_trainable)  # type: ignore[call-overload]
+            .to(self.device)
+            .to(memory_format=torch.channels_last_3d)
+            .train()
+        )
+        self.frozen_text = (
+            None
+            if config.text_trainable
+            else torch.zeros(FROZEN_TEXT_PARAMETERS, dtype=torch.float32, device=self.device)
+        )
+        if compile_:
+            torch._dynamo.reset()
+            self.model.image_encoder.compile()
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad], lr=1e-4
+        )
+        spec = train_config.preprocess_spec()
+        self.batch, self.labels = _batch(config, spec.grid_shape, batch_size, self.device)
+        if mode == "bf16":  # as the trainer does with amp: bf16
+            self.batch.image = self.batch.image.to(torch.bfloat16)
+        self.dtype = torch.bfloat16 if mode == "bf16" else torch.float32
+
+    def step(self) -> float:
+        """One full training step; its wall-clock seconds."""
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.autocast("cuda", dtype=self.dtype, enabled=self.mode == "bf16"):
+            out = self.model(self.batch)
+        loss = (
+            radscribe_loss(out, finding_labels=self.labels)["total"]
+            + out.nodule_map.float().square().mean()
+        )
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+
+def _precise() -> None:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.benchmark = True
+
+
 def run_mode(
     mode: str,
     *,
@@ -103,69 +163,58 @@ def run_mode(
     compile_: bool,
     snapshot: Path | None = None,
 ) -> dict[str, float]:
-    device = torch.device("cuda")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
-    torch.backends.cudnn.benchmark = True
-    train_config = load_train_config(config_path)
-    config = train_config.model_config_()
-    torch.manual_seed(0)
-    model = (
-        RadscribeModel(config, with_text_encoder=config.text_trainable)
-        .to(device)
-        .to(memory_format=torch.channels_last_3d)
-        .train()
-    )
-    frozen_text = (
-        None
-        if config.text_trainable
-        else torch.zeros(FROZEN_TEXT_PARAMETERS, dtype=torch.float32, device=device)
-    )
-    if compile_:
-        torch._dynamo.reset()
-        model.image_encoder.compile()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    spec = train_config.preprocess_spec()
-    batch, labels = _batch(config, spec.grid_shape, batch_size, device)
-    if mode == "bf16":  # as the trainer does with amp: bf16
-        batch.image = batch.image.to(torch.bfloat16)
-    dtype = torch.bfloat16 if mode == "bf16" else torch.float32
-    times = []
-    baseline = 0
-    recorded = 1 if snapshot is not None else 0
-    for step in range(warmup + steps + recorded):
-        if step == warmup:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(device)
-        if step == warmup + steps:
-            baseline = torch.cuda.memory_allocated(device)
-            torch.cuda.memory._record_memory_history(max_entries=200_000, stacks="all")
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.autocast("cuda", dtype=dtype, enabled=mode == "bf16"):
-            out = model(batch)
-        loss = (
-            radscribe_loss(out, finding_labels=labels)["total"]
-            + out.nodule_map.float().square().mean()
-        )
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        if warmup <= step < warmup + steps:
-            times.append(time.perf_counter() - start)
+    """Time and measure one precision alone: the peak memory is this mode's only."""
+    _precise()
+    runner = Mode(mode, config_path=config_path, batch_size=batch_size, compile_=compile_)
+    device = runner.device
+    for _ in range(warmup):
+        runner.step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(device)
+    times = [runner.step() for _ in range(steps)]
+    peak = torch.cuda.max_memory_allocated(device)
     if snapshot is not None:
+        baseline = torch.cuda.memory_allocated(device)
+        torch.cuda.memory._record_memory_history(max_entries=200_000, stacks="all")
+        runner.step()
         _save_snapshot(snapshot.with_suffix(f".{mode}.pickle.gz"), baseline)
     median = statistics.median(times)
-    result = {
+    del runner
+    torch.cuda.empty_cache()
+    return {
         "median_step_s": median,
         "samples_per_s": batch_size / median,
-        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+        "peak_memory_gib": peak / 2**30,
     }
-    del model, optimizer, batch, out, loss, frozen_text
+
+
+def alternate(
+    *, config_path: Path, batch_size: int, steps: int, warmup: int, rounds: int, compile_: bool
+) -> list[float]:
+    """fp32/bf16 speed-ups of ``rounds`` rounds, the two modes taking turns.
+
+    Both models live at once, so host and GPU conditions that drift during a run
+    (clocks, other processes) fall on both modes alike; each round's ratio is of
+    the two medians of ``steps`` steps.
+    """
+    _precise()
+    runners = {
+        mode: Mode(mode, config_path=config_path, batch_size=batch_size, compile_=compile_)
+        for mode in ("fp32", "bf16")
+    }
+    for runner in runners.values():
+        for _ in range(warmup):
+            runner.step()
+    ratios = []
+    for _ in range(rounds):
+        medians = {
+            mode: statistics.median(runner.step() for _ in range(steps))
+            for mode, runner in runners.items()
+        }
+        ratios.append(medians["fp32"] / medians["bf16"])
+    del runners
     torch.cuda.empty_cache()
-    return result
+    return ratios
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="compile the image encoder")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating fp32/bf16 rounds for the speed-up"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--memory-snapshot",
@@ -198,6 +250,18 @@ def main(argv: list[str] | None = None) -> int:
         for mode in ("fp32", "bf16")
     }
     fp32, bf16 = results["fp32"], results["bf16"]
+    ratios = (
+        alternate(
+            config_path=args.config,
+            batch_size=args.batch_size,
+            steps=args.steps,
+            warmup=args.warmup,
+            rounds=args.rounds,
+            compile_=args.compile,
+        )
+        if args.rounds > 0
+        else []
+    )
     summary = {
         "gpu": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
@@ -209,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         "bf16": bf16,
         "speedup": fp32["median_step_s"] / bf16["median_step_s"],
         "memory_saving": 1 - bf16["peak_memory_gib"] / fp32["peak_memory_gib"],
+        "round_speedups": ratios,
+        "speedup_rounds_median": statistics.median(ratios) if ratios else None,
     }
     print(
         f"GPU {summary['gpu']}, torch {summary['torch']}, "
@@ -223,9 +289,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['peak_memory_gib']:>10.2f}"
         )
     print(
-        f"bf16 speed-up {summary['speedup']:.2f}x (bar 1.8x), "
+        f"bf16 speed-up {summary['speedup']:.2f}x in the passes above (bar 1.8x), "
         f"memory saving {summary['memory_saving']:.0%} (bar 40%)"
     )
+    if ratios:
+        print(
+            f"alternating rounds: speed-ups {', '.join(f'{r:.2f}x' for r in ratios)}; "
+            f"median {statistics.median(ratios):.2f}x (bar 1.8x)"
+        )
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
     return 0
