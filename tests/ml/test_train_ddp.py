@@ -2,38 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
 
 from models.checkpoint import load_checkpoint, read_meta
-
-
-def _fixtures() -> ModuleType:
-    name = "radscribe_train_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("train_fixtures.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from tests.ml.train_fixtures import TINY_TRAIN, write_ctrate
 
 
 def test_torchrun_two_processes_split_the_epoch_and_rank_0_writes_once(tmp_path: Path) -> None:
     radscribe = Path(sys.executable).with_name("radscribe")
     if not radscribe.is_file():
         pytest.skip("the radscribe command is not installed beside this Python")
-    root = _fixtures().write_ctrate(tmp_path / "ctrate", train=8, valid=4)
-    config = dict(_fixtures().TINY_TRAIN)
+    root = write_ctrate(tmp_path / "ctrate", train=8, valid=4)
+    config = dict(TINY_TRAIN)
     config.update(
         run_dir=str(tmp_path / "run"),
         epochs=2,
