@@ -1,12 +1,11 @@
 """Group commit with real peers: several storescu associations at once, one node.
 
 Every instance of every association is stored byte for byte and indexed, and
-for each one the node kept the order the Success status depends on: a flush
-that started after its file was complete ended before the file was renamed,
-one that started after the rename ended before its row was committed, and
-the row before the Success response went to the socket.  The flushes are shared: fewer than one
-per instance where one for the bytes and one for the rename of each would be
-two.
+for each one the node kept the order the Success status depends on: its file
+fsynced before it was renamed, an fsync of its folder that started after the
+rename ended before its row was committed, and the row before the Success
+response went to the socket.  The folder fsyncs are shared: fewer than one
+per instance.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from pydicom import dcmread
 from dicom_node import storage as storage_module
 from dicom_node.index import RecordResult, StoredInstance
 from dicom_node.reactor import EventDrivenDUL
-from dicom_node.storage import TemporaryFile, _FileSystemSync, _libc_syncfs
 
 from .conftest import (  # type: ignore[import-not-found]
     DCMTK_ENV,
@@ -37,8 +35,8 @@ from .conftest import (  # type: ignore[import-not-found]
 StartNode = Callable[..., RunningNode]
 ASSOCIATIONS = 4
 SLICES = 40
-# Each flush made to take this much longer than the disk needs (still flushing
-# for real), so instances of the four associations arrive during it.
+# Each folder fsync made to take this much longer than the disk needs (still
+# syncing for real), so instances of the four associations arrive during it.
 FLUSH_DELAY_SECONDS = 0.01
 
 
@@ -48,22 +46,23 @@ class _Steps:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, node: RunningNode) -> None:
         self.events: list[tuple[str, str]] = []
         self._lock = threading.Lock()
-        real_submit = storage_module._CommitGroup.submit
-        real_syncfs = _FileSystemSync.__call__
+        real_fsync = os.fsync
+        real_fsync_directory = storage_module.fsync_directory
         real_replace = os.replace
         index = node.component.node.services.index
         real_record = index.record_instance
         real_send_command = EventDrivenDUL.send_command
 
-        def submit(group: storage_module._CommitGroup, temporary: TemporaryFile) -> None:
-            self.note("complete", str(temporary.path))
-            real_submit(group, temporary)
+        def fsync(fd: int) -> None:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            real_fsync(fd)
+            self.note("fsynced", path)
 
-        def syncfs(flush: _FileSystemSync) -> None:
-            self.note("flush-start", "")
+        def fsync_directory(path: Path) -> None:
+            self.note("folder-start", str(path))
             time.sleep(FLUSH_DELAY_SECONDS)
-            real_syncfs(flush)
-            self.note("flush-end", "")
+            real_fsync_directory(path)
+            self.note("folder-end", str(path))
 
         def replace(source: str | Path, destination: str | Path) -> None:
             real_replace(source, destination)
@@ -79,8 +78,8 @@ class _Steps:
             self.note("response", command.decode("latin-1"))
             real_send_command(dul, context_id, command)
 
-        monkeypatch.setattr(storage_module._CommitGroup, "submit", submit)
-        monkeypatch.setattr(_FileSystemSync, "__call__", syncfs)
+        monkeypatch.setattr(storage_module.os, "fsync", fsync)
+        monkeypatch.setattr(storage_module, "fsync_directory", fsync_directory)
         monkeypatch.setattr(storage_module.os, "replace", replace)
         monkeypatch.setattr(index, "record_instance", record_instance)
         monkeypatch.setattr(EventDrivenDUL, "send_command", send_command)
@@ -89,18 +88,14 @@ class _Steps:
         with self._lock:
             self.events.append((kind, detail))
 
-    def flush_between(self, after: int, before: int) -> bool:
-        """Whether a whole flush ran between two events (started after, ended before)."""
+    def folder_synced_between(self, folder: str, after: int, before: int) -> bool:
+        """Whether a whole fsync of ``folder`` ran between two events."""
         for first in range(after + 1, before):
-            if self.events[first][0] == "flush-start":
-                return ("flush-end", "") in self.events[first + 1 : before]
+            if self.events[first] == ("folder-start", folder):
+                return ("folder-end", folder) in self.events[first + 1 : before]
         return False
 
-    def count(self, kind: str) -> int:
-        return sum(1 for event in self.events if event[0] == kind)
 
-
-@pytest.mark.skipif(_libc_syncfs() is None, reason="the group flush is syncfs (Linux)")
 def test_four_associations_at_once_are_stored_indexed_and_durable_before_their_rows(
     start_node: StartNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,10 +131,10 @@ def test_four_associations_at_once_are_stored_indexed_and_durable_before_their_r
             for at, (kind, detail) in enumerate(steps.events)
             if kind == "rename" and detail.endswith(f" -> {destination}")
         )
-        completed_at = steps.events.index(("complete", source))
+        assert steps.events.index(("fsynced", source)) < renamed_at, f"{sop}: not durable"
         row_at = steps.events.index(("row", relative))
-        assert steps.flush_between(completed_at, renamed_at), f"{sop}: renamed before durable"
-        assert steps.flush_between(renamed_at, row_at), f"{sop}: row before the rename flush"
+        folder = str(destination.parent)
+        assert steps.folder_synced_between(folder, renamed_at, row_at), f"{sop}: row too early"
         committed_at = steps.events.index(("row-committed", relative))
         responded_at = next(
             at
@@ -147,4 +142,5 @@ def test_four_associations_at_once_are_stored_indexed_and_durable_before_their_r
             if kind == "response" and sop in detail
         )
         assert row_at < committed_at < responded_at, f"{sop}: Success before its row"
-    assert steps.count("flush-start") < SLICES
+    series_folder = str(node.storage.resolve() / series.study_uid / series.series_uid)
+    assert 1 <= steps.events.count(("folder-start", series_folder)) < SLICES

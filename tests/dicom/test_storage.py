@@ -207,7 +207,7 @@ def test_group_commit_orders_durable_bytes_rename_durable_rename(
     """For every file: a syncfs that started after it was complete ended before its
     rename, and one that started after its rename ended before commit returned; and
     concurrent commits share those flushes."""
-    store = InstanceStore(root=tmp_path / "dicom")
+    store = InstanceStore(root=tmp_path / "dicom", file_system_flush=True)
     store.write("1.2/1.3/first.dcm", (b"folders made",))
     timeline = _Timeline(monkeypatch, flush_seconds=0.02)
     count = 8
@@ -236,10 +236,10 @@ def test_group_commit_orders_durable_bytes_rename_durable_rename(
     store.close()
 
 
-def test_without_syncfs_files_are_fsynced_and_each_folder_once_per_flush(
+def test_by_default_files_are_fsynced_and_each_folder_once_per_flush(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = InstanceStore(root=tmp_path / "dicom", file_system_flush=False)
+    store = InstanceStore(root=tmp_path / "dicom")
     store.write("1.2/1.3/first.dcm", (b"folders made",))
     synced_files: list[str] = []
     real_fsync = os.fsync
@@ -276,10 +276,10 @@ def test_without_syncfs_files_are_fsynced_and_each_folder_once_per_flush(
 
 
 @pytest.mark.skipif(storage_module._libc_syncfs() is None, reason="needs syncfs (Linux)")
-def test_a_failed_flush_fails_what_it_covered_and_the_next_one_works(
+def test_a_failed_syncfs_fails_what_it_covered_and_the_next_one_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = InstanceStore(root=tmp_path / "dicom")
+    store = InstanceStore(root=tmp_path / "dicom", file_system_flush=True)
     store.write("1.2/1.3/first.dcm", (b"folders made",))
     real_syncfs = storage_module._FileSystemSync.__call__
     failures = [OSError(errno.EIO, "disk gone")]
@@ -295,6 +295,27 @@ def test_a_failed_flush_fails_what_it_covered_and_the_next_one_works(
         store.commit(temporary, "1.2/1.3/lost.dcm")
     assert not temporary.path.exists()  # never renamed, and removed
     assert not (store.root / "1.2" / "1.3" / "lost.dcm").exists()
+    store.write("1.2/1.3/next.dcm", (b"next",))
+    assert (store.root / "1.2" / "1.3" / "next.dcm").read_bytes() == b"next"
+    store.close()
+
+
+def test_a_failed_folder_fsync_fails_the_commits_it_covered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = InstanceStore(root=tmp_path / "dicom")
+    store.write("1.2/1.3/first.dcm", (b"folders made",))
+    real_fsync_directory = storage_module.fsync_directory
+    failures = [OSError(errno.EIO, "disk gone")]
+
+    def fsync_directory(path: Path) -> None:
+        if failures:
+            raise failures.pop()
+        real_fsync_directory(path)
+
+    monkeypatch.setattr(storage_module, "fsync_directory", fsync_directory)
+    with pytest.raises(OSError, match="disk gone"):
+        store.write("1.2/1.3/unsure.dcm", (b"renamed, rename not durable",))
     store.write("1.2/1.3/next.dcm", (b"next",))
     assert (store.root / "1.2" / "1.3" / "next.dcm").read_bytes() == b"next"
     store.close()
