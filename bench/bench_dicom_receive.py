@@ -5,6 +5,8 @@ Run from the repository root::
     .venv/bin/python bench/bench_dicom_receive.py                 # 200 x 512x512, 3 rounds
     .venv/bin/python bench/bench_dicom_receive.py --workers 4 --rounds 5
     .venv/bin/python bench/bench_dicom_receive.py --slices 100 --peers radscribe,orthanc
+    git worktree add /tmp/old HEAD~3   # then, old and new paired round by round:
+    .venv/bin/python bench/bench_dicom_receive.py --peers radscribe --variant old=/tmp/old
 
 The sender is always DCMTK ``storescu`` (TCP_NODELAY=1), sending the same
 generated CT series (``--slices`` slices of ``--size``x``--size``, 16 bit,
@@ -30,7 +32,11 @@ each started fresh with empty storage for every measurement:
 
 Rates are from the first storescu start to the last storescu exit (so they
 include association set-up); medians over ``--rounds``, peers interleaved
-within each round.  Beside each rate: the receiver's CPU time per image (its
+within each round.  ``--variant NAME=DIR`` adds radscribe run from another
+source tree as a further peer and prints its rate over this checkout's, round
+by round: on a shared machine whose disk and load change from minute to
+minute, these paired ratios tell two versions apart where medians of separate
+runs do not.  Beside each rate: the receiver's CPU time per image (its
 process tree, from ``/proc``), which other work on a shared machine disturbs
 much less than the rate.  Goals: one association at least Orthanc's rate; four
 associations at least 1.5x Orthanc and at least 0.5x ``storescp --fork``.
@@ -45,6 +51,19 @@ file's direct write and journal waits come on top), whatever the CPU; Orthanc
 and storescp do not fsync and are bound by CPU instead.  The ``disk:`` line
 (synced writes per second) shows which regime a run met: compare runs only
 with similar ``disk:`` lines, or pair them back to back.
+
+The node's group commit (``dicom_node.storage``) shares folder fsyncs (and,
+with ``syncfs``, file flushes) between associations, but each association
+still waits for its own instance's chain before storescu sends the next:
+the file written and fsynced, renamed, the folder fsynced, the row committed.
+Several fsyncs at once cost hardly more than one here (the ``disk:`` line
+for 4 streams is 4-5x that for 1), so sharing flushes saves little at four
+associations; what bounds the rate is the chain's length per instance (a
+scratch timeline of the node in-process at load 3.8, four associations,
+medians: 5.3 ms writing and fsyncing the file, 0.3 ms for the header, 3.1 ms
+until it was renamed and the rename durable, 0.6 ms for the row, 1.9 ms for
+storescu to send the next; about 11.5 ms, so at most about 350 images/s over
+four associations, 200-230 measured with association set-up and the means).
 """
 
 from __future__ import annotations
@@ -162,7 +181,9 @@ class Receiver:
                 self.process.wait()
 
 
-def start_radscribe(work: Path, workers: int) -> Receiver:
+def start_radscribe(work: Path, workers: int, source: Path | None = None) -> Receiver:
+    """The node of this checkout, or (``source``) of another source tree: run with that
+    folder as its working directory, ``-m`` imports its packages first."""
     port = free_port()
     data = work / "radscribe"
     database = data / "radscribe.db"
@@ -192,6 +213,7 @@ def start_radscribe(work: Path, workers: int) -> Receiver:
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        cwd=source,
     )
 
     def listening() -> bool:
@@ -374,9 +396,11 @@ def split(files: Sequence[Path], parts: int) -> list[list[Path]]:
     return [list(files[i::parts]) for i in range(parts)]
 
 
-def start(peer: str, work: Path, associations: int, workers: int) -> Receiver:
-    if peer == "radscribe":
-        return start_radscribe(work, 1 if associations == 1 else workers)
+def start(
+    peer: str, work: Path, associations: int, workers: int, variants: dict[str, Path]
+) -> Receiver:
+    if peer == "radscribe" or peer in variants:
+        return start_radscribe(work, 1 if associations == 1 else workers, variants.get(peer))
     if peer == "storescp":
         return start_storescp(work, fork=associations > 1)
     if peer == "orthanc":
@@ -385,8 +409,8 @@ def start(peer: str, work: Path, associations: int, workers: int) -> Receiver:
 
 
 def label(peer: str, associations: int, workers: int) -> str:
-    if peer == "radscribe":
-        return f"radscribe --workers {1 if associations == 1 else workers}"
+    if peer.startswith("radscribe"):
+        return f"{peer} --workers {1 if associations == 1 else workers}"
     if peer == "storescp" and associations > 1:
         return "storescp --fork"
     return peer
@@ -404,11 +428,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="radscribe receiver processes for 4 associations (default: one per two CPUs)",
     )
     parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also radscribe from the source tree DIR (e.g. a git worktree of another "
+        "commit), as peer radscribe@NAME in every round; ratios to radscribe are paired "
+        "by round",
+    )
     parser.add_argument("--associations", default="1,4")
     parser.add_argument("--work", type=Path, default=None, help="folder for data (default: tmp)")
     args = parser.parse_args(argv)
     peers = [p for p in args.peers.split(",") if p]
-    unknown = set(peers) - set(PEERS)
+    variants: dict[str, Path] = {}
+    for option in args.variant:
+        name, _, folder = option.partition("=")
+        if not name or not Path(folder, "dicom_node").is_dir():
+            parser.error(f"--variant {option}: NAME=DIR, DIR a source tree with dicom_node/")
+        variants[f"radscribe@{name}"] = Path(folder).resolve()
+    peers += list(variants)
+    unknown = set(peers) - set(PEERS) - set(variants)
     if unknown:
         parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
     association_counts = [int(n) for n in args.associations.split(",")]
@@ -444,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for peer in order:
                     work = root / f"r{round_number}-{associations}-{peer}"
                     work.mkdir()
-                    receiver = start(peer, work, associations, args.workers)
+                    receiver = start(peer, work, associations, args.workers, variants)
                     try:
                         cpu_before = tree_cpu_seconds(receiver.process.pid)
                         seconds = send(receiver.port, parts)
@@ -500,6 +540,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     goals.append(f"{ours / storescp:.2f}x storescp")
             print(f"{associations} association(s): radscribe " + "; ".join(goals))
+        for variant in variants:
+            for associations in association_counts:
+                base = rates[(label("radscribe", associations, args.workers), associations)]
+                other = rates[(label(variant, associations, args.workers), associations)]
+                ratios = sorted(v / r for v, r in zip(other, base, strict=True))
+                print(
+                    f"{associations} association(s): {variant} / radscribe, paired by round: "
+                    f"median {statistics.median(ratios):.3f} "
+                    f"(from {ratios[0]:.3f} to {ratios[-1]:.3f}, {len(ratios)} rounds)"
+                )
     return 0
 
 
