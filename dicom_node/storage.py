@@ -27,16 +27,17 @@ flush covers the renames of one batch and the bytes of the next.
 
 Which is faster depends on what else writes to that file system, because
 ``syncfs`` also writes back everyone else's dirty pages there.  Measured on
-the 2-CPU VM (shared with other work, storage on the root file system; scratch
-runs of ``bench_dicom_receive``'s receiver, variants interleaved round by
-round, 200 slices of 512x512): over four associations at load 4-5, syncfs
-reached 0.78x the rate of fsyncs per file (median of paired ratios, 12
-rounds), the default 1.00x the previous design; a scratch probe put two
-syncfs per instance at 5.5 ms median alone and 11.5 ms (54 ms at worst) beside
-a process writing 64 MB/s, fsync of the file and its folder at 8.1 and 9.8
-ms.  With a file system of its own and many associations syncfs needs fewer
-flushes: 1 where fsyncs of four just-written files took 4 (scratch,
-``/sys/block/vda/stat``).
+the 2-CPU VM (shared with other work at load 3-5, storage on the root file
+system; scratch runs of ``bench_dicom_receive``'s receiver, variants
+interleaved round by round, 200 slices of 512x512, four associations):
+with syncfs 0.81-0.93x the rate of the previous design (a file fsync per
+instance, folder fsyncs shared) in four paired comparisons of 12-16 rounds;
+with the default 1.00x that design once it commits the row after the folder
+fsync.  A scratch probe put two syncfs per instance at 5.5 ms median alone
+and 11.5 ms (54 ms at worst) beside a process writing 64 MB/s, fsync of the
+file and its folder at 8.1 and 9.8 ms.  On a file system of its own, with
+many associations, syncfs needs fewer flushes: 1 where fsyncs of four
+just-written files took 4 (scratch, ``/sys/block/vda/stat``).
 """
 
 from __future__ import annotations
