@@ -317,9 +317,8 @@ class ReceivedDataSet:
 
         The file is fsynced here while the I/O thread hashes (0.3-0.4 ms of CPU
         for a 512x512 slice), then goes to the store's commit group; with the
-        store's ``file_system_flush`` the group's next syncfs makes its bytes
-        durable instead, while this thread reads the header (see
-        :meth:`TemporaryWriter.finish`).
+        store's ``file_system_flush`` a syncfs of the group that starts after
+        this makes its bytes durable instead (see :meth:`TemporaryWriter.finish`).
         """
         if self._io is not None and self._error is None:
             # RuntimeError: the node is stopping (its I/O threads are gone): hashed later.

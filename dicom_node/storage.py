@@ -12,14 +12,15 @@ there while it lives.  :meth:`InstanceStore.clean_interrupted_writes` removes
 the folders of writers that are gone, which is what an interrupted write
 leaves behind.
 
-Group commit (:class:`_CommitGroup`): one thread per store moves finished
-temporary files into place for every association of the process.  For each
+Group commit (:class:`_CommitGroup`): whichever receiving thread finds no
+commit round running moves the finished temporary files of every association
+of the process into place, the others waiting for its rounds.  For each
 file, in this order: its bytes are durable under the temporary name, then it
 is renamed into place, then the rename is durable; only then does
 :meth:`InstanceStore.commit` return (and the caller commits the index row and
 answers).  By default each file is fsynced by its writer as soon as it is
-complete (concurrent fsyncs share the file system's journal commits), and the
-commit thread renames whatever is durable and then fsyncs each folder renamed
+complete (concurrent fsyncs share the file system's journal commits), and a
+commit round renames whatever is durable and then fsyncs each folder renamed
 into once, for all of them.  With ``file_system_flush`` one ``syncfs(2)`` of the
 storage file system replaces both: it makes durable the bytes of every file
 completed before it started and every rename made before it started, so one
@@ -296,10 +297,10 @@ class TemporaryWriter:
     def finish(self) -> TemporaryFile:
         """Write out what is staged and close: the file is complete under its temporary name.
 
-        Handed to the store's commit group, which makes its bytes durable with
-        its next flush (started meanwhile, while the caller reads the header),
-        unless the group flushes no whole file system: then, as without a
-        group, the file is fsynced here and is durable on return.
+        Fsynced here (durable on return) and handed to the store's commit
+        group, if any; where the group flushes the whole file system
+        (``file_system_flush``), not fsynced: its next flush makes the bytes
+        durable.
         """
         group = self._group
         sync_here = group is None or not group.flushes_file_system
@@ -402,8 +403,10 @@ class _CommitGroup:
 
     Owners :meth:`submit` a file once it is written whole, and later
     :meth:`commit` it to a destination (blocking until it is placed and the
-    placement is durable) or :meth:`drop` it.  One thread (started on first
-    use) loops while there is work:
+    placement is durable) or :meth:`drop` it.  Leader/follower: an owner in
+    :meth:`commit` that finds no round running runs rounds itself until its
+    own file is placed (a lone association hands nothing to another thread);
+    the others wait for the rounds it runs.  A round:
 
     1. rename every file whose bytes are durable and whose destination is known;
     2. one flush, covering those renames (and, with ``syncfs``, the bytes of
@@ -431,14 +434,10 @@ class _CommitGroup:
     ) -> None:
         self._rename = rename
         self._flush_file_system = _FileSystemSync(folder, syncfs) if syncfs is not None else None
-        self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)  # the commit thread waits on it
-        self._done = threading.Condition(self._lock)  # owners in commit() wait on it
+        self._turn = threading.Condition()  # owners waiting for a round wait on it
+        self._leading = False  # whether an owner is running a round
         self._written: list[TemporaryFile] = []
         self._ready: list[TemporaryFile] = []
-        self._thread: threading.Thread | None = None
-        self._thread_pid = 0
-        self._stopping = False
         self.flushes = 0  # flushes run (the tests count them)
 
     @property
@@ -448,78 +447,53 @@ class _CommitGroup:
 
     def submit(self, temporary: TemporaryFile) -> None:
         """A file written whole (and fsynced, unless the flush is the file system's)."""
-        with self._lock:
+        with self._turn:
             if temporary.stage is _Stage.WRITTEN:
                 self._written.append(temporary)
-                self._start()
-                self._work.notify()
 
     def commit(self, temporary: TemporaryFile, destination: Path) -> None:
         """Rename ``temporary`` to ``destination`` once its bytes are durable; return
         once the rename is durable.  On failure the temporary file is removed
         (unless the rename happened) and the error raised."""
-        with self._lock:
+        with self._turn:
             if temporary.stage is _Stage.DROPPED:
                 raise FileNotFoundError(errno.ENOENT, "the temporary file was dropped")
             temporary.destination = destination
             if temporary.stage is _Stage.DURABLE:
                 temporary.stage = _Stage.READY
                 self._ready.append(temporary)
-            self._start()
-            self._work.notify()
             while temporary.stage not in (_Stage.PLACED, _Stage.FAILED):
-                self._done.wait()
+                if self._leading:
+                    self._turn.wait()
+                    continue
+                self._leading = True
+                self._turn.release()
+                try:
+                    self._round()
+                finally:
+                    self._turn.acquire()
+                    self._leading = False
+                    self._turn.notify_all()
             error = temporary.error
         if error is not None:
             raise error
 
     def drop(self, temporary: TemporaryFile) -> None:
         """Withdraw a file that will not be committed (its owner removes it)."""
-        with self._lock:
+        with self._turn:
             if temporary.stage in (_Stage.WRITTEN, _Stage.DURABLE):
                 with contextlib.suppress(ValueError):
                     self._written.remove(temporary)
                 temporary.stage = _Stage.DROPPED
 
-    def stop(self) -> None:
-        """Finish the work in hand and end the thread (a later use starts another)."""
-        with self._lock:
-            thread = self._thread
-            self._stopping = True
-            self._work.notify()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-        with self._lock:
-            self._stopping = False
-            if self._thread is thread:
-                self._thread = None
-
-    def _start(self) -> None:
-        """Start the thread if it is not running in this process (call with the lock)."""
-        thread = self._thread
-        if thread is not None and thread.is_alive() and self._thread_pid == os.getpid():
-            return
-        self._thread = threading.Thread(target=self._run, name="dicom-commit", daemon=True)
-        self._thread_pid = os.getpid()
-        self._thread.start()
-
     def close(self) -> None:
-        """:meth:`stop`, and close the file the flushes use (a later use opens it again)."""
-        self.stop()
+        """Close the file the flushes use (a later use opens it again)."""
         if self._flush_file_system is not None:
             self._flush_file_system.close()
 
-    def _run(self) -> None:
-        while self._round():
-            pass
-
-    def _round(self) -> bool:
-        """One rename-and-flush round; False once stopped with nothing left to do."""
-        with self._lock:
-            while not (self._written or self._ready):
-                if self._stopping:
-                    return False
-                self._work.wait()
+    def _round(self) -> None:
+        """One rename-and-flush round (run by the leading owner, without the lock)."""
+        with self._turn:
             ready, self._ready = self._ready, []
         renamed: list[TemporaryFile] = []
         failed: list[tuple[TemporaryFile, BaseException]] = []
@@ -531,16 +505,14 @@ class _CommitGroup:
                 failed.append((temporary, exc))
             else:
                 renamed.append(temporary)
-        with self._lock:
+        with self._turn:
             for temporary, rename_error in failed:
                 self._fail(temporary, rename_error)
             for temporary in renamed:
                 temporary.stage = _Stage.RENAMED
             written, self._written = self._written, []
-            if failed:
-                self._done.notify_all()
         if not (written or renamed):
-            return True
+            return
         error: BaseException | None = None
         try:
             if self._flush_file_system is not None:
@@ -551,7 +523,7 @@ class _CommitGroup:
                     fsync_directory(folder)
         except Exception as flush_error:
             error = flush_error
-        with self._lock:
+        with self._turn:
             self.flushes += 1
             for temporary in written:
                 if temporary.stage is not _Stage.WRITTEN:  # dropped meanwhile
@@ -569,8 +541,6 @@ class _CommitGroup:
                     temporary.stage = _Stage.FAILED
                 else:
                     temporary.stage = _Stage.PLACED
-            self._done.notify_all()
-        return True
 
     def _fail(self, temporary: TemporaryFile, error: BaseException) -> None:
         """A file that will not be placed: removed, its owner told (call with the lock)."""
@@ -741,7 +711,7 @@ class InstanceStore:
         return StoredFile(relative_path, temporary.size_bytes)
 
     def _rename(self, temporary: TemporaryFile, destination: Path) -> None:
-        """Rename a temporary file whose bytes are durable (on the commit thread)."""
+        """Rename a temporary file whose bytes are durable (in a commit round)."""
         try:
             self._ensure_dir(destination.parent)
             try:
@@ -777,7 +747,7 @@ class InstanceStore:
         fsync_directory(path.parent)
 
     def close(self) -> None:
-        """End the commit thread and release this writer's temporary folder (it is
+        """Close the commit group's file and release this writer's temporary folder (it is
         empty between writes)."""
         self._group.close()
         with self._mutex:
