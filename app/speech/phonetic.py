@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from rapidfuzz.distance import Levenshtein
+
 from app.speech.phonemes import Phonemes, pronunciations, relative_phoneme_distance
 from app.speech.vocabulary import (
     CHEST_CT_VOCABULARY,
@@ -193,16 +195,9 @@ def sound_key(word: str) -> str:
 
 
 def edit_distance(first: str, second: str) -> int:
-    """Levenshtein distance."""
-    if len(first) < len(second):
-        first, second = second, first
-    previous = list(range(len(second) + 1))
-    for i, a in enumerate(first, start=1):
-        current = [i]
-        for j, b in enumerate(second, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
-        previous = current
-    return previous[-1]
+    """Levenshtein distance (rapidfuzz's; the correctors call it hundreds of thousands of
+    times per dictation, and the pure-Python loop was a tenth of transcription's CPU)."""
+    return int(Levenshtein.distance(first, second))
 
 
 def relative_distance(first: str, second: str, limit: float) -> float | None:
