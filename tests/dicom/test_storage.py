@@ -201,6 +201,25 @@ class _Timeline:
 
 
 @pytest.mark.skipif(storage_module._libc_syncfs() is None, reason="needs syncfs (Linux)")
+def _commit_at_once(
+    store: InstanceStore, timeline: _Timeline, count: int, synced_first: list[str] | None = None
+) -> None:
+    """``count`` threads each write file n and commit it as 1.2/1.3/n.dcm at once."""
+
+    def one(n: int) -> None:
+        temporary = store.write_temporary((f"file {n}".encode(),))
+        if synced_first is not None:  # fsynced before it is handed to commit
+            assert temporary.path.name in {Path(p).name for p in synced_first}
+        store.commit(temporary, f"1.2/1.3/{n}.dcm")
+        timeline.note("returned", str(n))
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_group_commit_orders_durable_bytes_rename_durable_rename(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,17 +230,7 @@ def test_group_commit_orders_durable_bytes_rename_durable_rename(
     store.write("1.2/1.3/first.dcm", (b"folders made",))
     timeline = _Timeline(monkeypatch, flush_seconds=0.02)
     count = 8
-
-    def one(n: int) -> None:
-        temporary = store.write_temporary((f"file {n}".encode(),))
-        store.commit(temporary, f"1.2/1.3/{n}.dcm")
-        timeline.note("returned", str(n))
-
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _commit_at_once(store, timeline, count)
     for n in range(count):
         destination = store.absolute(f"1.2/1.3/{n}.dcm")
         assert destination.read_bytes() == f"file {n}".encode()
@@ -251,18 +260,7 @@ def test_by_default_files_are_fsynced_and_each_folder_once_per_flush(
     monkeypatch.setattr(storage_module.os, "fsync", fsync)
     timeline = _Timeline(monkeypatch, flush_seconds=0.02)
     count = 8
-
-    def one(n: int) -> None:
-        temporary = store.write_temporary((f"file {n}".encode(),))
-        assert temporary.path.name in {Path(p).name for p in synced_files}  # fsynced first
-        store.commit(temporary, f"1.2/1.3/{n}.dcm")
-        timeline.note("returned", str(n))
-
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _commit_at_once(store, timeline, count, synced_first=synced_files)
     folder = str(store.root / "1.2" / "1.3")
     for n in range(count):
         destination = store.absolute(f"1.2/1.3/{n}.dcm")
