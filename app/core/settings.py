@@ -208,6 +208,12 @@ class Settings(BaseSettings):
         description="Chunks of one dictation Whisper decodes at once (2 workers of 1 thread "
         "beat 1 of 2 threads on two cores).",
     )
+    whisper_second_look: bool = Field(
+        default=True,
+        description="Decode each chest dictation chunk again with the chest CT terms its first "
+        "transcription sounds like named in Whisper's prompt: fewer misheard terms (tuning set: "
+        "tiny.en 24.1 -> 22.6 % WER, base 19.3 -> 14.9 %) for about 30 % more Whisper time.",
+    )
     dictation_max_seconds: float = Field(
         default=1200.0, description="Longest dictation accepted, in seconds."
     )

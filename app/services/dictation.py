@@ -92,6 +92,7 @@ def make_transcriber(settings: Settings) -> Transcriber:
             cpu_threads=settings.whisper_cpu_threads,
             workers=settings.whisper_workers,
         ),
+        bias=settings.whisper_second_look,
     )
 
 

@@ -190,3 +190,35 @@ def test_a_short_last_chunk_joins_the_one_before() -> None:
     too_long = _samples([(0.0, 9.0), (10.0, 30.0), (33.0, 38.5)])
     assert len(list(_chunks(too_long))) == 3  # 20 s, a pause, 5.5 s: 28.5 s in all
     assert _seconds(list(_chunks(_samples([(0.0, 5.0)])))) == [[(0.0, 5.0)]]
+
+
+@pytest.mark.parametrize("second_look", [True, False])
+def test_the_second_look_setting_decides_the_decoder_passes(
+    second_look: bool, chest_wav: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RADSCRIBE_WHISPER_SECOND_LOOK: on, each chest chunk gets a quick first look and then
+    its beam search; off, the beam search alone (about 30 % less Whisper time)."""
+    from app.core.settings import load_settings
+    from app.services.dictation import make_transcriber
+    from app.speech import nbest
+
+    settings = load_settings(
+        env="development", data_dir=tmp_path, whisper_second_look=second_look, whisper_workers=1
+    )
+    transcriber = make_transcriber(settings)
+    assert transcriber.second_look is second_look
+    beams: list[int] = []
+    real_generate = nbest.generate
+
+    def counted(*args: object, **kwargs: object) -> object:
+        beams.append(int(kwargs["beam_size"]))  # type: ignore[call-overload]
+        return real_generate(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(nbest, "generate", counted)
+    transcript = transcriber.transcribe(decode_audio(chest_wav))
+    assert "nodule" in transcript.text.lower()
+    first_looks = beams.count(1)
+    if second_look:
+        assert first_looks >= 1 and len(beams) >= 2 * first_looks
+    else:
+        assert first_looks == 0 and beams
