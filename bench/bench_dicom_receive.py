@@ -52,8 +52,8 @@ and storescp do not fsync and are bound by CPU instead.  The ``disk:`` line
 (synced writes per second) shows which regime a run met: compare runs only
 with similar ``disk:`` lines, or pair them back to back.
 
-The node's group commit (``dicom_node.storage``) shares folder fsyncs (and,
-with ``syncfs``, file flushes) between associations, but each association
+The node (``dicom_node.storage``) shares folder fsyncs between associations
+writing into one series folder, but each association
 still waits for its own instance's chain before storescu sends the next:
 the file written and fsynced, renamed, the folder fsynced, the row committed.
 Several fsyncs at once cost hardly more than one here (the ``disk:`` line

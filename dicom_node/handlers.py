@@ -144,9 +144,8 @@ def store_instance(
 
     Success is returned only after, in this order, the file's bytes are
     durable under its temporary name, it is renamed into place, the rename is
-    durable (its folder synced) and its index row is committed.  The first
-    three are the store's group commit (:meth:`InstanceStore.commit`), whose
-    flushes serve every association of the process at once.  A failure leaves
+    durable (its folder synced, :meth:`InstanceStore.commit`, fsyncs shared by
+    concurrent associations) and its index row is committed.  A failure leaves
     no partial file behind (at most a complete file without a row, which is
     never acknowledged and which start-up recovery reconciles).
 
@@ -218,7 +217,8 @@ def store_instance(
         except BaseException:
             _drop(store, written)
             raise
-        # Its bytes durable, renamed into place, the rename durable: then the row.
+        # Renamed into place and the rename durable (its bytes were already): then the
+        # row, so no row names a file a power loss could take back.
         stored = store.commit(written(), relative)
         if received is not None:
             received.placed()
@@ -276,8 +276,8 @@ class ReceivedDataSet:
 
     The :class:`dicom_node.reactor.DataSetSink` of the node: fragments come
     from the association's DUL thread; once the last one is in, the file is
-    completed on that thread and handed to the store's commit group (see
-    :meth:`finish`) and the data set hashed meanwhile on an I/O thread; the
+    fsynced on that thread (see :meth:`finish`) and the data set hashed
+    meanwhile on an I/O thread; the
     temporary file starts with our File Meta.
     The fragments are kept (as views of the received PDUs, no copy) for the
     hash and the header parse.  A write error is kept for the handler, which
@@ -312,14 +312,8 @@ class ReceivedDataSet:
                 self._error = exc
 
     def finish(self) -> None:
-        """Write out what is staged and complete the file, here; the data set is hashed
-        with ``io``.
-
-        The file is fsynced here while the I/O thread hashes (0.3-0.4 ms of CPU
-        for a 512x512 slice), then goes to the store's commit group; with the
-        store's ``file_system_flush`` a syncfs of the group that starts after
-        this makes its bytes durable instead (see :meth:`TemporaryWriter.finish`).
-        """
+        """Write out what is staged and fsync the file, here, while the data set is
+        hashed with ``io`` (0.3-0.4 ms of CPU for a 512x512 slice)."""
         if self._io is not None and self._error is None:
             # RuntimeError: the node is stopping (its I/O threads are gone): hashed later.
             with contextlib.suppress(RuntimeError):
@@ -339,7 +333,7 @@ class ReceivedDataSet:
         return digest.hexdigest()
 
     def placed(self) -> None:
-        """The file was committed into its place: nothing left to discard."""
+        """The fsynced file was committed into its place: nothing left to discard."""
         self._file = None
 
     def discard(self) -> None:
@@ -347,7 +341,7 @@ class ReceivedDataSet:
             wait([self._hashing])  # it reads the fragments
         self._fragments.clear()
         if self._finished:
-            if self._file is not None:  # completed but never placed
+            if self._file is not None:  # fsynced but never placed
                 if self._store is not None:
                     self._store.discard(self._file)
                 else:
@@ -389,7 +383,7 @@ class ReceivedDataSet:
         return self._digest()
 
     def written(self) -> TemporaryFile:
-        """The completed temporary file (or the error of writing it), after :meth:`finish`."""
+        """The fsynced temporary file (or the error of writing it), after :meth:`finish`."""
         if not self._finished:
             raise RuntimeError("the data set has not been finished")
         if self._error is not None:

@@ -1,4 +1,4 @@
-"""Durable instance files: a temporary file made durable, renamed, the rename made durable.
+"""Durable instance files: write to a temporary name, fsync, rename, fsync the folder.
 
 Files live at ``<root>/<study UID>/<series UID>/<SOP instance UID>.<digest>.dcm``.
 UIDs are checked to be digits and dots before they become path parts, so a
@@ -11,41 +11,11 @@ Each writer (one per process) keeps its temporary files in
 there while it lives.  :meth:`InstanceStore.clean_interrupted_writes` removes
 the folders of writers that are gone, which is what an interrupted write
 leaves behind.
-
-Group commit (:class:`_CommitGroup`): whichever receiving thread finds no
-commit round running moves the finished temporary files of every association
-of the process into place, the others waiting for its rounds.  For each
-file, in this order: its bytes are durable under the temporary name, then it
-is renamed into place, then the rename is durable; only then does
-:meth:`InstanceStore.commit` return (and the caller commits the index row and
-answers).  By default each file is fsynced by its writer as soon as it is
-complete (concurrent fsyncs share the file system's journal commits), and a
-commit round renames whatever is durable and then fsyncs each folder renamed
-into once, for all of them.  With ``file_system_flush`` one ``syncfs(2)`` of the
-storage file system replaces both: it makes durable the bytes of every file
-completed before it started and every rename made before it started, so one
-flush covers the renames of one batch and the bytes of the next.
-
-Which is faster depends on what else writes to that file system, because
-``syncfs`` also writes back everyone else's dirty pages there.  Measured on
-the 2-CPU VM (shared with other work at load 3-5, storage on the root file
-system; scratch runs of ``bench_dicom_receive``'s receiver, variants
-interleaved round by round, 200 slices of 512x512, four associations):
-with syncfs 0.81-0.93x the rate of the previous design (a file fsync per
-instance, folder fsyncs shared) in four paired comparisons of 12-16 rounds;
-with the default 1.00x that design once it commits the row after the folder
-fsync.  A scratch probe put two syncfs per instance at 5.5 ms median alone
-and 11.5 ms (54 ms at worst) beside a process writing 64 MB/s, fsync of the
-file and its folder at 8.1 and 9.8 ms.  On a file system of its own, with
-many associations, syncfs needs fewer flushes: 1 where fsyncs of four
-just-written files took 4 (scratch, ``/sys/block/vda/stat``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import enum
 import errno
 import fcntl
 import itertools
@@ -54,14 +24,12 @@ import mmap
 import os
 import shutil
 import socket
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import cast
 
 from dicom_node.header import MAX_UID_LENGTH, UID_PATTERN
 
@@ -90,6 +58,7 @@ DIRECT_WRITE_AT = DIRECT_BUFFER_BYTES
 EARLY_WRITE_AT = 256 * 1024
 MAX_SPARE_BUFFERS = 64
 MAX_CHECKED_FOLDERS = 4096
+MAX_SYNC_GROUPS = 64
 
 
 class UnsafePathError(ValueError):
@@ -102,34 +71,10 @@ class StoredFile:
     size_bytes: int
 
 
-class _Stage(enum.Enum):
-    WRITTEN = "written"  # complete under its temporary name; not yet covered by a flush
-    DURABLE = "durable"  # its bytes are durable; where it goes is not known yet
-    READY = "ready"  # durable and its place known: to be renamed
-    RENAMED = "renamed"  # in its place; the rename not yet covered by a flush
-    PLACED = "placed"  # in its place, the rename durable
-    FAILED = "failed"
-    DROPPED = "dropped"  # withdrawn by its owner (removed)
-
-
+@dataclass(frozen=True)
 class TemporaryFile:
-    """A temporary file written whole, on its way into place (:meth:`InstanceStore.commit`).
-
-    Its stage and destination are kept by the store's :class:`_CommitGroup`,
-    under the group's lock.
-    """
-
-    __slots__ = ("destination", "error", "path", "size_bytes", "stage")
-
-    def __init__(self, path: Path, size_bytes: int, *, durable: bool = False) -> None:
-        self.path = path
-        self.size_bytes = size_bytes
-        self.stage = _Stage.DURABLE if durable else _Stage.WRITTEN
-        self.destination: Path | None = None
-        self.error: BaseException | None = None
-
-    def __repr__(self) -> str:
-        return f"TemporaryFile({self.path.name!r}, {self.size_bytes}, {self.stage.value})"
+    path: Path
+    size_bytes: int
 
 
 @dataclass
@@ -240,14 +185,9 @@ class TemporaryWriter:
     """
 
     def __init__(
-        self,
-        path: Path,
-        buffers: _AlignedBuffers | None = None,
-        write_at: int = DIRECT_WRITE_AT,
-        group: _CommitGroup | None = None,
+        self, path: Path, buffers: _AlignedBuffers | None = None, write_at: int = DIRECT_WRITE_AT
     ) -> None:
         self.path = path
-        self._group = group
         self._write_at = write_at
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         if buffers is not None:
@@ -295,15 +235,7 @@ class TemporaryWriter:
                 self._staged = tail
 
     def finish(self) -> TemporaryFile:
-        """Write out what is staged and close: the file is complete under its temporary name.
-
-        Fsynced here (durable on return) and handed to the store's commit
-        group, if any; where the group flushes the whole file system
-        (``file_system_flush``), not fsynced: its next flush makes the bytes
-        durable.
-        """
-        group = self._group
-        sync_here = group is None or not group.flushes_file_system
+        """fsync and close; the file is then complete and durable under its temporary name."""
         with self._lock:
             if self._fd is None:
                 raise OSError(errno.EBADF, "the temporary file was abandoned")
@@ -316,18 +248,14 @@ class TemporaryWriter:
                     view[self._staged : padded] = bytes(padded - self._staged)
                     _pwrite_all(fd, view[:padded], self._offset)
                     os.ftruncate(fd, self._size)
-                if sync_here:
-                    os.fsync(fd)
+                os.fsync(fd)
             finally:
                 os.close(fd)
                 self._release_buffer()
         except BaseException:
             self.path.unlink(missing_ok=True)
             raise
-        temporary = TemporaryFile(self.path, self._size, durable=sync_here)
-        if group is not None:
-            group.submit(temporary)
-        return temporary
+        return TemporaryFile(self.path, self._size)
 
     def abandon(self) -> None:
         """Close (if open) and remove the temporary file."""
@@ -347,222 +275,52 @@ class TemporaryWriter:
             self._buffers.give(buffer)
 
 
-def _libc_syncfs() -> Callable[[int], int] | None:
-    """libc's ``syncfs`` (Linux), or None where there is none."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).syncfs
-    except (AttributeError, OSError):
-        return None
-    function.argtypes = [ctypes.c_int]
-    function.restype = ctypes.c_int
-    return cast(Callable[[int], int], function)
+class _SyncGroup:
+    """Leader/follower: one fsync serves every request made before it started."""
 
-
-class _FileSystemSync:
-    """``syncfs(2)`` of the file system that holds ``folder``.
-
-    Linux writes back every dirty page of the file system, commits its
-    journal and flushes the disk's cache, and returns when that is done: what
-    was written, truncated or renamed on that file system before the call is
-    durable when it returns (on ext4, as an fsync of each file and folder
-    would make it; with ``O_DIRECT`` files only the journal and the cache
-    flush are left to do).  An error of writing back any file of the file
-    system since the previous call is reported (``errseq``, per open file),
-    so a failed call fails everything it was to cover.  ctypes releases the
-    GIL around the call.
-    """
-
-    def __init__(self, folder: Path, syncfs: Callable[[int], int]) -> None:
-        self._folder = folder
-        self._syncfs = syncfs
-        self._fd: int | None = None
-        # Opened now: a call reports the write-back errors since the file was opened.
-        with contextlib.suppress(OSError):  # then opened by the first call (or it fails)
-            self._open()
-
-    def _open(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self._folder, os.O_RDONLY | os.O_DIRECTORY)
-        return self._fd
-
-    def __call__(self) -> None:
-        if self._syncfs(self._open()) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"syncfs: {os.strerror(code)}")
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-
-class _CommitGroup:
-    """Moves finished temporary files into place in batches, one disk flush at a time.
-
-    Owners :meth:`submit` a file once it is written whole, and later
-    :meth:`commit` it to a destination (blocking until it is placed and the
-    placement is durable) or :meth:`drop` it.  Leader/follower: an owner in
-    :meth:`commit` that finds no round running runs rounds itself until its
-    own file is placed (a lone association hands nothing to another thread);
-    the others wait for the rounds it runs.  A round:
-
-    1. rename every file whose bytes are durable and whose destination is known;
-    2. one flush, covering those renames (and, with ``syncfs``, the bytes of
-       every file submitted before it started): an fsync of each folder renamed
-       into, each file having been fsynced by its writer before it was
-       submitted; or with ``syncfs`` a syncfs of the storage file system (the
-       writers then do not fsync their files);
-    3. the renames it covered are placed: their owners wake; with ``syncfs``
-       the files submitted before it are durable (renamed in the next round).
-
-    What arrives during a flush waits for the next one, so every flush serves
-    all associations of the process at once.  A file is never renamed before
-    its bytes are durable (its own fsync, or a syncfs that started after it was
-    complete has ended).  A failed flush fails every file it was to cover: the
-    owners answer with a failure, and nothing is acknowledged that might not
-    be durable.
-    """
-
-    def __init__(
-        self,
-        *,
-        folder: Path,
-        rename: Callable[[TemporaryFile, Path], None],
-        syncfs: Callable[[int], int] | None,
-    ) -> None:
-        self._rename = rename
-        self._flush_file_system = _FileSystemSync(folder, syncfs) if syncfs is not None else None
-        self._turn = threading.Condition()  # owners waiting for a round wait on it
-        self._leading = False  # whether an owner is running a round
-        self._written: list[TemporaryFile] = []
-        self._ready: list[TemporaryFile] = []
-        self.flushes = 0  # flushes run (the tests count them)
+    def __init__(self) -> None:
+        self._turn = threading.Condition()
+        self._requested = 0
+        self._completed = 0
+        self._running = False
+        self._waiters = 0
 
     @property
-    def flushes_file_system(self) -> bool:
-        """Whether a flush makes every completed write durable (the writers do not fsync)."""
-        return self._flush_file_system is not None
-
-    def submit(self, temporary: TemporaryFile) -> None:
-        """A file written whole (and fsynced, unless the flush is the file system's)."""
+    def idle(self) -> bool:
         with self._turn:
-            if temporary.stage is _Stage.WRITTEN:
-                self._written.append(temporary)
+            return self._waiters == 0 and not self._running
 
-    def commit(self, temporary: TemporaryFile, destination: Path) -> None:
-        """Rename ``temporary`` to ``destination`` once its bytes are durable; return
-        once the rename is durable.  On failure the temporary file is removed
-        (unless the rename happened) and the error raised."""
+    def sync(self, fsync: Callable[[], None]) -> None:
         with self._turn:
-            if temporary.stage is _Stage.DROPPED:
-                raise FileNotFoundError(errno.ENOENT, "the temporary file was dropped")
-            temporary.destination = destination
-            if temporary.stage is _Stage.DURABLE:
-                temporary.stage = _Stage.READY
-                self._ready.append(temporary)
-            while temporary.stage not in (_Stage.PLACED, _Stage.FAILED):
-                if self._leading:
-                    self._turn.wait()
-                    continue
-                self._leading = True
-                self._turn.release()
-                try:
-                    self._round()
-                finally:
-                    self._turn.acquire()
-                    self._leading = False
-                    self._turn.notify_all()
-            error = temporary.error
-        if error is not None:
-            raise error
-
-    def drop(self, temporary: TemporaryFile) -> None:
-        """Withdraw a file that will not be committed (its owner removes it)."""
-        with self._turn:
-            if temporary.stage in (_Stage.WRITTEN, _Stage.DURABLE):
-                with contextlib.suppress(ValueError):
-                    self._written.remove(temporary)
-                temporary.stage = _Stage.DROPPED
-
-    def close(self) -> None:
-        """Close the file the flushes use (a later use opens it again)."""
-        if self._flush_file_system is not None:
-            self._flush_file_system.close()
-
-    def _round(self) -> None:
-        """One rename-and-flush round (run by the leading owner, without the lock)."""
-        with self._turn:
-            ready, self._ready = self._ready, []
-        renamed: list[TemporaryFile] = []
-        failed: list[tuple[TemporaryFile, BaseException]] = []
-        for temporary in ready:
-            assert temporary.destination is not None
+            self._requested += 1
+            ticket = self._requested
+            self._waiters += 1
             try:
-                self._rename(temporary, temporary.destination)
-            except Exception as exc:
-                failed.append((temporary, exc))
-            else:
-                renamed.append(temporary)
-        with self._turn:
-            for temporary, rename_error in failed:
-                self._fail(temporary, rename_error)
-            for temporary in renamed:
-                temporary.stage = _Stage.RENAMED
-            written, self._written = self._written, []
-        if not (written or renamed):
-            return
-        error: BaseException | None = None
-        try:
-            if self._flush_file_system is not None:
-                self._flush_file_system()
-            else:
-                folders = {t.destination.parent for t in renamed if t.destination is not None}
-                for folder in sorted(folders):
-                    fsync_directory(folder)
-        except Exception as flush_error:
-            error = flush_error
-        with self._turn:
-            self.flushes += 1
-            for temporary in written:
-                if temporary.stage is not _Stage.WRITTEN:  # dropped meanwhile
-                    continue
-                if error is not None:
-                    self._fail(temporary, error)
-                elif temporary.destination is not None:
-                    temporary.stage = _Stage.READY
-                    self._ready.append(temporary)
-                else:
-                    temporary.stage = _Stage.DURABLE
-            for temporary in renamed:
-                if error is not None:
-                    temporary.error = error
-                    temporary.stage = _Stage.FAILED
-                else:
-                    temporary.stage = _Stage.PLACED
-
-    def _fail(self, temporary: TemporaryFile, error: BaseException) -> None:
-        """A file that will not be placed: removed, its owner told (call with the lock)."""
-        temporary.error = error
-        temporary.stage = _Stage.FAILED
-        temporary.path.unlink(missing_ok=True)
+                while self._completed < ticket:
+                    if self._running:
+                        self._turn.wait()
+                        continue
+                    self._running = True
+                    covered = self._requested
+                    synced = False
+                    self._turn.release()
+                    try:
+                        fsync()
+                        synced = True
+                    finally:
+                        self._turn.acquire()
+                        self._running = False
+                        if synced:
+                            self._completed = max(self._completed, covered)
+                        self._turn.notify_all()
+            finally:
+                self._waiters -= 1
 
 
 class InstanceStore:
     """Instance files under one root, written so that an acknowledged file survives."""
 
-    def __init__(
-        self,
-        *,
-        root: Path,
-        min_free_bytes: int = 0,
-        direct_writes: bool = True,
-        file_system_flush: bool = False,
-    ) -> None:
-        """``file_system_flush``: one ``syncfs`` per group commit where the platform has
-        it, for storage on a file system of its own (see the module's notes); by
-        default an fsync of each file and of each folder once per group commit."""
+    def __init__(self, *, root: Path, min_free_bytes: int = 0, direct_writes: bool = True) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root.resolve()
         self.min_free_bytes = min_free_bytes
@@ -577,11 +335,7 @@ class InstanceStore:
         # Folder part of a stored path -> its absolute path, once checked (see absolute).
         self._checked_folders: dict[str, Path] = {}
         self._temporary_names = itertools.count()
-        self._group = _CommitGroup(
-            folder=self.root,
-            rename=self._rename,
-            syncfs=_libc_syncfs() if file_system_flush else None,
-        )
+        self._directory_syncs: dict[Path, _SyncGroup] = {}
         self._mutex = threading.Lock()
         self._free_estimate = 0
         self._free_checked_at = -FREE_SPACE_RECHECK_SECONDS  # time.monotonic()
@@ -681,10 +435,10 @@ class InstanceStore:
         writer = self._writer()  # a folder of this writer's own: a counter names its files
         name = f"{next(self._temporary_names)}{TEMP_SUFFIX}"
         write_at = EARLY_WRITE_AT if early_writes else DIRECT_WRITE_AT
-        return TemporaryWriter(writer / name, self._direct_buffers, write_at, self._group)
+        return TemporaryWriter(writer / name, self._direct_buffers, write_at)
 
     def write_temporary(self, chunks: Sequence[bytes]) -> TemporaryFile:
-        """Step 1: write ``chunks`` under a temporary name (see ``TemporaryWriter.finish``)."""
+        """Step 1: write ``chunks`` under a temporary name and fsync it."""
         writer = self.open_temporary()
         try:
             for chunk in chunks:
@@ -695,24 +449,18 @@ class InstanceStore:
         return writer.finish()
 
     def commit(self, temporary: TemporaryFile, relative_path: str) -> StoredFile:
-        """Steps 2-4: once its bytes are durable, rename a temporary file into its place
-        (atomic, replacing any file there), and return once the rename is durable.
+        """Steps 2 and 3: rename a fsynced temporary file into its place (atomic, replacing
+        any file there), then fsync the folder so the rename survives a power loss.
 
-        Concurrent commits share flushes (see :class:`_CommitGroup`).  On failure
-        the temporary file is gone (unless it was renamed: then it is in place,
-        its rename perhaps not durable) and the error is raised.
+        The caller commits the index row only after this returns, so no row ever
+        names a file whose rename might not be durable.  Concurrent commits into
+        one folder share fsyncs: one that starts after a caller's rename covers
+        it, so while one runs, the renames that arrive meanwhile wait for the
+        next one instead of each issuing its own.  On failure before the rename
+        the temporary file is removed and the error raised.
         """
         try:
             destination = self.absolute(relative_path)
-        except BaseException:
-            self.discard(temporary)
-            raise
-        self._group.commit(temporary, destination)
-        return StoredFile(relative_path, temporary.size_bytes)
-
-    def _rename(self, temporary: TemporaryFile, destination: Path) -> None:
-        """Rename a temporary file whose bytes are durable (in a commit round)."""
-        try:
             self._ensure_dir(destination.parent)
             try:
                 os.replace(temporary.path, destination)
@@ -723,19 +471,23 @@ class InstanceStore:
         except BaseException:
             temporary.path.unlink(missing_ok=True)
             raise
-
-    @property
-    def commit_flushes(self) -> int:
-        """Flushes the commit group has run (one serves many commits)."""
-        return self._group.flushes
+        directory = destination.parent
+        with self._mutex:
+            group = self._directory_syncs.get(directory)
+            if group is None:
+                group = self._directory_syncs[directory] = _SyncGroup()
+        group.sync(lambda: fsync_directory(directory))
+        with self._mutex:  # kept for the next instance of the series, within a bound
+            if len(self._directory_syncs) > MAX_SYNC_GROUPS:
+                for other in [d for d, g in self._directory_syncs.items() if g.idle]:
+                    del self._directory_syncs[other]
+        return StoredFile(relative_path, temporary.size_bytes)
 
     def discard(self, temporary: TemporaryFile) -> None:
-        """Remove a temporary file that will not be committed."""
-        self._group.drop(temporary)
         temporary.path.unlink(missing_ok=True)
 
     def write(self, relative_path: str, chunks: Sequence[bytes]) -> StoredFile:
-        """All the steps: ``chunks`` durably at ``relative_path`` (replacing any file)."""
+        """All three steps: ``chunks`` durably at ``relative_path`` (replacing any file)."""
         return self.commit(self.write_temporary(chunks), relative_path)
 
     def remove(self, relative_path: str) -> None:
@@ -747,9 +499,7 @@ class InstanceStore:
         fsync_directory(path.parent)
 
     def close(self) -> None:
-        """Close the commit group's file and release this writer's temporary folder (it is
-        empty between writes)."""
-        self._group.close()
+        """Release this writer's temporary folder (it is empty between writes)."""
         with self._mutex:
             if self._writer_dir is not None:
                 shutil.rmtree(self._writer_dir, ignore_errors=True)
@@ -790,7 +540,7 @@ class InstanceStore:
                         continue
                     target = salvage(item) if salvage and item.is_file() else None
                     if target is not None:
-                        self.commit(self._adopt(item), target)
+                        self.commit(TemporaryFile(item, item.stat().st_size), target)
                         report.salvaged += 1
                     else:
                         report.removed += 1
@@ -800,19 +550,6 @@ class InstanceStore:
         if report.removed or report.salvaged:
             fsync_directory(self._incoming)
         return report
-
-    def _adopt(self, path: Path) -> TemporaryFile:
-        """A leftover temporary file, handed to the commit group to be made durable."""
-        flushed_by_group = self._group.flushes_file_system
-        if not flushed_by_group:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        temporary = TemporaryFile(path, path.stat().st_size, durable=not flushed_by_group)
-        self._group.submit(temporary)
-        return temporary
 
     def iter_instance_files(self) -> Iterator[str]:
         """Relative paths of every stored instance file (``*.dcm``)."""

@@ -1,4 +1,4 @@
-"""Group commit with real peers: several storescu associations at once, one node.
+"""Shared folder fsyncs with real peers: several storescu associations at once, one node.
 
 Every instance of every association is stored byte for byte and indexed, and
 for each one the node kept the order the Success status depends on: its file
