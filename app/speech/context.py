@@ -47,11 +47,13 @@ from pathlib import Path
 
 from app.speech.numbers import ONES, TENS
 from app.speech.phonetic import (
+    MIN_NEIGHBOUR_RANK,
     SoundedWord,
     common_words,
     edit_distance,
     relative_distance,
     sound_key,
+    word_ranks,
 )
 from app.speech.vocabulary import CHEST_CT_VOCABULARY, FINDINGS, STATEMENT_WORDS
 
@@ -101,8 +103,9 @@ axillary", is not "No axillary or axillary")."""
 
 MIN_FORM_STEM = 6
 MAX_FORM_CHANGE = 3
-"""A term may become another form of itself: same first 6 letters, at most 3 letters longer
-or shorter ("lingular" -> lingula, "thickening" -> thickened)."""
+"""A term may become another form of itself: at least 6 letters the same at the start and
+at most 3 letters of either word after them ("lingular" -> lingula, "thickening" ->
+thickened; "osteophytes" is no form of osteopenia)."""
 
 NUMBER = "<num>"
 START, END = "<s>", "</s>"
@@ -426,9 +429,11 @@ class ContextCorrector:
     ) -> Replacement | None:
         """A term in the form the sentence calls for ("in the lingular." -> lingula, "is
         thickening." -> thickened): a corpus word with the same first :data:`MIN_FORM_STEM`
-        letters, seen with the words on both sides, if the sentence gains :data:`MIN_GAIN`.
-        Statement words keep their form ("enlarged" is never "enlargement"), and the number
-        stays ("lesions" is never "lesion")."""
+        letters, seen with the word before it and with the word after it unless that word
+        tells nothing of the form (:func:`_tells_nothing`: "in the lingular with an irregular
+        wall", "in the lingular, 3 mm"), if the sentence gains :data:`MIN_GAIN`.  Statement
+        words keep their form ("enlarged" is never "enlargement"), and the number stays
+        ("lesions" is never "lesion")."""
         heard = words[index].text.lower()
         if (
             len(heard) < MIN_FORM_STEM
@@ -443,7 +448,9 @@ class ContextCorrector:
         before = self.model.score(sentence, position, position)
         best: Replacement | None = None
         for candidate in self._forms(heard):
-            if not (self.model.seen(left, candidate) and self.model.seen(candidate, right)):
+            if not self.model.seen(left, candidate):
+                continue
+            if not (self.model.seen(candidate, right) or _tells_nothing(right)):
                 continue
             changed = [*sentence[:position], candidate, *sentence[position + 1 :]]
             gain = self.model.score(changed, position, position) - before
@@ -459,7 +466,8 @@ class ContextCorrector:
             if candidate.word.startswith(stem)
             and candidate.word != heard
             and " " not in candidate.word
-            and abs(len(candidate.word) - len(heard)) <= MAX_FORM_CHANGE
+            and len(_shared_start(candidate.word, heard))
+            >= max(len(candidate.word), len(heard)) - MAX_FORM_CHANGE
             and not _inflected_from(candidate.word, NEVER_CHANGE)
             and not _plural_of(candidate.word, heard)
             and not _plural_of(heard, candidate.word)
@@ -482,6 +490,24 @@ class ContextCorrector:
                 continue
             close.append((candidate.word, key_distance + spelling))
         return close
+
+
+def _shared_start(first: str, second: str) -> str:
+    length = 0
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            break
+        length += 1
+    return first[:length]
+
+
+def _tells_nothing(word: str) -> bool:
+    """A number or one of the :data:`app.speech.phonetic.MIN_NEIGHBOUR_RANK` most frequent
+    English words ("with", "and", "is"): such a word follows any form of a term ("the
+    lingula with", "the lingular with" the corpus may never have seen), so it cannot
+    support the form the corpus has not seen with it.  A content word can ("lingular
+    atelectasis"), and its support is still required."""
+    return word == NUMBER or word_ranks().get(word, MIN_NEIGHBOUR_RANK) < MIN_NEIGHBOUR_RANK
 
 
 def _plural_of(word: str, other: str) -> bool:

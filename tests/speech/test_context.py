@@ -224,6 +224,12 @@ def test_size_words_need_support_on_both_sides() -> None:
         ("Left pleura effusion.", "Left pleural effusion."),
         # the corpus's general sentences say where the noun ends a sentence
         ("Focal thickening of the right pleural.", "Focal thickening of the right pleura."),
+        # a function word or a number after it tells nothing of the form: the left side does
+        (
+            "A 2 cm cavity in the lingular with an irregular wall.",
+            "A 2 cm cavity in the lingula with an irregular wall.",
+        ),
+        ("Subpleural nodule in the lingular, 3 mm.", "Subpleural nodule in the lingula, 3 mm."),
     ],
 )
 def test_a_term_takes_the_form_the_sentence_calls_for(heard: str, meant: str) -> None:
@@ -237,6 +243,9 @@ def test_a_term_takes_the_form_the_sentence_calls_for(heard: str, meant: str) ->
         "The pleura is thickened.",
         "Hypodense lesions in the liver.",  # one lesion or several is what was said
         "The heart is enlarged.",  # a statement word keeps its form
+        # another finding that starts alike is no form of it (osteopenia is in the corpus)
+        "Osteophytes on the thoracic spine.",
+        "Lingular atelectasis with lingular bronchiectasis.",
     ],
 )
 def test_a_term_in_a_fitting_form_keeps_it(text: str) -> None:
