@@ -73,7 +73,8 @@ class _ChunkedGradConv3dFn(torch.autograd.Function):
         bias_sizes = [weight.shape[0]] if ctx.has_bias else None
         # Sum the chunks in fp32 (or wider, for a float64 weight).
         acc = torch.promote_types(torch.float32, weight.dtype)
-        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
+        # The weight's own layout (channels_last_3d on CUDA), so DDP's buckets match it.
+        grad_w = torch.zeros_like(weight, dtype=acc)
         grad_b = torch.zeros(weight.shape[0], dtype=acc, device=weight.device)
         grad_in_parts: list[torch.Tensor] = []
         for start in range(0, x.shape[0], STEM_GRAD_CHUNK):

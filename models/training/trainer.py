@@ -163,15 +163,21 @@ class Distributed:
             torch.distributed.barrier()
 
 
-def _distributed_from_env() -> Distributed:
+def _distributed_from_env(device: str = "auto") -> Distributed:
+    """Join torchrun's process group: NCCL bound to this rank's GPU, gloo on CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Distributed()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend=backend)
+        on_gpu = torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
+        if on_gpu:  # bound before the first barrier, so NCCL never guesses the GPU
+            gpu = torch.device("cuda", local_rank)
+            torch.cuda.set_device(gpu)
+            torch.distributed.init_process_group(backend="nccl", device_id=gpu)
+        else:
+            torch.distributed.init_process_group(backend="gloo")
     return Distributed(rank=rank, world=world, local_rank=local_rank)
 
 
@@ -419,7 +425,7 @@ class _Run:
         self.trainer = trainer
         self.config = trainer.config
         self.started = time.monotonic()
-        self.dist = _distributed_from_env()
+        self.dist = _distributed_from_env(self.config.device)
         self.device = resolve_device(self.config.device, self.dist)
         self.amp_dtype = autocast_dtype(self.config.amp, self.device)
         self.run_dir = Path(self.config.run_dir)

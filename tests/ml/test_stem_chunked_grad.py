@@ -112,3 +112,17 @@ def test_bf16_autocast_matches_conv3d_on_cuda() -> None:
     assert chunked.weight.grad is not None and ref.weight.grad is not None
     assert chunked.weight.grad.dtype == torch.float32
     torch.testing.assert_close(chunked.weight.grad, ref.weight.grad, rtol=2e-2, atol=2e-2)
+
+
+def test_weight_gradient_keeps_the_channels_last_layout() -> None:
+    """DDP buckets gradients in the parameters' layout; a contiguous stem gradient for a
+    channels_last_3d weight made it copy every step ("grad strides do not match")."""
+    _, chunked = _pair(bias=True)
+    chunked = chunked.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+    chunked1 = ChunkedGradConv3d(1, 4, 3, padding=1).to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+    for conv, channels in ((chunked, 2), (chunked1, 1)):
+        dtype = conv.weight.dtype
+        x = torch.randn(STEM_GRAD_CHUNK + 1, channels, 6, 6, 6, dtype=dtype)
+        conv(x.contiguous(memory_format=torch.channels_last_3d)).sum().backward()
+        assert conv.weight.grad is not None
+        assert conv.weight.grad.stride() == conv.weight.stride()
