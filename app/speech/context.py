@@ -19,12 +19,18 @@ speech recognizer:
   words of common English must sound close (:data:`MAX_COMMON_PAIR_DISTANCE`),
   since everyday English is unknown to the report model ("patient in" stays).
 
+A chest CT term Whisper wrote is changed only into another form of itself where the
+sentence calls for it ("in the lingular." -> lingula) or, where the corpus has seen it
+but never beside its neighbours, into a term that sounds alike and fills a slot of few
+words beside them ("with subcarinal reticulation" -> subpleural; see
+``ContextCorrector._other_term``).
+
 What it never does, so that a correction cannot change what was reported:
-it never replaces a chest CT term (:mod:`app.speech.vocabulary`), a number or a
-word of :data:`NEVER_CHANGE` (negations, laterality, size and change words); it
-never writes a word of :data:`NEVER_WRITE`; it writes a finding word
-(:data:`app.speech.vocabulary.FINDINGS`) only where the corpus has seen it with
-the words on both sides, and a size word (:data:`SIZE_WORDS`) likewise.  It
+it never replaces a number or a word of :data:`NEVER_CHANGE` (negations,
+laterality, size and change words), nor a term with another of its vocabulary
+line ("hyperdense" and "hypodense"); it never writes a word of :data:`NEVER_WRITE`;
+it writes a finding word (:data:`app.speech.vocabulary.FINDINGS`) only where the
+corpus has seen it with the words on both sides, and a size word (:data:`SIZE_WORDS`) likewise.  It
 runs only on chest dictations (:func:`app.speech.lexicon.has_context`), so
 other English is left alone.
 
@@ -40,12 +46,13 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 from app.speech.numbers import ONES, TENS
+from app.speech.phonemes import Phonemes, relative_phoneme_distance
 from app.speech.phonetic import (
     MIN_NEIGHBOUR_RANK,
     SoundedWord,
@@ -55,7 +62,13 @@ from app.speech.phonetic import (
     sound_key,
     word_ranks,
 )
-from app.speech.vocabulary import CHEST_CT_VOCABULARY, FINDINGS, STATEMENT_WORDS
+from app.speech.vocabulary import (
+    CHEST_CT_VOCABULARY,
+    FINDINGS,
+    MUST_BE_HEARD,
+    STATEMENT_WORDS,
+    vocabulary_groups,
+)
 
 CORPUS_FILE = Path(__file__).with_name("report_corpus.txt")
 """Chest CT report sentences, one a line; ``#`` starts a comment line."""
@@ -106,6 +119,16 @@ MAX_FORM_CHANGE = 3
 """A term may become another form of itself: at least 6 letters the same at the start and
 at most 3 letters of either word after them ("lingular" -> lingula, "thickening" ->
 thickened; "osteophytes" is no form of osteopenia)."""
+
+MAX_TERM_DISTANCE = 0.35
+"""Most relative phoneme distance (:mod:`app.speech.phonemes`) between a chest CT term Whisper
+wrote and another term the sentence calls for (:meth:`ContextCorrector._other_term`): "with
+subcarinal reticulation" -> subpleural (0.32).  "lymph" and "lungs" (0.47) are too far."""
+MAX_SLOT_WORDS = 3
+"""A term becomes another only beside a neighbour the corpus has seen with at most this many
+different words: a closed slot ("subpleural reticulation", the only term before reticulation
+there).  Before "nodule" the corpus has nine ("solid", "calcified", "subpleural", ...), so
+"a 4 mm subcarinal nodule" stays as said."""
 
 NUMBER = "<num>"
 START, END = "<s>", "</s>"
@@ -185,6 +208,8 @@ class NgramModel:
     histories: tuple[Counter[tuple[str, ...]], Counter[tuple[str, ...]]]
     followers: tuple[Counter[tuple[str, ...]], Counter[tuple[str, ...]]]
     total: int
+    predecessors: Counter[str] = field(default_factory=Counter)
+    """How many different words the corpus has seen right before each word."""
 
     @classmethod
     def train(cls, corpus: Iterable[Sequence[str]]) -> NgramModel:
@@ -216,6 +241,7 @@ class NgramModel:
             histories=histories,
             followers=followers,
             total=sum(unigrams.values()),
+            predecessors=Counter(second for _, second in bigrams),
         )
 
     def seen(self, *words: str) -> bool:
@@ -284,9 +310,23 @@ class ContextCorrector:
     model: NgramModel
     candidates: tuple[SoundedWord, ...]
     protected: frozenset[str]
+    sounds: Mapping[str, Phonemes] = field(default_factory=dict, hash=False, compare=False)
+    """Pronunciations of the chest CT terms the corpus knows: the terms one heard term may
+    become (:meth:`_other_term`); none without espeak-ng."""
+    kinds: Mapping[str, frozenset[int]] = field(default_factory=dict, hash=False, compare=False)
+    """The vocabulary lines each term stands in (:func:`app.speech.vocabulary.vocabulary_groups`):
+    terms of one line are alternatives of one kind ("hypodense hyperdense", "apex apices
+    ... anterior posterior"), never written for one another."""
 
     @classmethod
-    def build(cls, corpus: Sequence[str], protected: Iterable[str]) -> ContextCorrector:
+    def build(
+        cls,
+        corpus: Sequence[str],
+        protected: Iterable[str],
+        *,
+        sounds: Mapping[str, Phonemes] | None = None,
+        groups: Sequence[str] = (),
+    ) -> ContextCorrector:
         model = NgramModel.train(s for text in corpus for s in sentences(text))
         words = sorted(
             word
@@ -302,10 +342,16 @@ class ContextCorrector:
             and len("".join(pair)) >= MIN_PAIR_LETTERS
         )
         words += pairs
+        kinds: dict[str, set[int]] = {}
+        for line, group in enumerate(groups):
+            for word in group.split():
+                kinds.setdefault(word, set()).add(line)
         return cls(
             model=model,
             candidates=tuple(SoundedWord.of(word) for word in words),
             protected=frozenset(protected) | NEVER_CHANGE,
+            sounds={word: sound for word, sound in (sounds or {}).items() if model.knows(word)},
+            kinds={word: frozenset(lines) for word, lines in kinds.items()},
         )
 
     def correct(self, text: str) -> str:
@@ -369,7 +415,15 @@ class ContextCorrector:
 
     def _best(self, words: Sequence[_Word], index: int, sentence: list[str]) -> Replacement | None:
         if not self.changeable(words[index].text):
-            return self._other_form(words, index, sentence)
+            made = [
+                replacement
+                for replacement in (
+                    self._other_form(words, index, sentence),
+                    self._other_term(words, index, sentence),
+                )
+                if replacement is not None
+            ]
+            return max(made, key=lambda replacement: replacement.gain, default=None)
         best: Replacement | None = None
         for first, last in ((index, index), (index, index + 1)):
             if last >= len(words) or words[last].sentence != words[index].sentence:
@@ -454,6 +508,55 @@ class ContextCorrector:
                 continue
             changed = [*sentence[:position], candidate, *sentence[position + 1 :]]
             gain = self.model.score(changed, position, position) - before
+            if gain > MIN_GAIN and (best is None or gain > best.gain):
+                best = Replacement(index, index, candidate, gain)
+        return best
+
+    def _other_term(
+        self, words: Sequence[_Word], index: int, sentence: list[str]
+    ) -> Replacement | None:
+        """Another chest CT term that sounds like the one Whisper wrote, where the corpus has
+        seen the term written in other sentences but never beside either neighbour here, and
+        has seen the other term beside both ("interlobular septal thickening with subcarinal
+        reticulation" -> subpleural: "subcarinal" goes with lymph nodes), beside a neighbour
+        that goes with few words in the corpus (:data:`MAX_SLOT_WORDS`).  Within
+        :data:`MAX_TERM_DISTANCE` of each other by pronunciation, never two terms of one
+        vocabulary line (:attr:`kinds`: "hyperdense" is no mishearing of hypodense), never a
+        statement word either way, and only if the sentence gains :data:`MIN_GAIN` plus the
+        sound price.  A term the corpus has never seen ("apices") is left alone: that the
+        corpus lacks it beside its neighbours says nothing ("at the lung apices" is not
+        "bases")."""
+        heard = words[index].text.lower()
+        sound = self.sounds.get(heard)
+        if sound is None or heard in MUST_BE_HEARD or _inflected_from(heard, NEVER_CHANGE):
+            return None
+        position = words[index].position
+        left = sentence[position - 1] if position > 0 else START
+        right = sentence[position + 1] if position + 1 < len(sentence) else END
+        if self.model.seen(left, heard) or self.model.seen(heard, right):
+            return None  # the corpus knows it here, on one side at least
+        slot = min(self.model.predecessors[right], self.model.followers[0][(left,)])
+        if not 0 < slot <= MAX_SLOT_WORDS:
+            return None  # the neighbours go with many words: no evidence against it
+        nearby = set(sentence[max(0, position - NEARBY) : position + 1 + NEARBY])
+        before = self.model.score(sentence, position, position)
+        best: Replacement | None = None
+        for candidate, said in self.sounds.items():
+            if (
+                candidate in nearby
+                or candidate in NEVER_WRITE
+                or _inflected_from(candidate, NEVER_CHANGE)
+                or self.kinds.get(candidate, frozenset()) & self.kinds.get(heard, frozenset())
+                or _plural_of(candidate, heard)
+                or _plural_of(heard, candidate)
+                or not (self.model.seen(left, candidate) and self.model.seen(candidate, right))
+            ):
+                continue
+            distance = relative_phoneme_distance(sound, said, limit=MAX_TERM_DISTANCE)
+            if distance > MAX_TERM_DISTANCE:
+                continue
+            changed = [*sentence[:position], candidate, *sentence[position + 1 :]]
+            gain = self.model.score(changed, position, position) - before - SOUND_PRICE * distance
             if gain > MIN_GAIN and (best is None or gain > best.gain):
                 best = Replacement(index, index, candidate, gain)
         return best
@@ -565,5 +668,13 @@ def read_corpus(path: Path = CORPUS_FILE) -> list[str]:
 
 @cache
 def chest_context_corrector() -> ContextCorrector:
-    """The corrector for chest CT dictations (built once per process)."""
-    return ContextCorrector.build(read_corpus(), CHEST_CT_VOCABULARY)
+    """The corrector for chest CT dictations (built once per process), with the chest CT
+    terms' pronunciations where espeak-ng is installed."""
+    from app.speech.phonetic import chest_corrector
+
+    return ContextCorrector.build(
+        read_corpus(),
+        CHEST_CT_VOCABULARY,
+        sounds=chest_corrector().sounds,
+        groups=vocabulary_groups(),
+    )
