@@ -265,10 +265,29 @@ class PhoneticCorrector:
         )
 
     def correct(self, text: str) -> str:
-        """``text`` with each term Whisper split after its prefix joined again (see
+        """``text`` with the words Whisper hyphenated into one apart again (see
+        :meth:`split_chains`), each term Whisper split after its prefix joined again (see
         :func:`join_prefixes`) and each invented word (and maybe a neighbour) replaced by a
         term."""
-        return self._correct(join_prefixes(text, self.terms), english=False)
+        return self._correct(join_prefixes(self.split_chains(text), self.terms), english=False)
+
+    def split_chains(self, text: str) -> str:
+        """``text`` with each hyphenated chain that holds a statement word and either three
+        or more words or an invented one written as separate words: tiny.en joins dictated
+        words with hyphens ("Small-right-hidrop pneumothorax"), and the correctors can mend
+        a word only where it stands alone ("hidrop pneumothorax" -> hydropneumothorax).
+        Compounds stay ("left-sided", "ground-glass", "tree-in-bud")."""
+
+        def apart(match: re.Match[str]) -> str:
+            chain = match.group(0)
+            parts = chain.split("-")
+            if len(parts) < 2 or not any(part.lower() in STATEMENT_WORDS for part in parts):
+                return chain
+            if len(parts) >= 3 or any(self.invented(part) for part in parts):
+                return " ".join(parts)
+            return chain
+
+        return _WORD.sub(apart, text)
 
     def correct_english(self, text: str) -> str:
         """``text`` with each unexpected English word (see :meth:`unexpected`) that sounds

@@ -278,3 +278,18 @@ def test_a_negation_side_or_change_word_spelt_short_is_written_whole() -> None:
     assert corrector.correct("The nodule is unchange since the prior study.") == (
         "The nodule is unchanged since the prior study."
     )
+
+
+@pytest.mark.parametrize(
+    ("heard", "meant"),
+    [
+        # tiny.en hyphenated dictated words into one: apart, each word can be mended
+        ("Small-right-hidrop pneumothorax.", "Small right hydropneumothorax."),
+        ("Small-right-hide pneumothorax.", "Small right hide pneumothorax."),
+        # compounds stay: no statement word, or two words that are both known
+        ("Left-sided ground-glass opacity.", "Left-sided ground-glass opacity."),
+        ("Tree-in-bud nodules.", "Tree-in-bud nodules."),
+    ],
+)
+def test_words_hyphenated_into_one_are_mended_apart(heard: str, meant: str) -> None:
+    assert chest_corrector().correct(heard) == meant
