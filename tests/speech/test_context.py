@@ -315,3 +315,25 @@ def test_a_term_the_sentence_rules_out_becomes_the_term_it_calls_for() -> None:
 )
 def test_a_term_that_may_stand_there_is_kept(text: str) -> None:
     assert chest_context_corrector().correct(text) == text
+
+
+def test_two_letter_words_are_judged_with_longer_context() -> None:
+    """ "on the right" is common, so a trigram cannot tell "thickening on the right pleura"
+    from "of"; the 4-gram judge sees the pleura after it."""
+    assert chest_context_corrector().correct("Mild thickening on the right pleura.") == (
+        "Mild thickening of the right pleura."
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Atelectasis on the left.",
+        "Calcified granuloma on the right.",
+        "A loculated pleural effusion on the right.",
+        # a pair keeps its number ("change on" is no "changes in")
+        "There is no change on the left.",
+    ],
+)
+def test_on_the_side_stays(text: str) -> None:
+    assert chest_context_corrector().correct(text) == text
