@@ -81,6 +81,11 @@ SOUND_PRICE = 6.0
 """Log-probability a candidate must gain per unit of sound-key plus spelling distance."""
 MAX_KEY_DISTANCE = 0.5
 MAX_SPELLING_DISTANCE = 0.6
+MAX_CLOSED_KEY_DISTANCE = 0.7
+"""The sound-key limit for the one word the corpus ever writes after the two words before
+the heard one (seen :data:`MIN_CLOSED_HISTORY` times or more): "the right lower long
+bronchus" -> lobe (keys LNK and LB, 0.67).  The sound price and :data:`MIN_GAIN` still apply."""
+MIN_CLOSED_HISTORY = 3
 MIN_LETTERS = 3
 """Heard words shorter than this are left alone, except two-letter words (below)."""
 MIN_TERM_LETTERS = 4
@@ -475,7 +480,8 @@ class ContextCorrector:
             + sentence[stop + 1 : stop + 1 + NEARBY]
             if word.isalpha()
         }
-        for candidate, distance in self._sounding_like(heard):
+        closed = self._closed_slot(sentence, start)
+        for candidate, distance in self._sounding_like(heard, closed):
             if (len(heard) == SHORT) != (len(candidate) == SHORT):
                 continue  # two letters only for two letters
             if common and distance > MAX_COMMON_PAIR_DISTANCE:
@@ -603,13 +609,29 @@ class ContextCorrector:
             and not _plural_of(heard, candidate.word)
         ]
 
-    def _sounding_like(self, heard: str) -> list[tuple[str, float]]:
+    def _closed_slot(self, sentence: Sequence[str], start: int) -> str | None:
+        """The one word the corpus has ever written after the two words before ``start``, if
+        it has seen those two words at least :data:`MIN_CLOSED_HISTORY` times ("right lower"
+        is always followed by "lobe")."""
+        if start < 2:
+            return None
+        history = (sentence[start - 2], sentence[start - 1])
+        if self.model.histories[1][history] < MIN_CLOSED_HISTORY:
+            return None
+        if self.model.followers[1][history] != 1:
+            return None
+        return next(gram[2] for gram in self.model.counts[2] if gram[:2] == history)
+
+    def _sounding_like(self, heard: str, closed: str | None = None) -> list[tuple[str, float]]:
+        """Candidates whose sound key and spelling are close to ``heard``; the ``closed``
+        slot's word may be further in sound key (:data:`MAX_CLOSED_KEY_DISTANCE`)."""
         key = sound_key(heard)
         if not key:
             return []
         close = []
         for candidate in self.candidates:
-            key_distance = relative_distance(key, candidate.key, MAX_KEY_DISTANCE)
+            limit = MAX_CLOSED_KEY_DISTANCE if candidate.word == closed else MAX_KEY_DISTANCE
+            key_distance = relative_distance(key, candidate.key, limit)
             if key_distance is None:
                 continue
             spelled = candidate.word.replace(" ", "")

@@ -337,3 +337,13 @@ def test_two_letter_words_are_judged_with_longer_context() -> None:
 )
 def test_on_the_side_stays(text: str) -> None:
     assert chest_context_corrector().correct(text) == text
+
+
+def test_the_one_word_the_corpus_writes_after_two_may_sound_further() -> None:
+    """After "superior vena" the corpus only ever writes "cava": "karma" (sound keys KRM and
+    KF, 0.67 apart) is within reach there, and nowhere else."""
+    corrector = chest_context_corrector()
+    assert corrector.correct("The catheter terminates in the superior vena karma.") == (
+        "The catheter terminates in the superior vena cava."
+    )
+    assert corrector.correct("Good karma.") == "Good karma."
