@@ -23,7 +23,9 @@ each started fresh with empty storage for every measurement:
   does not fsync by itself, the file is the durable record); one receiver
   process for one association, ``--workers`` processes for four (one per two
   CPUs by default; more than one share the port with SO_REUSEPORT, each
-  committing its own rows);
+  committing its own rows); ``radscribe:N`` in ``--peers`` adds the same node
+  with N processes for four associations in the same rounds, paired by round
+  with ``radscribe`` (e.g. ``--peers radscribe,radscribe:2,storescp,orthanc``);
 - ``storescp``: DCMTK's storescp writing files (``--fork`` for four associations);
 - ``orthanc``: Orthanc (1.10.1 here) with its own storage and SQLite index; note
   that it acknowledges without fsyncing the file or its index per instance;
@@ -396,11 +398,21 @@ def split(files: Sequence[Path], parts: int) -> list[list[Path]]:
     return [list(files[i::parts]) for i in range(parts)]
 
 
+def peer_workers(peer: str, associations: int, workers: int) -> int:
+    """Receiver processes of a radscribe peer: ``radscribe:N`` names N, the others take
+    ``--workers``; one association always gets one."""
+    if associations == 1:
+        return 1
+    name, _, count = peer.partition(":")
+    return int(count) if name == "radscribe" and count else workers
+
+
 def start(
     peer: str, work: Path, associations: int, workers: int, variants: dict[str, Path]
 ) -> Receiver:
-    if peer == "radscribe" or peer in variants:
-        return start_radscribe(work, 1 if associations == 1 else workers, variants.get(peer))
+    if peer.startswith("radscribe"):
+        workers = peer_workers(peer, associations, workers)
+        return start_radscribe(work, workers, variants.get(peer))
     if peer == "storescp":
         return start_storescp(work, fork=associations > 1)
     if peer == "orthanc":
@@ -408,9 +420,17 @@ def start(
     return start_discard(work)
 
 
+def is_worker_peer(peer: str) -> bool:
+    """``radscribe:N``: this checkout's node with N receiver processes for several
+    associations, beside ``radscribe`` with ``--workers`` in the same rounds."""
+    name, _, count = peer.partition(":")
+    return name == "radscribe" and count.isdigit() and int(count) > 0
+
+
 def label(peer: str, associations: int, workers: int) -> str:
     if peer.startswith("radscribe"):
-        return f"{peer} --workers {1 if associations == 1 else workers}"
+        name = peer.partition(":")[0]
+        return f"{name} --workers {peer_workers(peer, associations, workers)}"
     if peer == "storescp" and associations > 1:
         return "storescp --fork"
     return peer
@@ -448,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--variant {option}: NAME=DIR, DIR a source tree with dicom_node/")
         variants[f"radscribe@{name}"] = Path(folder).resolve()
     peers += list(variants)
-    unknown = set(peers) - set(PEERS) - set(variants)
+    unknown = {p for p in set(peers) - set(PEERS) - set(variants) if not is_worker_peer(p)}
     if unknown:
         parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
     association_counts = [int(n) for n in args.associations.split(",")]
@@ -482,7 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parts = split(files, associations)
                 order = peers[round_number % len(peers) :] + peers[: round_number % len(peers)]
                 for peer in order:
-                    work = root / f"r{round_number}-{associations}-{peer}"
+                    if associations == 1 and is_worker_peer(peer):
+                        continue  # one association is served by one process anyway
+                    work = root / f"r{round_number}-{associations}-{peer.replace(':', '-')}"
                     work.mkdir()
                     receiver = start(peer, work, associations, args.workers, variants)
                     try:
@@ -513,17 +535,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         medians = {}
         for (name, associations), values in rates.items():
             median = statistics.median(values)
-            medians[(name.split()[0], associations)] = median
+            medians[(name, associations)] = median
             cpu_median = statistics.median(cpu_per_image[(name, associations)])
             print(
                 f"{name:<28}{associations:>7}{median:>10.1f}"
                 f"{median * megabytes / len(files):>8.1f}{cpu_median:>12.2f}"
             )
         print()
-        for associations in association_counts:
-            ours = medians.get(("radscribe", associations))
+        for associations, name in [
+            (n, label(peer, n, args.workers))
+            for n in association_counts
+            for peer in peers
+            if peer == "radscribe" or (is_worker_peer(peer) and n > 1)
+        ]:
+            ours = medians.get((name, associations))
             orthanc = medians.get(("orthanc", associations))
-            storescp = medians.get(("storescp", associations))
+            storescp = medians.get((label("storescp", associations, 1), associations))
             if ours is None:
                 continue
             goals = []
@@ -539,14 +566,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 else:
                     goals.append(f"{ours / storescp:.2f}x storescp")
-            print(f"{associations} association(s): radscribe " + "; ".join(goals))
-        for variant in variants:
+            print(f"{associations} association(s): {name}: " + "; ".join(goals))
+        paired = list(variants) + [peer for peer in peers if is_worker_peer(peer)]
+        for variant in paired:
             for associations in association_counts:
+                if associations == 1 and is_worker_peer(variant):
+                    continue
                 base = rates[(label("radscribe", associations, args.workers), associations)]
                 other = rates[(label(variant, associations, args.workers), associations)]
                 ratios = sorted(v / r for v, r in zip(other, base, strict=True))
                 print(
-                    f"{associations} association(s): {variant} / radscribe, paired by round: "
+                    f"{associations} association(s): {label(variant, associations, args.workers)}"
+                    f" / radscribe, paired by round: "
                     f"median {statistics.median(ratios):.3f} "
                     f"(from {ratios[0]:.3f} to {ratios[-1]:.3f}, {len(ratios)} rounds)"
                 )
