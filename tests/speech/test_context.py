@@ -347,3 +347,16 @@ def test_the_one_word_the_corpus_writes_after_two_may_sound_further() -> None:
         "The catheter terminates in the superior vena cava."
     )
     assert corrector.correct("Good karma.") == "Good karma."
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # "in" for "is": a two-letter word is not swallowed into "thickening"
+        "The esophageal wall in thickened.",
+        # another verb form of a term is as said ("thickened" had become "the chest")
+        "This offered your wall in thickened period.",
+    ],
+)
+def test_a_verb_form_of_a_term_and_a_short_word_beside_it_stay(text: str) -> None:
+    assert chest_context_corrector().correct(text) == text
