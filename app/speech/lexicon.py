@@ -127,7 +127,7 @@ CORRECTIONS: tuple[Correction, ...] = (
     _fix(r"new\s+pair\s+of\s+graph", "new paragraph"),
     _fix("spirit", "period", chest=True),
     # a spoken "comma" heard as a word, with Whisper's own mark after it (tuning set)
-    _fix(r"(?:coma|calmer)(?=[,.])", "comma", chest=True),
+    _fix(r"(?:coma|calmer|karma)(?=[,.])", "comma", chest=True),
     # number words misheard before a unit
     _fix("sick", "six", before=_UNIT),
     _fix("sex", "six", before=_UNIT),

@@ -155,9 +155,13 @@ def test_nothing_left(raw: str) -> None:
 
 
 def test_a_spoken_comma_heard_as_a_word_is_a_comma() -> None:
-    """tiny.en writes "coma," or "calmer," for a spoken comma (its own mark after it)."""
+    """tiny.en writes "coma,", "calmer," or "karma," for a spoken comma (its own mark after
+    it)."""
     assert correct_transcript("Small pleural effusion coma, likely reactive period.").text == (
         "Small pleural effusion, likely reactive."
+    )
+    assert correct_transcript("Chest CT. Hepatic steatosis, karma, otherwise normal.").text == (
+        "Chest CT. Hepatic steatosis, otherwise normal."
     )
     assert correct_transcript("The patient was in a coma, said the nurse.").text == (
         "The patient was in a coma, said the nurse."
