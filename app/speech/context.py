@@ -30,9 +30,9 @@ it never replaces a number or a word of :data:`NEVER_CHANGE` (negations,
 laterality, size and change words), nor a term with another of its vocabulary
 line ("hyperdense" and "hypodense"); it never writes a word of :data:`NEVER_WRITE`;
 it writes a finding word (:data:`app.speech.vocabulary.FINDINGS`) only where the
-corpus has seen it with the words on both sides, and a size word (:data:`SIZE_WORDS`) likewise.  It
-runs only on chest dictations (:func:`app.speech.lexicon.has_context`), so
-other English is left alone.
+corpus has seen it with the words on both sides, and a size word
+(:data:`SIZE_WORDS`) likewise.  It runs only on chest dictations
+(:func:`app.speech.lexicon.has_context`), so other English is left alone.
 
 What it cannot do: reach a term whose sound key and spelling are far from what
 was heard ("order" for aorta, "Margaret" for moderate are beyond
@@ -83,9 +83,10 @@ MAX_KEY_DISTANCE = 0.5
 MAX_SPELLING_DISTANCE = 0.6
 MAX_CLOSED_KEY_DISTANCE = 0.7
 """The sound-key limit for the one word the corpus ever writes after the two words before
-the heard one (seen :data:`MIN_CLOSED_HISTORY` times or more): "the right lower long
-bronchus" -> lobe (keys LNK and LB, 0.67).  The sound price and :data:`MIN_GAIN` still apply."""
+the heard one: "the superior vena karma" -> cava (keys KRM and KF, 0.67).  The sound price,
+:data:`MIN_GAIN` and the finding rules still apply."""
 MIN_CLOSED_HISTORY = 3
+"""Times the corpus must have seen the two words for the one word after them to count."""
 MIN_LETTERS = 3
 """Heard words shorter than this are left alone, except two-letter words (below)."""
 MIN_TERM_LETTERS = 4
@@ -338,12 +339,12 @@ class ContextCorrector:
     """Pronunciations of the chest CT terms the corpus knows: the terms one heard term may
     become (:meth:`_other_term`); none without espeak-ng."""
     kinds: Mapping[str, frozenset[int]] = field(default_factory=dict, hash=False, compare=False)
-    long_model: NgramModel | None = None
-    """A model of :data:`SHORT_ORDER` words from the same corpus that judges one two-letter
-    word for another; :attr:`model` where None."""
     """The vocabulary lines each term stands in (:func:`app.speech.vocabulary.vocabulary_groups`):
     terms of one line are alternatives of one kind ("hypodense hyperdense", "apex apices
     ... anterior posterior"), never written for one another."""
+    long_model: NgramModel | None = None
+    """A model of :data:`SHORT_ORDER` words from the same corpus that judges one two-letter
+    word for another; :attr:`model` where None."""
 
     @classmethod
     def build(
