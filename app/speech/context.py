@@ -471,7 +471,7 @@ class ContextCorrector:
                 continue
             if not all(self.changeable(words[i].text) for i in range(first, last + 1)):
                 continue
-            if last > first and any(len(words[i].text) <= SHORT for i in range(first, last + 1)):
+            if last > first and len(words[first].text) <= SHORT:
                 continue  # a two-letter word was said: "wall in thickened" is no "thickening"
             if any(words[i].gap.strip() not in ("", "-") for i in range(first + 1, last + 1)):
                 continue  # a comma or a sentence mark between them
@@ -507,6 +507,12 @@ class ContextCorrector:
                 continue  # no deleting or keeping a word by merging it with its neighbour
             if set(candidate.split()) & nearby:
                 continue  # "No killer or axillary": a list names each thing once
+            if (
+                stop > start
+                and len(sentence[stop]) <= SHORT
+                and not candidate.startswith(sentence[start])
+            ):
+                continue  # two letters after a word are its broken-off end ("reform at"), or said
             written = candidate.split()
             if len(written) > 1 and any(
                 _plural_of(word, said) or _plural_of(said, word)

@@ -360,3 +360,11 @@ def test_the_one_word_the_corpus_writes_after_two_may_sound_further() -> None:
 )
 def test_a_verb_form_of_a_term_and_a_short_word_beside_it_stay(text: str) -> None:
     assert chest_context_corrector().correct(text) == text
+
+
+def test_two_letters_after_a_word_may_be_its_broken_off_end() -> None:
+    """tiny.en heard "reformats" as "reform at": the two letters after a word that, joined,
+    make the corpus's term are its end (while "in" before a word was said)."""
+    assert chest_context_corrector().correct("Coronal and sagittal reform at were reviewed.") == (
+        "Coronal and sagittal reformats were reviewed."
+    )
