@@ -54,6 +54,16 @@ and storescp do not fsync and are bound by CPU instead.  The ``disk:`` line
 (synced writes per second) shows which regime a run met: compare runs only
 with similar ``disk:`` lines, or pair them back to back.
 
+When the disk flushes fast (``disk:`` above about 2,000 files/s for 4 streams,
+as on 2026-11-30), four associations are bound by the two CPUs instead, which
+the receiver shares with the four storescu senders: one process then holds the
+GIL most of the time (about 0.8 ms of user and 0.6 ms of system CPU per
+image), and ``radscribe:2`` gains 2-9 % paired by round; which process the
+kernel hands each association (SO_REUSEPORT hashes them: 3 + 1 about as often
+as 2 + 2) decides part of that.  A scratch version that spread associations
+evenly (a shared listening socket, the busier process deferring) gained
+another 5 % in a quiet run and nothing under load, and was not kept.
+
 The node (``dicom_node.storage``) shares folder fsyncs between associations
 writing into one series folder, but each association
 still waits for its own instance's chain before storescu sends the next:
