@@ -235,7 +235,7 @@ class PhoneticCorrector:
     together: frozenset[tuple[str, str]] = frozenset()
     """Pairs of words (stems, see :func:`_stem`) that share a report sentence or a vocabulary
     line: what supports a frequent English word's term (:data:`FREQUENT_RANK`)."""
-    _found: dict[tuple[Phonemes, str, bool, bool, bool], tuple[float, str] | None] = field(
+    _found: dict[tuple[Phonemes, str, bool, bool, bool, int], tuple[float, str] | None] = field(
         default_factory=dict, hash=False, compare=False, repr=False
     )
 
@@ -377,7 +377,12 @@ class PhoneticCorrector:
                 sound = tuple(p for m in span for p in heard[m.group(0).lower()])
                 everyday = not invented and len(span) == 1 and frequent(spelled)
                 found = self.closest_sound(
-                    sound, spelled, english=not invented, merging=merging, everyday=everyday
+                    sound,
+                    spelled,
+                    english=not invented,
+                    merging=merging,
+                    everyday=everyday,
+                    words=len(span),
                 )
                 if found and merging and found[1] in {m.group(0).lower() for m in span}:
                     found = None
@@ -439,18 +444,22 @@ class PhoneticCorrector:
         english: bool,
         merging: bool = False,
         everyday: bool = False,
+        words: int = 1,
     ) -> tuple[float, str] | None:
         """(score, term) of the term whose pronunciation is closest to ``sound``, if within
         :data:`MAX_INVENTED_DISTANCE` (or :data:`MAX_ENGLISH_DISTANCE` for English words,
-        :data:`MAX_FREQUENT_DISTANCE` for :func:`frequent` ones: ``everyday``)."""
-        key = (sound, spelled, english, merging, everyday)
+        :data:`MAX_FREQUENT_DISTANCE` for :func:`frequent` ones: ``everyday``); ``spelled``
+        is the heard ``words`` words written together."""
+        key = (sound, spelled, english, merging, everyday, words)
         if key not in self._found:
             shortest = MIN_MERGE_PHONEMES if merging else MIN_ENGLISH_PHONEMES
             if not english:
                 limit = MAX_INVENTED_DISTANCE
             else:
                 limit = MAX_FREQUENT_DISTANCE if everyday else MAX_ENGLISH_DISTANCE
-            self._found[key] = _closest_sound(self, sound, spelled, english, shortest, limit)
+            self._found[key] = _closest_sound(
+                self, sound, spelled, english, shortest, limit, words=words
+            )
         return self._found[key]
 
     def closest(self, spelled: str) -> tuple[float, str] | None:
@@ -481,9 +490,14 @@ def _closest_sound(
     english: bool,
     shortest: int,
     limit: float,
+    *,
+    words: int = 1,
 ) -> tuple[float, str] | None:
     """Within the phoneme ``limit``, the term with the least phoneme distance plus
-    :data:`SPELLING_WEIGHT` times spelling distance ("lural": pleural, not lateral)."""
+    :data:`SPELLING_WEIGHT` times spelling distance ("lural": pleural, not lateral).  A
+    heard word that starts as a term does and is two letters longer or shorter is another
+    form of it, as said; heard words run together are no form of anything ("bronchic tase"
+    -> bronchiectasis, not bronchiolitis)."""
     if len(sound) < MIN_PHONEMES:
         return None
     best: tuple[float, str] | None = None
@@ -506,7 +520,7 @@ def _closest_sound(
         if (
             _common_prefix(spelled, term.word) >= MIN_SHARED_STEM
             and spelled != term.word  # "cardio pulmonary": the term itself, merged
-            and (english or abs(len(spelled) - len(term.word)) >= 2)
+            and (english or (words == 1 and abs(len(spelled) - len(term.word)) >= 2))
         ):
             continue  # another form of the term ("enlargement", "reconstruction"): as said
         score = distance + SPELLING_WEIGHT * spelling

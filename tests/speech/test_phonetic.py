@@ -293,3 +293,13 @@ def test_a_negation_side_or_change_word_spelt_short_is_written_whole() -> None:
 )
 def test_words_hyphenated_into_one_are_mended_apart(heard: str, meant: str) -> None:
     assert chest_corrector().correct(heard) == meant
+
+
+def test_heard_words_run_together_are_no_form_of_a_term() -> None:
+    """ "bronchic tase" starts as bronchiectasis does and is two letters shorter, but two heard
+    words are no form of a term: it becomes the closest term, not the next one
+    (bronchiolitis, whose length happened to be one letter off)."""
+    text = "Fibrotic changes with traction bronchic tase in the lower lobes."
+    assert chest_corrector().correct(text) == (
+        "Fibrotic changes with traction bronchiectasis in the lower lobes."
+    )
