@@ -128,6 +128,10 @@ CORRECTIONS: tuple[Correction, ...] = (
     _fix("spirit", "period", chest=True),
     # a spoken "comma" heard as a word, with Whisper's own mark after it (tuning set)
     _fix(r"(?:coma|calmer|karma)(?=[,.])", "comma", chest=True),
+    # ... or as "common" between Whisper's commas (development set, two voices)
+    _fix(r"(?<=,\s)common(?=,)", "comma", chest=True),
+    # the first section word of a dictation, "Technique", heard as "Acne" (development set)
+    _fix(r"(?<![\s\S])acne(?=[\s,.:])", "Technique", chest=True),
     # number words misheard before a unit
     _fix("sick", "six", before=_UNIT),
     _fix("sex", "six", before=_UNIT),
@@ -169,6 +173,9 @@ CORRECTIONS: tuple[Correction, ...] = (
     _fix(r"calesified|calsified", "calcified"),
     _fix(r"(?<=calcified\s)(?:rhin\w*|brain\w*|roman|granul\w*)", "granuloma", chest=True),
     _fix(r"n?ordic(?=\s+wall)", "aortic", chest=True),
+    _fix(r"ordered(?=\s+wall)", "aortic", chest=True),
+    # "the ascending aorta" heard as "order" (development set; "in ascending order of" stays)
+    _fix(r"(?<=the\sascending\s)order(?!\s+of\b)", "aorta", chest=True),
     _fix(r"compressiv(?:e\s+|at)e?\s*a?t?e?\s*lectasis", "compressive atelectasis"),
     _fix(r"at(?:ec|ic)\s*t(?:asis|ossing|osses)", "atelectasis", chest=True),
     _fix(r"sub-?sy?(?:te|eg)mental", "subsegmental", chest=True),
@@ -204,6 +211,6 @@ CORRECTIONS: tuple[Correction, ...] = (
     _fix(r"a(?=\s+(?!(?:one|once|eight|eleven|eu|uni|use|usu)\w*)[aeiou])", "an"),
     # a singular noun before "are": Whisper drops the plural s it cannot hear
     _fix(r"calcification(?=\s+are\b)", "calcifications"),
-    _fix(r"opacity(?=\s+(?:are|is\s+in\s+both)\b)", "opacities"),
+    _fix(r"opacity(?=\s+(?:are|is\s+in|in)\s+both\b)", "opacities"),
     _fix(r"airway(?=\s+are\b)", "airways"),
 )

@@ -189,3 +189,43 @@ def test_a_heading_heard_without_its_s_opens_the_section() -> None:
     corrected = correct_transcript("Finding. The lungs are clear. Impression. Normal chest CT.")
     assert corrected.text == "Findings: The lungs are clear.\n\nImpression: Normal chest CT."
     assert correct_transcript("The finding is stable.").text == "The finding is stable."
+
+
+@pytest.mark.parametrize(
+    ("heard", "meant"),
+    [
+        # development-set mishearings of tiny.en
+        (
+            "Acne, axial images of the chest were obtained. Findings. No pleural effusion.",
+            "Technique: Axial images of the chest were obtained.\n\nFindings: No pleural effusion.",
+        ),
+        (
+            "Chest CT. Small pleural effusion, common, likely reactive.",
+            "Chest CT. Small pleural effusion, likely reactive.",
+        ),
+        (
+            "The ascending order measures 4 cm. Chest CT.",
+            "The ascending aorta measures 4 cm. Chest CT.",
+        ),
+        (
+            "Mild calcification of the ordered wall. Chest CT.",
+            "Mild calcification of the aortic wall. Chest CT.",
+        ),
+        (
+            "Chest CT. Ground glass opacity in both lungs.",
+            "Chest CT. Ground glass opacities in both lungs.",
+        ),
+        # the same words where they are what was said
+        (
+            "Findings: acne on the chest wall. No pleural effusion.",
+            "Findings: Acne on the chest wall. No pleural effusion.",
+        ),
+        ("Chest CT. Nodules are common.", "Chest CT. Nodules are common."),
+        (
+            "Chest CT. Nodules listed in the ascending order of size.",
+            "Chest CT. Nodules listed in the ascending order of size.",
+        ),
+    ],
+)
+def test_development_mishearings_are_fixed_where_they_are_ones(heard: str, meant: str) -> None:
+    assert correct_transcript(heard).text == meant
