@@ -211,8 +211,10 @@ class Settings(BaseSettings):
     whisper_second_look: bool = Field(
         default=True,
         description="Decode each chest dictation chunk again with the chest CT terms its first "
-        "transcription sounds like named in Whisper's prompt: fewer misheard terms (tuning set: "
-        "tiny.en 24.1 -> 22.6 % WER, base 19.3 -> 14.9 %) for about 30 % more Whisper time.",
+        "transcription sounds like named in Whisper's prompt: fewer misheard terms (tuning set, "
+        "2026-11-30: tiny.en 23.5 -> 19.8 % WER, base 18.8 -> 15.1 %) for about 55 % more CPU "
+        "time (tiny.en CPU-RTF 0.020 -> 0.031; bench/bench_transcribe.py --set tuning "
+        "[--no-bias]).",
     )
     dictation_max_seconds: float = Field(
         default=1200.0, description="Longest dictation accepted, in seconds."
