@@ -56,6 +56,7 @@ from app.speech.phonemes import Phonemes, relative_phoneme_distance
 from app.speech.phonetic import (
     MIN_NEIGHBOUR_RANK,
     SoundedWord,
+    common_prefix,
     common_words,
     edit_distance,
     relative_distance,
@@ -625,7 +626,7 @@ class ContextCorrector:
             if candidate.word.startswith(stem)
             and candidate.word != heard
             and " " not in candidate.word
-            and len(_shared_start(candidate.word, heard))
+            and common_prefix(candidate.word, heard)
             >= max(len(candidate.word), len(heard)) - MAX_FORM_CHANGE
             and not _inflected_from(candidate.word, NEVER_CHANGE)
             and not _plural_of(candidate.word, heard)
@@ -665,15 +666,6 @@ class ContextCorrector:
                 continue
             close.append((candidate.word, key_distance + spelling))
         return close
-
-
-def _shared_start(first: str, second: str) -> str:
-    length = 0
-    for a, b in zip(first, second, strict=False):
-        if a != b:
-            break
-        length += 1
-    return first[:length]
 
 
 def _tells_nothing(word: str) -> bool:

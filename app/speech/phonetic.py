@@ -518,7 +518,7 @@ def _closest_sound(
         if not english and spelling > MAX_SPELLING_DISTANCE:
             continue
         if (
-            _common_prefix(spelled, term.word) >= MIN_SHARED_STEM
+            common_prefix(spelled, term.word) >= MIN_SHARED_STEM
             and spelled != term.word  # "cardio pulmonary": the term itself, merged
             and (english or (words == 1 and abs(len(spelled) - len(term.word)) >= 2))
         ):
@@ -535,7 +535,7 @@ def _may_write(term: str, spelled: str, words: int) -> bool:
     unchanged), never for a word that merely sounds a bit like it ("Nerema" -> normal)."""
     if term not in MUST_BE_HEARD:
         return True
-    return words == 1 and _common_prefix(term, spelled) >= len(term) - MUST_BE_HEARD_SLACK
+    return words == 1 and common_prefix(term, spelled) >= len(term) - MUST_BE_HEARD_SLACK
 
 
 def _stem(word: str) -> str:
@@ -546,7 +546,8 @@ def _stem(word: str) -> str:
     return word
 
 
-def _common_prefix(first: str, second: str) -> int:
+def common_prefix(first: str, second: str) -> int:
+    """How many leading letters the two words share."""
     length = 0
     for a, b in zip(first, second, strict=False):
         if a != b:
