@@ -194,6 +194,19 @@ def resolve_device(name: str, dist: Distributed) -> torch.device:
     return device
 
 
+def training_layout(model: RadscribeModel) -> RadscribeModel:
+    """Weights channels-last for cuDNN on the CUDA volumes, except the refiner's.
+
+    The refiner reads contiguous patches (:func:`nodule_patches`), and cuDNN gives the
+    weight of its one-channel first convolution a contiguous gradient: stored
+    channels-last (strides (27, 1, 9, 3, 1) against the gradient's (27, 27, 9, 3, 1)
+    on an H200), DDP warned and copied that gradient into its bucket every step.
+    """
+    model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+    model.refiner.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    return model
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if device.type != "cuda" or amp == "off":
         return None
@@ -512,7 +525,7 @@ class _Run:
         model_config = self.trainer.model_config_override or self.config.model_config_()
         model = RadscribeModel(model_config).to(self.device)
         if self.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+            training_layout(model)
         return model
 
     # -- loop -----------------------------------------------------------------

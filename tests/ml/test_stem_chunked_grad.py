@@ -126,3 +126,20 @@ def test_weight_gradient_keeps_the_channels_last_layout() -> None:
         conv(x.contiguous(memory_format=torch.channels_last_3d)).sum().backward()
         assert conv.weight.grad is not None
         assert conv.weight.grad.stride() == conv.weight.stride()
+
+
+def test_training_layout_keeps_the_refiner_contiguous() -> None:
+    """The trainer's CUDA layout: channels-last weights, but the refiner's as cuDNN gives
+    their gradients (an H200 gave its one-channel convolution contiguous strides)."""
+    from models.networks.model import RadscribeModel
+    from models.training.config import TrainConfig
+    from models.training.trainer import training_layout
+    from tests.ml.train_fixtures import TINY_TRAIN
+
+    model = training_layout(RadscribeModel(TrainConfig(**TINY_TRAIN).model_config_()))
+    stem = dict(model.named_parameters())["image_encoder.trunk.conv1.weight"]
+    assert stem.stride() == stem.contiguous(memory_format=torch.channels_last_3d).stride()
+    refiner = [p for p in model.refiner.parameters() if p.dim() == 5]
+    assert refiner
+    for weight in refiner:
+        assert weight.stride() == torch.empty(weight.shape).stride()
