@@ -163,22 +163,25 @@ class Distributed:
             torch.distributed.barrier()
 
 
-def _distributed_from_env(device: str = "auto") -> Distributed:
-    """Join torchrun's process group: NCCL bound to this rank's GPU, gloo on CPU."""
+def _distributed_from_env() -> Distributed:
+    """This process's place among torchrun's (one process of one without torchrun)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Distributed()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not torch.distributed.is_initialized():
-        on_gpu = torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
-        if on_gpu:  # bound before the first barrier, so NCCL never guesses the GPU
-            gpu = torch.device("cuda", local_rank)
-            torch.cuda.set_device(gpu)
-            torch.distributed.init_process_group(backend="nccl", device_id=gpu)
-        else:
-            torch.distributed.init_process_group(backend="gloo")
     return Distributed(rank=rank, world=world, local_rank=local_rank)
+
+
+def _join_process_group(dist: Distributed, device: torch.device) -> None:
+    """NCCL bound to this rank's GPU (before the first barrier, so NCCL never guesses
+    it), gloo on CPU."""
+    if dist.world <= 1 or torch.distributed.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.distributed.init_process_group(backend="nccl", device_id=device)
+    else:
+        torch.distributed.init_process_group(backend="gloo")
 
 
 def resolve_device(name: str, dist: Distributed) -> torch.device:
@@ -438,8 +441,9 @@ class _Run:
         self.trainer = trainer
         self.config = trainer.config
         self.started = time.monotonic()
-        self.dist = _distributed_from_env(self.config.device)
+        self.dist = _distributed_from_env()
         self.device = resolve_device(self.config.device, self.dist)
+        _join_process_group(self.dist, self.device)
         self.amp_dtype = autocast_dtype(self.config.amp, self.device)
         self.run_dir = Path(self.config.run_dir)
         self.cache_dir = Path(self.config.data.cache_dir or self.run_dir / "cache")
