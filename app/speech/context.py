@@ -56,6 +56,7 @@ from app.speech.phonemes import Phonemes, relative_phoneme_distance
 from app.speech.phonetic import (
     MIN_NEIGHBOUR_RANK,
     SoundedWord,
+    chest_corrector,
     common_prefix,
     common_words,
     edit_distance,
@@ -265,6 +266,17 @@ class NgramModel:
             predecessors=Counter(second for _, second in counts[1]),
         )
 
+    def truncated(self, order: int) -> NgramModel:
+        """The model of the same corpus with n-grams of at most ``order`` words (its counts
+        are this one's first ``order`` tables: the padding only adds longer histories)."""
+        return NgramModel(
+            counts=self.counts[:order],
+            histories=self.histories[: order - 1],
+            followers=self.followers[: order - 1],
+            total=self.total,
+            predecessors=self.predecessors,
+        )
+
     def seen(self, *words: str) -> bool:
         """Whether the corpus holds this word sequence (one to :data:`ORDER` words)."""
         return self.counts[len(words) - 1][tuple(words)] > 0
@@ -356,7 +368,10 @@ class ContextCorrector:
         sounds: Mapping[str, Phonemes] | None = None,
         groups: Sequence[str] = (),
     ) -> ContextCorrector:
-        model = NgramModel.train(s for text in corpus for s in sentences(text))
+        long_model = NgramModel.train(
+            (s for text in corpus for s in sentences(text)), order=max(ORDER, SHORT_ORDER)
+        )
+        model = long_model.truncated(ORDER)
         words = sorted(
             word
             for (word,) in model.counts[0]
@@ -377,9 +392,7 @@ class ContextCorrector:
                 kinds.setdefault(word, set()).add(line)
         return cls(
             model=model,
-            long_model=NgramModel.train(
-                (sentence for text in corpus for sentence in sentences(text)), order=SHORT_ORDER
-            ),
+            long_model=long_model.truncated(SHORT_ORDER),
             candidates=tuple(SoundedWord.of(word) for word in words),
             protected=frozenset(protected) | NEVER_CHANGE,
             sounds={word: sound for word, sound in (sounds or {}).items() if model.knows(word)},
@@ -734,8 +747,6 @@ def read_corpus(path: Path = CORPUS_FILE) -> list[str]:
 def chest_context_corrector() -> ContextCorrector:
     """The corrector for chest CT dictations (built once per process), with the chest CT
     terms' pronunciations where espeak-ng is installed."""
-    from app.speech.phonetic import chest_corrector
-
     return ContextCorrector.build(
         read_corpus(),
         CHEST_CT_VOCABULARY,

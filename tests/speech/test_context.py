@@ -368,3 +368,12 @@ def test_two_letters_after_a_word_may_be_its_broken_off_end() -> None:
     assert chest_context_corrector().correct("Coronal and sagittal reform at were reviewed.") == (
         "Coronal and sagittal reformats were reviewed."
     )
+
+
+def test_a_shorter_model_cut_from_a_longer_one_equals_one_trained_alone() -> None:
+    """The corrector trains one 4-gram model and cuts its trigram model from it."""
+    corpus = [s for text in read_corpus() for s in sentences(text)]
+    cut = NgramModel.train(corpus, order=4).truncated(3)
+    alone = NgramModel.train(corpus, order=3)
+    assert cut == alone
+    assert cut.logprob("lobe", "lower", "right") == alone.logprob("lobe", "lower", "right")
