@@ -56,13 +56,11 @@ with similar ``disk:`` lines, or pair them back to back.
 
 When the disk flushes fast (``disk:`` above about 2,000 files/s for 4 streams,
 as on 2026-11-30), four associations are bound by the two CPUs instead, which
-the receiver shares with the four storescu senders: one process then holds the
-GIL most of the time (about 0.8 ms of user and 0.6 ms of system CPU per
-image), and ``radscribe:2`` gains 2-9 % paired by round; which process the
-kernel hands each association (SO_REUSEPORT hashes them: 3 + 1 about as often
-as 2 + 2) decides part of that.  A scratch version that spread associations
-evenly (a shared listening socket, the busier process deferring) gained
-another 5 % in a quiet run and nothing under load, and was not kept.
+the receiver shares with the four storescu senders; ``radscribe:2`` then
+measured 1.02-1.13x ``radscribe`` paired by round (seven runs of
+``--peers radscribe,radscribe:2,storescp,orthanc`` or with ``--workers 2`` and
+``radscribe:1``).  SO_REUSEPORT hashes each association to one process, so
+four of them do not always split 2 + 2.
 
 The node (``dicom_node.storage``) shares folder fsyncs between associations
 writing into one series folder, but each association
@@ -408,13 +406,21 @@ def split(files: Sequence[Path], parts: int) -> list[list[Path]]:
     return [list(files[i::parts]) for i in range(parts)]
 
 
+def named_workers(peer: str) -> int | None:
+    """N of ``radscribe:N``: this checkout's node with N receiver processes for several
+    associations, beside ``radscribe`` with ``--workers`` in the same rounds."""
+    name, _, count = peer.partition(":")
+    return int(count) if name == "radscribe" and count.isdigit() and int(count) > 0 else None
+
+
+def is_worker_peer(peer: str) -> bool:
+    return named_workers(peer) is not None
+
+
 def peer_workers(peer: str, associations: int, workers: int) -> int:
     """Receiver processes of a radscribe peer: ``radscribe:N`` names N, the others take
     ``--workers``; one association always gets one."""
-    if associations == 1:
-        return 1
-    name, _, count = peer.partition(":")
-    return int(count) if name == "radscribe" and count else workers
+    return 1 if associations == 1 else named_workers(peer) or workers
 
 
 def start(
@@ -428,13 +434,6 @@ def start(
     if peer == "orthanc":
         return start_orthanc(work)
     return start_discard(work)
-
-
-def is_worker_peer(peer: str) -> bool:
-    """``radscribe:N``: this checkout's node with N receiver processes for several
-    associations, beside ``radscribe`` with ``--workers`` in the same rounds."""
-    name, _, count = peer.partition(":")
-    return name == "radscribe" and count.isdigit() and int(count) > 0
 
 
 def label(peer: str, associations: int, workers: int) -> str:
