@@ -125,11 +125,6 @@ class Transcriber:
             bias=bias,
         )
 
-    @property
-    def second_look(self) -> bool:
-        """Whether chest chunks are looked at twice (:mod:`biasing`)."""
-        return self._bias
-
     def transcribe(self, audio: DecodedAudio) -> Transcript:
         """Transcribe and correct one dictation; :class:`NoSpeechError` if no words are found."""
         started = time.perf_counter()
