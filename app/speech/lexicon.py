@@ -131,7 +131,7 @@ CORRECTIONS: tuple[Correction, ...] = (
     # ... or as "common" between Whisper's commas (development set, two voices)
     _fix(r"(?<=,\s)common(?=,)", "comma", chest=True),
     # the first section word of a dictation, "Technique", heard as "Acne" (development set)
-    _fix(r"(?<![\s\S])acne(?=[\s,.:])", "Technique", chest=True),
+    _fix(r"\Aacne(?=[\s,.:])", "Technique", chest=True),
     # number words misheard before a unit
     _fix("sick", "six", before=_UNIT),
     _fix("sex", "six", before=_UNIT),
