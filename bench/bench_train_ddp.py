@@ -11,10 +11,12 @@ on a synthetic cache that ``models.training.recipe generate`` built (same
         --valid 100 --test 50 --epochs 10 --gpus 2,1
 
 It prints each run's samples/s per epoch (all ranks together) and their median
-over the epochs after the first two (cuDNN autotuning, caches warming), checks
-that every rank logged its share of the epoch and that only rank 0 wrote
-metrics and checkpoints.  torchrun sets OMP_NUM_THREADS=1 per process when it
-starts several and the variable is unset; set it for a fair comparison.
+over the epochs after the first two (cuDNN autotuning, caches warming).  It
+stops if a rank never logged its share of the epoch or the run did not write
+exactly one metrics row per epoch, and names each rank on which DDP warned that
+it copies gradients whose strides differ from their parameters'.  torchrun sets
+OMP_NUM_THREADS=1 per process when it starts several and the variable is
+unset; set it for a fair comparison.
 """
 
 from __future__ import annotations
