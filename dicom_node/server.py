@@ -3,13 +3,16 @@
 :class:`DicomNode` sets up a pynetdicom ``AE`` from a :class:`NodeConfig`,
 binds the handlers of :mod:`dicom_node.handlers` to their dependencies
 through pynetdicom's handler arguments, and runs the association server on a
-thread.  With ``reuse_port`` the listening socket sets ``SO_REUSEPORT`` so
-several receiver processes can share one port (the kernel spreads
-connections over them).
+thread.  Several receiver processes share one port through one listening
+socket (:func:`listening_socket`, made by their parent and handed to each in
+``NodeConfig.listener``); a process that is already serving associations
+waits a little before taking a new connection, so an idle one takes it:
+four associations land in four processes.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import logging
@@ -47,6 +50,14 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 11112
 DEFAULT_MAX_PDU = 262_144
 STOP_POLL_SECONDS = 0.05
+LISTEN_BACKLOG = 128
+BIND_RETRY_SECONDS = 15.0
+BIND_RETRY_INTERVAL_SECONDS = 0.5
+IDLE_STATE = "Sta1"  # the DUL state machine's: no transport connection
+# On a shared listening socket, how long a process waits per association it already
+# serves before taking a new connection (an idle process takes it meanwhile).
+ACCEPT_DEFER_SECONDS = 0.01
+MAX_ACCEPT_DEFER_SECONDS = 0.1
 YOUNG_GENERATIONS = 1  # gc.collect(1): generations 0 and 1
 
 
@@ -75,7 +86,9 @@ class NodeConfig:
     max_associations: int = 16
     max_pdu: int = DEFAULT_MAX_PDU
     tls: TlsConfig | None = None
-    reuse_port: bool = False
+    # A listening socket shared with other receiver processes (see listening_socket);
+    # None: the node binds host:port itself.
+    listener: socket.socket | None = None
     network_timeout: float = 60.0
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
@@ -105,13 +118,105 @@ class _Server(ThreadedAssociationServer):
         self._gc[0] += 1
 
 
-class _ReusePortServer(_Server):
-    """An association server whose socket may share its port with other processes."""
+class _SharedListenerServer(_Server):
+    """An association server on a listening socket that other processes share.
+
+    Every process waiting on the socket wakes for a new connection; one that
+    already serves N associations waits N x ``ACCEPT_DEFER_SECONDS`` before it
+    tries to accept, so the least busy process takes it and the others find
+    nothing (the socket is non-blocking; socketserver ignores the error).
+    ``SO_REUSEPORT`` listeners instead hash each connection to a process
+    whatever its load: four associations over four processes all land in
+    different ones only 4!/4^4, about 9 %, of the time, and a process with two
+    makes its senders wait on its GIL (the slowest association sets when a
+    study is in).
+    """
+
+    def __init__(self, *args: Any, listener: socket.socket, **kwargs: Any) -> None:
+        self._listener = listener
+        self._starting = 0  # accepted connections whose association thread is not up yet
+        self._starting_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
-        if self.socket is not None:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        # socketserver made a fresh socket: use the shared one instead.
+        cast(socket.socket, self.socket).close()
+        self.socket = self._listener
+        self.socket.setblocking(False)  # another process may take the connection first
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        """The shared socket already listens."""
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        busy = self._connected_associations() + self._starting
+        if busy:
+            time.sleep(min(busy * ACCEPT_DEFER_SECONDS, MAX_ACCEPT_DEFER_SECONDS))
+        request, address = super().get_request()
+        request.setblocking(True)  # as accepted from a blocking listener
+        return request, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Counted as busy from here (the serving thread starts) until its association
+        # thread runs: connections arriving together would otherwise all see an idle
+        # process.
+        with self._starting_lock:
+            self._starting += 1
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._started()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._started()
+
+    def _connected_associations(self) -> int:
+        """Associations of this process whose connection is open.  One whose peer closed
+        the connection before asking for an association (a TCP health check, say) keeps
+        its thread for pynetdicom's ACSE timeout, idle: not counted."""
+        return sum(
+            1
+            for assoc in self.active_associations
+            if assoc.dul.state_machine.current_state != IDLE_STATE
+        )
+
+    def _started(self) -> None:
+        with self._starting_lock:
+            self._starting -= 1
+
+
+def listening_socket(
+    host: str, port: int, *, retry_seconds: float = BIND_RETRY_SECONDS
+) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening, for receiver processes to share
+    (pass it in ``NodeConfig.listener``); port 0 picks a free port.
+
+    While the port is in use, binding is retried for ``retry_seconds``: receivers of a
+    node that was killed keep the old socket until they notice their parent is gone
+    (a second or so) and their open associations end.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    deadline = time.monotonic() + retry_seconds
+    while True:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(LISTEN_BACKLOG)
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                raise
+            log.warning("port %d is in use; retrying", port)
+            time.sleep(BIND_RETRY_INTERVAL_SECONDS)
+        except BaseException:
+            sock.close()
+            raise
 
 
 class DicomNode:
@@ -177,14 +282,16 @@ class DicomNode:
         if self._server is not None:
             raise RuntimeError("the DICOM node is already running")
         ssl_context = self.config.tls.server_context() if self.config.tls else None
-        server_class: type[_Server] = _ReusePortServer if self.config.reuse_port else _Server
+        listener = self.config.listener
+        shared: dict[str, Any] = {} if listener is None else {"listener": listener}
         server = self.ae.make_server(
             (self.config.host, self.config.port),
             ae_title=self.config.ae_title,
             ssl_context=ssl_context,
             evt_handlers=self._handlers(),
-            server_class=server_class,
+            server_class=_Server if listener is None else _SharedListenerServer,
             request_handler=StreamingRequestHandler,
+            **shared,
         )
         cast(_Server, server).data_set_sinks = functools.partial(
             handlers.open_received, self.services

@@ -125,8 +125,8 @@ class Settings(BaseSettings):
     )
     dicom_workers: int = Field(
         default=1,
-        description="Receiver processes of `radscribe dicom serve`, sharing the port "
-        "(SO_REUSEPORT).",
+        description="Receiver processes of `radscribe dicom serve`, sharing one listening "
+        "socket; an idle process takes each new association first.",
     )
     dicom_min_series_slices: int = Field(
         default=20, description="Fewer slices than this and a CT series is not drafted."

@@ -4,9 +4,10 @@
 (``start``/``stop``/``describe``, like every runtime component) that runs
 the storage SCP on a thread and, unless told otherwise, the series-ready scan
 on another.  ``radscribe serve`` runs it in-process; ``radscribe dicom serve
---workers N`` runs N receiver processes on one port (``SO_REUSEPORT``), each
-committing its own rows (group commit among its threads), and in the parent
-the scan and the metrics (:class:`ReceiverPool`).
+--workers N`` runs N receiver processes on one listening socket (an idle
+process takes each new association first), each committing its own rows
+(group commit among its threads), and in the parent the scan and the
+metrics (:class:`ReceiverPool`).
 
 The ready scan is safe with several processes (claims are guarded UPDATEs)
 and additionally runs under a database lease, so one process at a time ranks
@@ -20,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -43,7 +45,7 @@ from dicom_node.metrics import ReadyMetrics, ReceiveMetrics
 from dicom_node.recovery import RecoveryReport, recover_storage
 from dicom_node.selection import SelectionRules
 from dicom_node.series import DEFAULT_SCAN_INTERVAL, ReadyScanner, SeriesReadyEvent
-from dicom_node.server import DicomNode, NodeConfig, TlsConfig
+from dicom_node.server import DicomNode, NodeConfig, TlsConfig, listening_socket
 from dicom_node.storage import InstanceStore
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ def node_config(
     *,
     port: int | None = None,
     ae_title: str | None = None,
-    reuse_port: bool = False,
+    listener: socket.socket | None = None,
     max_associations: int | None = None,
 ) -> NodeConfig:
     return NodeConfig(
@@ -96,7 +98,7 @@ def node_config(
         max_associations=max_associations or settings.dicom_max_associations,
         max_pdu=settings.dicom_max_pdu,
         tls=tls_config(settings),
-        reuse_port=reuse_port,
+        listener=listener,
     )
 
 
@@ -125,7 +127,7 @@ class DicomComponent:
     recover: bool = True
     detect_ready: bool = True  # ready scanner and its metrics (off in receiver processes)
     scan: bool = True  # run the ready scan on a thread (else call scan_ready() yourself)
-    reuse_port: bool = False
+    listener: socket.socket | None = None  # shared with other receiver processes
     max_associations: int | None = None
     scan_interval: float = DEFAULT_SCAN_INTERVAL
     name: str = "dicom"
@@ -155,7 +157,7 @@ class DicomComponent:
                     self.settings,
                     port=self.port,
                     ae_title=self.ae_title,
-                    reuse_port=self.reuse_port,
+                    listener=self.listener,
                     max_associations=self.max_associations,
                 ),
                 store=store,
@@ -280,7 +282,7 @@ def build_node(
 
 def _worker_main(
     settings_values: dict[str, Any],
-    port: int,
+    listener: socket.socket,
     ae_title: str | None,
     max_associations: int,
 ) -> None:
@@ -299,12 +301,11 @@ def _worker_main(
     component = DicomComponent(
         settings,
         make_session_factory(engine),
-        port=port,
         ae_title=ae_title,
         recover=False,
         detect_ready=False,
         scan=False,
-        reuse_port=True,
+        listener=listener,
         max_associations=max_associations,
     )
     try:
@@ -321,7 +322,12 @@ def _worker_main(
 
 @dataclass
 class ReceiverPool:
-    """N receiver processes on one port, plus the ready scan in this process."""
+    """N receiver processes on one listening socket, plus the ready scan in this process.
+
+    This process binds the port (so it is in use before any receiver starts,
+    and ``port=0`` picks a free one: see :attr:`address`) and never accepts;
+    each receiver inherits the socket.
+    """
 
     settings: Settings
     session_factory: sessionmaker[Session]
@@ -334,6 +340,7 @@ class ReceiverPool:
     _processes: list[BaseProcess] = field(default_factory=list, init=False)
     _scan: DicomComponent | None = field(default=None, init=False)
     _metrics_dir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
+    _listener: socket.socket | None = field(default=None, init=False)
 
     def start(self) -> None:
         # Recovery once, before any receiver writes; then the scan runs here.
@@ -348,6 +355,7 @@ class ReceiverPool:
         self._metrics_dir = tempfile.TemporaryDirectory(prefix="radscribe-dicom-metrics-")
         os.environ[MULTIPROC_ENV] = self._metrics_dir.name
         multiprocess.MultiProcessCollector(self.registry, path=self._metrics_dir.name)
+        self._listener = listening_socket(self.settings.dicom_host, self.port)
         for _ in range(self.workers):
             self._processes.append(self._spawn())
 
@@ -357,7 +365,7 @@ class ReceiverPool:
             target=_worker_main,
             args=(
                 self.settings.model_dump(),
-                self.port,
+                self._listener,
                 self.ae_title,
                 per_worker,
             ),
@@ -388,18 +396,29 @@ class ReceiverPool:
                 process.kill()
                 process.join()
         self._processes.clear()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._scan is not None:
             self._scan.stop()
         os.environ.pop(MULTIPROC_ENV, None)
         if self._metrics_dir is not None:
             self._metrics_dir.cleanup()
 
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._listener is None:
+            raise RuntimeError("the receiver pool is not started")
+        host, port = self._listener.getsockname()[:2]
+        return str(host), int(port)
+
     def pids(self) -> list[int]:
         return [p.pid for p in self._processes if p.pid is not None]
 
     def describe(self) -> str:
         title = self.ae_title or self.settings.dicom_ae_title
+        host, port = self.address
         return (
-            f"dicom    {title}@{self.settings.dicom_host}:{self.port} "
+            f"dicom    {title}@{host}:{port} "
             f"({self.workers} receiver processes, storage {Path(self.settings.dicom_storage_dir)})"
         )

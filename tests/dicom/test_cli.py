@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import threading
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import select
 
 from app.cli.main import main as radscribe
@@ -162,5 +166,77 @@ def test_several_receiver_processes_share_one_port(tmp_path: Path) -> None:
         families = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
         assert len(families) == len(set(families))
     finally:
+        node.stop()
+    assert node.process.returncode == 0
+
+
+def _children(parent: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:  # gone meanwhile
+                continue
+            if ppid == parent:
+                children.append(int(entry.name))
+    return children
+
+
+def _connection_owners(port: int, pids: list[int]) -> Counter[int]:
+    """How many established TCP connections to ``port`` each of ``pids`` holds (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01":  # ESTABLISHED
+                inodes.add(fields[9])
+    owners: Counter[int] = Counter()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    owners[pid] += 1
+    return owners
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
+def test_receiver_processes_take_one_association_each(tmp_path: Path) -> None:
+    """Four associations to four receiver processes land in four processes (an idle
+    process takes a new connection first), not hashed as SO_REUSEPORT would."""
+    env = {
+        **os.environ,
+        "RADSCRIBE_ENV": "development",
+        "RADSCRIBE_DATA_DIR": str(tmp_path / "data"),
+        "RADSCRIBE_DATABASE_URL": f"sqlite:///{tmp_path / 'node.db'}",
+        "RADSCRIBE_DICOM_ALLOWED_AES": "STORESCU",
+        "RADSCRIBE_LOG_LEVEL": "INFO",
+    }
+    port = free_port()
+    log = tmp_path / "node.log"
+    node = NodeProcess(env, port, log, workers=4)
+    ae = AE(ae_title="STORESCU")
+    ae.add_requested_context(Verification)
+    associations = []
+    try:
+        wait_until(lambda: log.read_text().count(" listening on ") >= 4)
+        for _ in range(4):  # one after another: each is established before the next
+            association = ae.associate("127.0.0.1", port, ae_title="RADSCRIBE")
+            assert association.is_established
+            associations.append(association)
+        workers = _children(node.process.pid)
+
+        def all_four() -> Counter[int] | None:
+            found = _connection_owners(port, workers)
+            return found if sum(found.values()) == 4 else None
+
+        owners = wait_until(all_four)
+        assert sorted(owners.values()) == [1, 1, 1, 1], owners
+        assert all(a.send_c_echo().Status == 0x0000 for a in associations)
+    finally:
+        for association in associations:
+            association.release()
         node.stop()
     assert node.process.returncode == 0
