@@ -10,7 +10,7 @@ and make concurrent calls safe (unique keys, guarded updates).
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -26,7 +26,7 @@ class RecordOutcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class KnownInstance:
-    sha256: str
+    digest: str  # see dicom_node.digest
     storage_path: str
 
 
@@ -37,9 +37,14 @@ class StoredInstance:
     header: InstanceHeader
     storage_path: str
     size_bytes: int
-    sha256: str  # of the data set bytes as the sender sent them (after the File Meta)
+    # Of the data set bytes as the sender sent them (after the File Meta), in the stored
+    # form of dicom_node.digest.
+    digest: str
     calling_ae: str
     peer_address: str = ""
+    # The data set's digest by another algorithm (dicom_node.digest.same_content), to
+    # compare with a row written before the node changed algorithms; None: cannot.
+    digest_by: Callable[[str], str] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

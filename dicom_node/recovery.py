@@ -18,7 +18,7 @@ A crash can leave three things behind:
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pynetdicom.dsutils import split_dataset
 
+from dicom_node.digest import algorithm_of, digest_of
 from dicom_node.header import InstanceHeader, parse_instance
 from dicom_node.index import InstanceIndex, StoredInstance
 from dicom_node.storage import InstanceStore, instance_relative_path
@@ -92,15 +93,18 @@ def _salvage(store: InstanceStore, index: InstanceIndex, path: Path) -> str | No
         header, _data, encoded, _source = _read(path)
     except Exception:  # an unfinished write does not parse: drop it
         return None
-    digest = hashlib.sha256(encoded).hexdigest()
+    known = index.find_instance(header.sop_instance_uid)
+    if known is None:
+        return None
+    # Hashed as its row's digest was (a row from before BLAKE3 holds a SHA-256).
+    digest = digest_of(encoded, algorithm_of(known.digest))
     relative = instance_relative_path(
         study_instance_uid=header.study_instance_uid,
         series_instance_uid=header.series_instance_uid,
         sop_instance_uid=header.sop_instance_uid,
         digest=digest,
     )
-    known = index.find_instance(header.sop_instance_uid)
-    if known is None or known.storage_path != relative or known.sha256 != digest:
+    if known.storage_path != relative or known.digest != digest:
         return None
     return None if store.exists(relative) else relative
 
@@ -129,8 +133,9 @@ def _reconcile(
                 header=header,
                 storage_path=relative,
                 size_bytes=len(data),
-                sha256=hashlib.sha256(encoded).hexdigest(),
+                digest=digest_of(encoded),
                 calling_ae=source,
+                digest_by=functools.partial(digest_of, encoded),
             )
         )
         if result.previous_path and result.previous_path != relative:

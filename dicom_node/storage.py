@@ -2,9 +2,10 @@
 
 Files live at ``<root>/<study UID>/<series UID>/<SOP instance UID>.<digest>.dcm``.
 UIDs are checked to be digits and dots before they become path parts, so a
-path can never leave the storage root.  The digest (the first hex digits of
-the SHA-256 of the data set bytes) makes a corrected instance a new file, so
-the old one stays intact until the index points at the new one.
+path can never leave the storage root.  The digest in the name (the first
+hex digits of the data set's :mod:`dicom_node.digest`) makes a corrected
+instance a new file, so the old one stays intact until the index points at
+the new one.
 
 Each writer (one per process) keeps its temporary files in
 ``<root>/.incoming/<writer>/`` and holds an exclusive ``flock`` on a lock file
@@ -31,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from dicom_node.digest import HEX_DIGITS, hex_of
 from dicom_node.header import MAX_UID_LENGTH, UID_PATTERN
 
 log = logging.getLogger(__name__)
@@ -96,10 +98,12 @@ def _safe_uid(uid: str) -> str:
 def instance_relative_path(
     *, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str, digest: str
 ) -> str:
-    """The storage path of an instance, relative to the root (POSIX form)."""
-    if len(digest) < DIGEST_CHARS or not all(c in "0123456789abcdef" for c in digest):
+    """The storage path of an instance, relative to the root (POSIX form); its name
+    carries the first hex digits of ``digest`` (see :mod:`dicom_node.digest`)."""
+    hex_digits = hex_of(digest)[:DIGEST_CHARS]
+    if len(hex_digits) < DIGEST_CHARS or not HEX_DIGITS.issuperset(hex_digits):
         raise UnsafePathError("digest must be lower-case hex")
-    name = f"{_safe_uid(sop_instance_uid)}.{digest[:DIGEST_CHARS]}{INSTANCE_SUFFIX}"
+    name = f"{_safe_uid(sop_instance_uid)}.{hex_digits}{INSTANCE_SUFFIX}"
     return f"{_safe_uid(study_instance_uid)}/{_safe_uid(series_instance_uid)}/{name}"
 
 

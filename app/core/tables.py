@@ -255,8 +255,9 @@ class Instance(Base):
     transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
     storage_path: Mapped[str] = mapped_column(String(1024))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    # SHA-256 of the data set bytes as the sender sent them (after the File Meta).
-    sha256: Mapped[str] = mapped_column(String(64))
+    # Digest of the data set bytes as the sender sent them (after the File Meta), in the
+    # stored form of dicom_node.digest ("blake3:<hex>"; bare hex is an older SHA-256).
+    content_digest: Mapped[str] = mapped_column(String(80))
     instance_number: Mapped[int | None]
     slice_position: Mapped[float | None] = mapped_column(Float)
     calling_ae: Mapped[str | None] = mapped_column(String(16))

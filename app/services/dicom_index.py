@@ -42,6 +42,7 @@ from app.core.db import updated_rows
 from app.core.domain import SeriesState, StudyStatus
 from app.core.tables import Instance, Series, Study, StudyStatusChange
 from app.services import audit
+from dicom_node.digest import same_content
 from dicom_node.header import InstanceHeader
 from dicom_node.index import (
     KnownInstance,
@@ -110,7 +111,7 @@ class _Ids:
 
 # Statements of the receive path, built once (every instance runs them).
 _FIND_INSTANCE = select(
-    Instance.id, Instance.sha256, Instance.storage_path, Instance.series_id
+    Instance.id, Instance.content_digest, Instance.storage_path, Instance.series_id
 ).where(Instance.sop_instance_uid == bindparam("sop"))
 _INSERT_INSTANCE = insert(Instance)
 # Insert-if-absent in one statement where the dialect has it (a new instance is the
@@ -160,7 +161,7 @@ _INSTANCE_COLUMNS = (
     "transfer_syntax_uid",
     "storage_path",
     "size_bytes",
-    "sha256",
+    "content_digest",
     "instance_number",
     "slice_position",
     "calling_ae",
@@ -265,7 +266,7 @@ class SqlInstanceIndex:
     def find_instance(self, sop_instance_uid: str) -> KnownInstance | None:
         with self._engine.connect() as conn:
             row = conn.execute(_FIND_INSTANCE, {"sop": sop_instance_uid}).first()
-        return None if row is None else KnownInstance(row.sha256, row.storage_path)
+        return None if row is None else KnownInstance(row.content_digest, row.storage_path)
 
     def record_instance(self, instance: StoredInstance) -> RecordResult:
         """Commit the instance's row, sharing the transaction with concurrent callers.
@@ -471,7 +472,7 @@ class SqlInstanceIndex:
             "transfer_syntax_uid": header.transfer_syntax_uid[:64],
             "storage_path": instance.storage_path,
             "size_bytes": instance.size_bytes,
-            "sha256": instance.sha256,
+            "content_digest": instance.digest,
             "instance_number": header.instance_number,
             "slice_position": header.slice_position,
             "calling_ae": instance.calling_ae[:16] or None,
@@ -495,7 +496,7 @@ class SqlInstanceIndex:
             self._bump_series(conn, ids.series_id, now, added=1)
             self._reopen_study(conn, ids.study_id, now)
             return RecordResult(RecordOutcome.NEW)
-        if existing.sha256 == instance.sha256:
+        if same_content(existing.content_digest, instance.digest, instance.digest_by):
             if existing.storage_path != instance.storage_path:
                 conn.execute(
                     _UPDATE_INSTANCE,
@@ -520,8 +521,8 @@ class SqlInstanceIndex:
                 client_address=instance.peer_address or None,
                 detail={
                     "series_instance_uid": header.series_instance_uid,
-                    "previous_sha256": existing.sha256,
-                    "sha256": instance.sha256,
+                    "previous_digest": existing.content_digest,
+                    "digest": instance.digest,
                     "previous_path": existing.storage_path,
                     "storage_path": instance.storage_path,
                 },

@@ -57,7 +57,7 @@ class SliceError(ValueError):
 class SliceRef:
     instance_id: int
     storage_path: str
-    sha256: str
+    digest: str
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def study_slices(session: Session, study_id: int) -> SeriesSlices | None:
     if series is None:
         return None
     rows = session.execute(
-        select(Instance.id, Instance.storage_path, Instance.sha256)
+        select(Instance.id, Instance.storage_path, Instance.content_digest)
         .where(Instance.series_id == series.id)
         .order_by(
             Instance.slice_position.is_(None),
@@ -100,7 +100,7 @@ def study_slices(session: Session, study_id: int) -> SeriesSlices | None:
         series_id=series.id,
         description=series.series_description,
         modality=series.modality,
-        slices=[SliceRef(r.id, r.storage_path, r.sha256) for r in rows],
+        slices=[SliceRef(r.id, r.storage_path, r.content_digest) for r in rows],
     )
 
 
@@ -168,7 +168,7 @@ class SliceCache:
 def render_slice(
     ref: SliceRef, preset: WindowPreset, *, storage_dir: Path, cache: SliceCache
 ) -> bytes:
-    key = (f"{ref.instance_id}:{ref.sha256}", preset.value)
+    key = (f"{ref.instance_id}:{ref.digest}", preset.value)
     png = cache.get(key)
     if png is None:
         png = windowed_png(resolve_path(storage_dir, ref.storage_path), WINDOWS[preset])

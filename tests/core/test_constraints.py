@@ -28,7 +28,7 @@ def _instance(series: Series, uid: str) -> Instance:
         transfer_syntax_uid="1.2.840.10008.1.2.1",
         storage_path=f"dicom/{uid}.dcm",
         size_bytes=1024,
-        sha256="0" * 64,
+        content_digest="blake3:" + "0" * 64,
     )
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +17,7 @@ from app.core.db import make_engine, make_session_factory
 from app.core.domain import SeriesState, StudyStatus
 from app.core.tables import AuditEvent, Instance, Series, Study, StudyStatusChange
 from app.services.dicom_index import SqlInstanceIndex
+from dicom_node.digest import digest_of
 from dicom_node.header import summarize
 from dicom_node.index import RecordOutcome, SeriesDecision, StoredInstance
 
@@ -32,12 +36,12 @@ def _stored(
         study_uid=STUDY, series_uid=series, index=index, sop_uid=f"{series}.{index}", **options
     )
     header = summarize(ds, transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID))
-    sha = (digest * 64)[:64]
+    hex_digits = (digest * 64)[:64]
     return StoredInstance(
         header=header,
-        storage_path=f"{STUDY}/{series}/{header.sop_instance_uid}.{sha[:16]}.dcm",
+        storage_path=f"{STUDY}/{series}/{header.sop_instance_uid}.{hex_digits[:16]}.dcm",
         size_bytes=100,
-        sha256=sha,
+        digest=f"blake3:{hex_digits}",
         calling_ae="TESTSCU",
         peer_address="127.0.0.1",
     )
@@ -64,16 +68,48 @@ def test_new_identical_and_replaced_instances(session_factory: sessionmaker[Sess
     series = _series(session_factory)
     assert (series.instance_count, series.content_version) == (2, 3)
     known = index.find_instance(f"{SERIES}.1")
-    assert known is not None and known.sha256 == "b" * 64
+    assert known is not None and known.digest == "blake3:" + "b" * 64
     with session_factory() as session:
         audit = session.scalars(select(AuditEvent)).all()
         assert [(a.action, a.object_id, a.actor) for a in audit] == [
             ("dicom.instance_replaced", f"{SERIES}.1", "dicom:TESTSCU")
         ]
-        assert audit[0].detail and audit[0].detail["previous_sha256"] == "a" * 64
+        assert audit[0].detail and audit[0].detail["previous_digest"] == "blake3:" + "a" * 64
         study = session.scalar(select(Study))
         assert study is not None
         assert (study.accession_number, study.dicom_patient_name) == ("ACC0001", "TEST^PATIENT")
+
+
+def test_rows_from_before_blake3_compare_by_their_sha256(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """A row written with a bare SHA-256 digest (before BLAKE3): an identical re-send is
+    identical, not an audited replacement; other bytes still replace it."""
+    index = SqlInstanceIndex(session_factory)
+    data_set = b"the data set as first sent"
+    legacy = _stored(0)
+    legacy = replace(legacy, digest=hashlib.sha256(data_set).hexdigest())
+    assert index.record_instance(legacy).outcome is RecordOutcome.NEW
+
+    again = replace(
+        _stored(0),
+        digest=digest_of(data_set),
+        digest_by=functools.partial(digest_of, data_set),
+    )
+    assert again.digest.startswith("blake3:")
+    assert index.record_instance(again).outcome is RecordOutcome.IDENTICAL
+    corrected = b"the data set, corrected"
+    changed = replace(
+        _stored(0),
+        digest=digest_of(corrected),
+        digest_by=functools.partial(digest_of, corrected),
+    )
+    assert index.record_instance(changed).outcome is RecordOutcome.REPLACED
+    known = index.find_instance(legacy.header.sop_instance_uid)
+    assert known is not None and known.digest == digest_of(corrected)
+    with session_factory() as session:
+        actions = session.scalars(select(AuditEvent.action)).all()
+    assert actions == ["dicom.instance_replaced"]
 
 
 def test_a_corrected_instance_can_move_to_another_series(
@@ -89,7 +125,7 @@ def test_a_corrected_instance_can_move_to_another_series(
         ),
         storage_path=moved.storage_path,
         size_bytes=moved.size_bytes,
-        sha256=moved.sha256,
+        digest=moved.digest,
         calling_ae=moved.calling_ae,
     )
     assert index.record_instance(moved).outcome is RecordOutcome.REPLACED
@@ -274,10 +310,10 @@ def test_a_new_instance_row_holds_what_was_recorded(session_factory: sessionmake
         header.sop_class_uid,
         header.transfer_syntax_uid,
     )
-    assert (row.storage_path, row.size_bytes, row.sha256, row.calling_ae) == (
+    assert (row.storage_path, row.size_bytes, row.content_digest, row.calling_ae) == (
         stored.storage_path,
         stored.size_bytes,
-        stored.sha256,
+        stored.digest,
         "TESTSCU",
     )
     assert (row.instance_number, row.slice_position) == (

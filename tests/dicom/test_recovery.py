@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +10,7 @@ from pydicom import dcmread
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.services.dicom_index import SqlInstanceIndex
+from dicom_node.digest import digest_of
 from dicom_node.header import encode_file_meta
 from dicom_node.recovery import recover_storage
 from dicom_node.storage import INCOMING_DIR, LOCK_NAME, InstanceStore, instance_relative_path
@@ -21,7 +21,7 @@ from .conftest import dataset_bytes, write_ct_series  # type: ignore[import-not-
 def _place(store: InstanceStore, path: Path, *, sop: str, study: str, series: str) -> str:
     """Put a received-looking file at its canonical place without indexing it."""
     encoded = dataset_bytes(path)
-    digest = hashlib.sha256(encoded).hexdigest()
+    digest = digest_of(encoded)
     relative = instance_relative_path(
         study_instance_uid=study, series_instance_uid=series, sop_instance_uid=sop, digest=digest
     )

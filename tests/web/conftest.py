@@ -170,7 +170,7 @@ class Seeder:
                     transfer_syntax_uid=ExplicitVRLittleEndian,
                     storage_path=str(path.relative_to(self.storage_dir)),
                     size_bytes=path.stat().st_size,
-                    sha256=f"{index:064d}",
+                    content_digest=f"blake3:{index:064d}",
                     instance_number=index + 1,
                     # stored out of order: the viewer must sort by position
                     slice_position=float((index * 7) % count) * 2.5,
