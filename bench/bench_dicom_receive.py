@@ -21,9 +21,10 @@ each started fresh with empty storage for every measurement:
   (every file written under a temporary name, fsynced, renamed, its folder
   fsynced and its row committed to SQLite before Success; the row's commit
   does not fsync by itself, the file is the durable record); one receiver
-  process for one association, ``--workers`` processes for four (one per two
-  CPUs by default; more than one share the port with SO_REUSEPORT, each
-  committing its own rows); ``radscribe:N`` in ``--peers`` adds the same node
+  process for one association, ``--workers`` processes for four (one per CPU
+  by default, at most four; they share one listening socket, an idle process
+  taking each new association, and each commits its own rows); ``radscribe:N``
+  in ``--peers`` adds the same node
   with N processes for four associations in the same rounds, paired by round
   with ``radscribe`` (e.g. ``--peers radscribe,radscribe:2,storescp,orthanc``);
 - ``storescp``: DCMTK's storescp writing files (``--fork`` for four associations);
@@ -56,15 +57,21 @@ with similar ``disk:`` lines, or pair them back to back.
 
 When the disk flushes fast (``disk:`` above about 2,000 files/s for 4 streams,
 as on 2026-11-30), four associations are bound by the two CPUs instead, which
-the receiver shares with the four storescu senders; ``radscribe:2`` then
-measured 1.02-1.13x ``radscribe`` paired by round (seven runs of
-``--peers radscribe,radscribe:2,storescp,orthanc`` or with ``--workers 2`` and
-``radscribe:1``).  SO_REUSEPORT hashes each association to one process, so
-four of them do not always split 2 + 2.
+the receiver shares with the four storescu senders.  Until 2026-11-30 the
+receiver processes shared the port with SO_REUSEPORT, which hashes each
+association to a process whatever its load (four over two processes split
+2+2 in only 6 of 16 equally likely cases), and ``radscribe:2`` measured
+1.02-1.13x ``radscribe`` paired by round.  With one shared socket and the idle process
+accepting first, four associations over two processes always split 2+2 and
+two processes beat one clearly: ``--peers
+radscribe,radscribe:1,radscribe:4,storescp,orthanc``, seven rounds, 2 CPUs,
+2026-11-30: one process 0.78x two (paired median, 0.64-0.99), four processes
+0.93x (0.81-1.09; more context switches, 3.65 against 2.80 ms CPU per
+image).
 
-More CPUs do not close the gap: on a 16-CPU host (2026-11-30, ``--tools``
+More CPUs did not close the gap: on a 16-CPU host (2026-11-30, ``--tools``
 pointing at Debian 12's DCMTK 3.6.7 and Orthanc 1.10.1 unpacked there, seven
-rounds, ``--workers 4``) four associations gave radscribe 832 images/s,
+rounds, ``--workers 4`` still on SO_REUSEPORT) four associations gave radscribe 832 images/s,
 Orthanc 714 and ``storescp --fork`` 2,614 (1.17x and 0.32x), one association
 346, 219 and 991.  The peers gain as much from the cores as the node does.  A
 scratch tree of the node without fsyncs and direct writes gave 1,014 there
@@ -376,14 +383,10 @@ def synced_writes_per_second(folder: Path, size: int, count: int, streams: int) 
 
 
 def default_workers() -> int:
-    """One receiver process per two CPUs: a process keeps about one CPU busy with
-    Python and leaves the other to what runs without the GIL (network and disk
-    system calls, hashing, SQLite, the senders).  On 2 CPUs, two processes
-    (each 2 associations, each committing its own rows) measured no faster and
-    about 10-20% more CPU per image than one process with 4 associations, and
-    four single-association processes more still; in one process the GIL is
-    held for about 1.3 ms of Python per image (py-spy), well below saturation."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    """One receiver process per CPU, at most one per association of the four-association
+    run: on 2 CPUs two processes receive four associations faster than one (whose
+    GIL the four share) and than four (see the module docstring)."""
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -471,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers",
         type=int,
         default=default_workers(),
-        help="radscribe receiver processes for 4 associations (default: one per two CPUs)",
+        help="radscribe receiver processes for 4 associations (default: one per CPU, at most 4)",
     )
     parser.add_argument("--peers", default=",".join(PEERS))
     parser.add_argument(
