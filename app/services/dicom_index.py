@@ -226,6 +226,38 @@ class _RawStatements:
         )
 
 
+# Recorded once at start-up and rolled back (see SqlInstanceIndex.warm_up): every
+# column a CT header usually fills, so the statements compiled are the ones it uses.
+_WARM_UP_UID = "2.25.275315855599175984168337153511532491472"  # a UUID-derived UID (PS3.5 B.2)
+_WARM_UP_INSTANCE = StoredInstance(
+    header=InstanceHeader(
+        sop_instance_uid=_WARM_UP_UID,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        study_instance_uid=_WARM_UP_UID,
+        series_instance_uid=_WARM_UP_UID,
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        modality="CT",
+        patient_id="WARMUP",
+        patient_name="WARM^UP",
+        patient_birth_date="19700101",
+        patient_sex="O",
+        accession_number="WARMUP",
+        study_date="19700101",
+        study_time="000000",
+        study_description="warm-up",
+        series_number=1,
+        series_description="warm-up",
+        instance_number=1,
+        image_position=(0.0, 0.0, 0.0),
+        image_orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    ),
+    storage_path=f"{_WARM_UP_UID}/{_WARM_UP_UID}/{_WARM_UP_UID}.{'0' * 16}.dcm",
+    size_bytes=0,
+    digest=f"blake3:{'0' * 64}",
+    calling_ae="WARMUP",
+)
+
+
 def _engine_of(session_factory: sessionmaker[Session]) -> Engine:
     bind = session_factory.kw.get("bind")
     if not isinstance(bind, Engine):
@@ -255,13 +287,24 @@ class SqlInstanceIndex:
 
     # -- receiving ---------------------------------------------------------------
     def warm_up(self) -> None:
-        """Configure the ORM mappers and compile the receive path's lookups now, so
-        the first instance a receiver gets does not pay for them (reads only)."""
+        """Configure the ORM mappers and compile the receive path's statements now, so
+        the first instance a receiver gets does not pay for them.
+
+        The lookups run as reads; the study, series and instance inserts run once
+        for a made-up instance in a transaction that is rolled back (on
+        PostgreSQL the id sequences advance).  Compiling the study and series
+        inserts on the first instance was 5-6 % of a fresh receiver's Python
+        time over a 200-slice series (py-spy, scratch, 2026-11-30).
+        """
         configure_mappers()
         with self._engine.connect() as conn:
             conn.execute(_FIND_INSTANCE, {"sop": ""}).first()
             conn.execute(_STUDY_ID, {"uid": ""}).first()
             conn.execute(_SERIES_ID, {"uid": ""}).first()
+            try:
+                self._record(conn, _WARM_UP_INSTANCE, {})
+            finally:
+                conn.rollback()
 
     def find_instance(self, sop_instance_uid: str) -> KnownInstance | None:
         with self._engine.connect() as conn:

@@ -335,3 +335,15 @@ def test_a_new_instance_row_holds_what_was_recorded(session_factory: sessionmake
         # Times written by the receive path and by SQLAlchemy: the same textual form
         # (SQLite keeps the text; PostgreSQL's output trims trailing zeros).
         assert len(received_text) == len(last_text) == len(created_text)
+
+
+def test_warm_up_leaves_nothing_behind(session_factory: sessionmaker[Session]) -> None:
+    """The start-up warm-up records a made-up instance and rolls it back."""
+    index = SqlInstanceIndex(session_factory)
+    index.warm_up()
+    index.warm_up()  # again: nothing of the first is left to collide with
+    with session_factory() as session:
+        for table in (Study, Series, Instance, StudyStatusChange, AuditEvent):
+            assert session.scalar(select(func.count()).select_from(table)) == 0, table
+    assert index.record_instance(_stored(0)).outcome is RecordOutcome.NEW
+    assert _series(session_factory).instance_count == 1
