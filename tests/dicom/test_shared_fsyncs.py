@@ -16,13 +16,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
 
 from dicom_node import storage as storage_module
 from dicom_node.index import RecordResult, StoredInstance
-from dicom_node.reactor import EventDrivenDUL
+from dicom_node.reactor import EventDrivenDUL, StreamingDimse
 
 from .conftest import (  # type: ignore[import-not-found]
     DCMTK_ENV,
@@ -52,6 +53,7 @@ class _Steps:
         index = node.component.node.services.index
         real_record = index.record_instance
         real_send_command = EventDrivenDUL.send_command
+        real_send_msg = StreamingDimse.send_msg
 
         def fsync(fd: int) -> None:
             path = os.readlink(f"/proc/self/fd/{fd}")
@@ -78,11 +80,18 @@ class _Steps:
             self.note("response", command.decode("latin-1"))
             real_send_command(dul, context_id, command)
 
+        # A request that found the association thread busy is served there, the
+        # response going out through pynetdicom's DIMSE layer instead.
+        def send_msg(dimse: StreamingDimse, primitive: Any, context_id: int) -> None:
+            self.note("response", str(getattr(primitive, "AffectedSOPInstanceUID", "")))
+            real_send_msg(dimse, primitive, context_id)
+
         monkeypatch.setattr(storage_module.os, "fsync", fsync)
         monkeypatch.setattr(storage_module, "fsync_directory", fsync_directory)
         monkeypatch.setattr(storage_module.os, "replace", replace)
         monkeypatch.setattr(index, "record_instance", record_instance)
         monkeypatch.setattr(EventDrivenDUL, "send_command", send_command)
+        monkeypatch.setattr(StreamingDimse, "send_msg", send_msg)
 
     def note(self, kind: str, detail: str) -> None:
         with self._lock:
