@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -272,18 +272,15 @@ class ReceivedDataSet:
 
     The :class:`dicom_node.reactor.DataSetSink` of the node: fragments come
     from the association's DUL thread, which hashes each as it is written;
-    once the last one is in, the rest is written and the file fsynced on an
-    I/O thread while the handler parses the header (see :meth:`finish`); the
-    temporary file starts with our File Meta.  The
+    once the last one is in, the file is fsynced on that thread (see
+    :meth:`finish`); the temporary file starts with our File Meta.  The
     fragments are kept (as views of the received PDUs, no copy) for the
     header parse.  A write error is kept for the handler, which
     then answers with a failure status.
     """
 
-    def __init__(self, writer: TemporaryWriter, meta: bytes, io: Executor | None = None) -> None:
+    def __init__(self, writer: TemporaryWriter, meta: bytes) -> None:
         self._writer = writer
-        self._io = io
-        self._finishing: Future[TemporaryFile] | None = None
         self._fragments: list[memoryview] = []
         self._hasher = new_hasher()
         self._size = 0
@@ -307,35 +304,14 @@ class ReceivedDataSet:
                 self._error = exc
 
     def finish(self) -> None:
-        """Write out what is staged and fsync the file: on ``io`` where given, so the
-        header is parsed meanwhile (:meth:`durable` waits for it), else here.
-
-        The fsync was on the critical path of every instance after the parse: a
-        sender waits for each response before it sends the next instance.
-        """
-        self._finished = True
-        if self._error is not None:
-            return
-        if self._io is not None:
-            try:
-                self._finishing = self._io.submit(self._writer.finish)
-                return
-            except RuntimeError:  # the executor is shut down (node stopping): here
-                pass
+        """Write out what is staged and fsync the file, here."""
         try:
-            self._file = self._writer.finish()
+            if self._error is None:
+                self._file = self._writer.finish()
         except BaseException as exc:
             self._error = exc
-
-    def _settle(self) -> None:
-        """Wait for a finish running on ``io`` and keep its file or its error."""
-        finishing, self._finishing = self._finishing, None
-        if finishing is None:
-            return
-        try:
-            self._file = finishing.result()
-        except BaseException as exc:
-            self._error = exc
+        finally:
+            self._finished = True
 
     def placed(self) -> None:
         """The fsynced file was renamed into its place: nothing left to discard."""
@@ -344,7 +320,6 @@ class ReceivedDataSet:
     def discard(self) -> None:
         self._fragments.clear()
         if self._finished:
-            self._settle()
             if self._file is not None:  # fsynced but never placed
                 self._file.path.unlink(missing_ok=True)
                 self._file = None
@@ -389,7 +364,6 @@ class ReceivedDataSet:
         """The fsynced temporary file (or the error of writing it), after :meth:`finish`."""
         if not self._finished:
             raise RuntimeError("the data set has not been finished")
-        self._settle()
         if self._error is not None:
             raise self._error
         assert self._file is not None
@@ -418,7 +392,7 @@ def open_received(
     alone = services.tracker.open_count() <= 1
     writer = services.store.open_temporary(early_writes=alone)
     try:
-        return ReceivedDataSet(writer, meta, services.io)
+        return ReceivedDataSet(writer, meta)
     except BaseException:
         writer.abandon()
         raise
