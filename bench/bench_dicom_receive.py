@@ -69,14 +69,18 @@ radscribe,radscribe:1,radscribe:4,storescp,orthanc``, seven rounds, 2 CPUs,
 0.93x (0.81-1.09; more context switches, 3.65 against 2.80 ms CPU per
 image).
 
-More CPUs did not close the gap: on a 16-CPU host (2026-11-30, ``--tools``
-pointing at Debian 12's DCMTK 3.6.7 and Orthanc 1.10.1 unpacked there, seven
-rounds, ``--workers 4`` still on SO_REUSEPORT) four associations gave radscribe 832 images/s,
-Orthanc 714 and ``storescp --fork`` 2,614 (1.17x and 0.32x), one association
-346, 219 and 991.  The peers gain as much from the cores as the node does.  A
-scratch tree of the node without fsyncs and direct writes gave 1,014 there
-against 721 with them (1.28x paired; Orthanc 658, ``storescp --fork`` 2,274):
-durability is part of the gap, Python's per-image work the rest.
+More CPUs do not close the gap.  On a 16-CPU host (``--tools`` pointing at
+DCMTK 3.6.7 and Orthanc 1.10.1 carried from the Debian 12 VM with their
+libraries and loader, five rounds, ``--workers 4``), 2026-11-30, this
+checkout's node (BLAKE3 digests, the shared listening socket, start-up
+warm-up) against the node of that morning as a ``--variant``: one
+association 408 images/s (old 344; Orthanc 204, storescp 974: 2.01x
+Orthanc), four associations 976 (old 843; Orthanc 683, ``storescp --fork``
+2,567: 1.43x and 0.38x); a second run gave 986 against Orthanc 747 (1.32x).
+There the disk sets the pace of four associations: synced writes of one
+slice took 0.8-1.3 ms alone and 1.8-1.9 ms with four streams at once, and every
+instance waits for its file's fsync; a scratch tree without the folder
+fsync measured 1.00x paired.  The peers do not fsync.
 
 The node (``dicom_node.storage``) shares folder fsyncs between associations
 writing into one series folder, but each association
