@@ -262,6 +262,19 @@ def start_node(tmp_path: Path, sqlite_url: str) -> Iterator[Callable[..., Runnin
 NODE_COMMAND = [sys.executable, "-m", "app.cli.dicom", "serve"]
 
 
+def node_process_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """The environment of a `radscribe dicom serve` process with its data and SQLite
+    database under ``tmp_path``; ``settings`` add or override RADSCRIBE_ variables
+    (named without the prefix, e.g. ``DICOM_QUIET_SECONDS="0.3"``)."""
+    return {
+        **os.environ,
+        "RADSCRIBE_ENV": "development",
+        "RADSCRIBE_DATA_DIR": str(tmp_path / "data"),
+        "RADSCRIBE_DATABASE_URL": f"sqlite:///{tmp_path / 'node.db'}",
+        **{f"RADSCRIBE_{name}": value for name, value in settings.items()},
+    }
+
+
 class NodeProcess:
     """`radscribe dicom serve` in its own process; killed or stopped by its own pid."""
 

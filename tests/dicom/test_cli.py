@@ -28,6 +28,7 @@ from .conftest import (  # type: ignore[import-not-found]
     STORESCU,
     NodeProcess,
     RunningNode,
+    node_process_env,
     run_tool,
     wait_until,
     write_ct_series,
@@ -96,18 +97,15 @@ def _listed(
 
 
 def test_several_receiver_processes_share_one_port(tmp_path: Path) -> None:
-    database = f"sqlite:///{tmp_path / 'node.db'}"
-    env = {
-        **os.environ,
-        "RADSCRIBE_ENV": "development",
-        "RADSCRIBE_DATA_DIR": str(tmp_path / "data"),
-        "RADSCRIBE_DATABASE_URL": database,
-        "RADSCRIBE_DICOM_ALLOWED_AES": "STORESCU,ECHOSCU",
-        "RADSCRIBE_DICOM_QUIET_SECONDS": "0.3",
-        "RADSCRIBE_DICOM_MIN_SERIES_SLICES": "8",
-        "RADSCRIBE_DICOM_MIN_FREE_BYTES": "0",
-        "RADSCRIBE_LOG_LEVEL": "WARNING",
-    }
+    env = node_process_env(
+        tmp_path,
+        DICOM_ALLOWED_AES="STORESCU,ECHOSCU",
+        DICOM_QUIET_SECONDS="0.3",
+        DICOM_MIN_SERIES_SLICES="8",
+        DICOM_MIN_FREE_BYTES="0",
+        LOG_LEVEL="WARNING",
+    )
+    database = env["RADSCRIBE_DATABASE_URL"]
     port, metrics_port = free_port(), free_port()
     env["RADSCRIBE_METRICS_PORT"] = str(metrics_port)
     series = [write_ct_series(tmp_path / f"s{i}", slices=8, seed=i) for i in range(4)]
@@ -206,14 +204,7 @@ def _connection_owners(port: int, pids: list[int]) -> Counter[int]:
 def test_receiver_processes_take_one_association_each(tmp_path: Path) -> None:
     """Four associations to four receiver processes land in four processes (an idle
     process takes a new connection first), not hashed as SO_REUSEPORT would."""
-    env = {
-        **os.environ,
-        "RADSCRIBE_ENV": "development",
-        "RADSCRIBE_DATA_DIR": str(tmp_path / "data"),
-        "RADSCRIBE_DATABASE_URL": f"sqlite:///{tmp_path / 'node.db'}",
-        "RADSCRIBE_DICOM_ALLOWED_AES": "STORESCU",
-        "RADSCRIBE_LOG_LEVEL": "INFO",
-    }
+    env = node_process_env(tmp_path, DICOM_ALLOWED_AES="STORESCU", LOG_LEVEL="INFO")
     port = free_port()
     log = tmp_path / "node.log"
     node = NodeProcess(env, port, log, workers=4)

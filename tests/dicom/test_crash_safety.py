@@ -9,7 +9,6 @@ re-send adds no duplicates.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from .conftest import (  # type: ignore[import-not-found]
     STORESCU,
     NodeProcess,
     dataset_bytes,
+    node_process_env,
     run_tool,
     write_ct_series,
 )
@@ -40,18 +40,14 @@ KILL_AFTER = (3, 11, 19)  # acknowledged stores seen before each kill -9
 
 @pytest.fixture
 def node_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {
-        **os.environ,
-        "RADSCRIBE_ENV": "development",
-        "RADSCRIBE_DATA_DIR": str(tmp_path / "data"),
-        "RADSCRIBE_DATABASE_URL": f"sqlite:///{tmp_path / 'node.db'}",
-        "RADSCRIBE_DICOM_ALLOWED_AES": "STORESCU",
-        "RADSCRIBE_DICOM_QUIET_SECONDS": "0.3",
-        "RADSCRIBE_DICOM_MIN_SERIES_SLICES": "8",
-        "RADSCRIBE_DICOM_MIN_FREE_BYTES": "0",
-        "RADSCRIBE_LOG_LEVEL": "WARNING",
-    }
-    yield env
+    yield node_process_env(
+        tmp_path,
+        DICOM_ALLOWED_AES="STORESCU",
+        DICOM_QUIET_SECONDS="0.3",
+        DICOM_MIN_SERIES_SLICES="8",
+        DICOM_MIN_FREE_BYTES="0",
+        LOG_LEVEL="WARNING",
+    )
 
 
 def _send_and_kill(node: NodeProcess, folder: Path, kill_after: int) -> set[Path]:
