@@ -22,7 +22,6 @@ import blake3
 
 ALGORITHM = "blake3"
 LEGACY_ALGORITHM = "sha256"  # digests written without a name
-ALGORITHMS = (ALGORITHM, LEGACY_ALGORITHM)
 SEPARATOR = ":"
 HEX_DIGITS = frozenset("0123456789abcdef")
 

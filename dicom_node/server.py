@@ -152,9 +152,9 @@ class _SharedListenerServer(_Server):
         busy = self._connected_associations() + self._starting
         if busy:
             time.sleep(min(busy * ACCEPT_DEFER_SECONDS, MAX_ACCEPT_DEFER_SECONDS))
-        request, address = super().get_request()
-        request.setblocking(True)  # as accepted from a blocking listener
-        return request, address
+        # The accepted socket blocks (Python gives it the default timeout, None) even
+        # though the listener does not.
+        return super().get_request()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # Counted as busy from here (the serving thread starts) until its association
@@ -208,15 +208,13 @@ def listening_socket(
             sock.bind((host, port))
             sock.listen(LISTEN_BACKLOG)
             return sock
-        except OSError as exc:
+        except BaseException as exc:
             sock.close()
-            if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+            in_use = isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+            if not in_use or time.monotonic() >= deadline:
                 raise
-            log.warning("port %d is in use; retrying", port)
-            time.sleep(BIND_RETRY_INTERVAL_SECONDS)
-        except BaseException:
-            sock.close()
-            raise
+        log.warning("port %d is in use; retrying", port)
+        time.sleep(BIND_RETRY_INTERVAL_SECONDS)
 
 
 class DicomNode:

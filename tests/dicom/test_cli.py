@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import subprocess
@@ -231,3 +232,21 @@ def test_receiver_processes_take_one_association_each(tmp_path: Path) -> None:
             association.release()
         node.stop()
     assert node.process.returncode == 0
+
+
+def test_the_shared_port_is_bound_again_once_the_old_holder_lets_go() -> None:
+    """A restarted node's receivers find the port still held by the killed node's ones for
+    a moment: binding waits for it (up to its limit) instead of failing at once."""
+    from dicom_node.server import listening_socket
+
+    held = listening_socket("127.0.0.1", 0)
+    port = held.getsockname()[1]
+    with pytest.raises(OSError) as refused:
+        listening_socket("127.0.0.1", port, retry_seconds=0.2)
+    assert refused.value.errno == errno.EADDRINUSE
+    threading.Timer(0.3, held.close).start()
+    shared = listening_socket("127.0.0.1", port, retry_seconds=10)
+    try:
+        assert shared.getsockname()[1] == port
+    finally:
+        shared.close()
