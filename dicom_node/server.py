@@ -36,6 +36,7 @@ from dicom_node.handlers import NodeServices
 from dicom_node.header import configure_pydicom
 from dicom_node.index import InstanceIndex
 from dicom_node.metrics import ReceiveMetrics
+from dicom_node.negotiation import install_remembered_negotiation
 from dicom_node.reactor import (
     LeanStore,
     SinkFactory,
@@ -245,6 +246,7 @@ class DicomNode:
         _config.LOG_HANDLER_LEVEL = "none"
         check_pynetdicom_version()
         install_uid_validation_cache()
+        install_remembered_negotiation()
         configure_pydicom()
         ae = AE(ae_title=self.config.ae_title)
         ae.maximum_associations = self.config.max_associations
