@@ -44,6 +44,23 @@ process tree, from ``/proc``), which other work on a shared machine disturbs
 much less than the rate.  Goals: one association at least Orthanc's rate; four
 associations at least 1.5x Orthanc and at least 0.5x ``storescp --fork``.
 
+Reached on the 2-CPU VM, 2026-11-30, three runs of ``--peers
+radscribe,storescp,orthanc`` (``disk:`` 1,844-2,058 files/s for 4 streams),
+each line: one association, then four (two receiver processes), medians:
+
+- 3 rounds: 360.8 images/s, 2.71x Orthanc; 566.9, 1.90x Orthanc and 0.79x
+  ``storescp --fork`` (713.7);
+- 7 rounds (with ``pynetdicom-discard``): 344.5, 1.81x; 495.8, 1.54x and 0.57x
+  (868.6);
+- 5 rounds (with a ``--variant`` of the previous commit, paired 0.99x): 401.2,
+  2.18x; 552.1, 1.75x and 0.62x (896.0).
+
+Paired by round instead, four associations measured 1.51-1.79x Orthanc and
+0.50-0.72x ``storescp --fork`` (medians of the three runs).  In earlier runs when the
+disk flushed slowly (``disk:`` 776 and 1,082) the node of the
+previous commit met neither four-association goal (1.21-1.33x and 0.36-0.43x);
+see below for why.
+
 What bounds ``radscribe`` here is mostly the disk, not its CPU: on a virtual
 disk with a write-back cache and no FUA, every fsync waits for a cache flush,
 and flushes complete on a 4 ms grid while the host is busy (a no-op fsync
