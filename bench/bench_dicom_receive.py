@@ -52,14 +52,16 @@ each line: one association, then four (two receiver processes), medians:
   ``storescp --fork`` (713.7);
 - 7 rounds (with ``pynetdicom-discard``): 344.5, 1.81x; 495.8, 1.54x and 0.57x
   (868.6);
-- 5 rounds (with a ``--variant`` of the previous commit, paired 0.99x): 401.2,
+- 5 rounds (with a ``--variant`` of 5e4348c, before the remembered
+  negotiation, paired 0.99x): 401.2,
   2.18x; 552.1, 1.75x and 0.62x (896.0).
 
 Paired by round instead, four associations measured 1.51-1.79x Orthanc and
-0.50-0.72x ``storescp --fork`` (medians of the three runs).  In earlier runs when the
-disk flushed slowly (``disk:`` 776 and 1,082) the node of the
-previous commit met neither four-association goal (1.21-1.33x and 0.36-0.43x);
-see below for why.
+0.50-0.72x ``storescp --fork`` (medians of the three runs).  In earlier runs
+while the disk flushed slowly (``disk:`` 776 and 1,082), the node of 5e4348c
+met neither four-association goal (1.21-1.33x and 0.36-0.43x); the variant
+runs above show it as fast as today's node.  See below for why the disk
+matters.
 
 What bounds ``radscribe`` here is mostly the disk, not its CPU: on a virtual
 disk with a write-back cache and no FUA, every fsync waits for a cache flush,
