@@ -53,8 +53,7 @@ each line: one association, then four (two receiver processes), medians:
 - 7 rounds (with ``pynetdicom-discard``): 344.5, 1.81x; 495.8, 1.54x and 0.57x
   (868.6);
 - 5 rounds (with a ``--variant`` of 5e4348c, before the remembered
-  negotiation, paired 0.99x): 401.2,
-  2.18x; 552.1, 1.75x and 0.62x (896.0).
+  negotiation, paired 0.99x): 401.2, 2.18x; 552.1, 1.75x and 0.62x (896.0).
 
 Paired by round instead, four associations measured 1.51-1.79x Orthanc and
 0.50-0.72x ``storescp --fork`` (medians of the three runs).  In earlier runs
