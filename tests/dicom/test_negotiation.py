@@ -134,6 +134,10 @@ def test_a_remembered_request_decodes_as_pynetdicom_does() -> None:
     )
     assert (second.calling_ae_title, second.called_ae_title) == ("MODALITY", "RADSCRIBE")
     assert second.application_context_name == expected.application_context_name
+    remembered_pdu = RememberedAssociateRQ()
+    remembered_pdu.decode(data)
+    assert remembered_pdu.encode() == data  # and pynetdicom's debug log can print it
+    assert "Presentation Context" in str(remembered_pdu)
     other = _decoded(RememberedAssociateRQ, _request_bytes(calling="OTHER"))
     assert other.calling_ae_title == "OTHER"  # fixed fields are never remembered
 
