@@ -47,8 +47,8 @@ associations at least 1.5x Orthanc and at least 0.5x ``storescp --fork``.
 At the goal on the 2-CPU VM, 2026-11-30: seven runs (3 to 7 rounds each;
 ``disk:`` 1,553-2,406 synced files/s for 4 streams), two receiver processes for
 four associations.  One association was 1.72-2.71x Orthanc in the five runs
-that measured it.  Four
-associations, ratios of the medians to Orthanc and to ``storescp --fork``:
+that measured it.  Four associations, ratios of the medians to Orthanc and to
+``storescp --fork``:
 
 - met both: 1.90x and 0.79x (566.9 images/s), 1.54x and 0.57x (495.8), 1.75x
   and 0.62x (552.1), 1.50x and 0.57x (467.1);
