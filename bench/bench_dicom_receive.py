@@ -44,7 +44,7 @@ process tree, from ``/proc``), which other work on a shared machine disturbs
 much less than the rate.  Goals: one association at least Orthanc's rate; four
 associations at least 1.5x Orthanc and at least 0.5x ``storescp --fork``.
 
-At the goal on the 2-CPU VM, 2026-11-30: seven runs (3 to 7 rounds each;
+At the goal on the 2-CPU VM, 2026-11-30: eight runs (3 to 7 rounds each;
 ``disk:`` 1,553-2,406 synced files/s for 4 streams), two receiver processes for
 four associations.  One association was 1.72-2.71x Orthanc in the five runs
 that measured it.  Four associations, ratios of the medians to Orthanc and to
@@ -53,22 +53,25 @@ that measured it.  Four associations, ratios of the medians to Orthanc and to
 - met both: 1.90x and 0.79x (566.9 images/s), 1.54x and 0.57x (495.8), 1.75x
   and 0.62x (552.1), 1.50x and 0.57x (467.1);
 - missed one: 1.40x and 0.497x (537.2; Orthanc at 383.1 and storescp at
-  1,081.2 then), 1.65x and 0.49x (544.7), 1.45x and 0.56x (556.2).
+  1,081.2 then), 1.65x and 0.49x (544.7), 1.45x and 0.56x (556.2), 1.36x and
+  0.51x (473.4).
 
-The median over the runs is 1.54x and 0.57x.  The node's rate is steady
+The median over the runs is 1.52x and 0.565x.  The node's rate is steady
 (467-567 images/s) while the peers', which do no fsync, follow the host's load
 (Orthanc 298-383, ``storescp --fork`` 714-1,108), so the ratios straddle the
 goals.  In earlier runs while the disk flushed slowly (``disk:`` 776 and
 1,082), the node of 5e4348c met neither four-association goal (1.21-1.33x and
 0.36-0.43x); a ``--variant`` run shows it as fast as today's node (paired
 0.99x).  More processes do not help: three and four measured 0.90x and 0.82x
-two (``--peers radscribe,radscribe:3,radscribe:4``, paired, 5 rounds).  A
-scratch timeline of one run (four associations, 660 images/s) gave these
-medians per instance: 0.56 ms receiving the data set, 1.46 ms writing and
-fsyncing the file, 0.15 ms parsing, 0.74 ms for the rename and the folder's
-fsync, 0.27 ms for the row (over 1 ms for 16 % of rows: likely the other
-process holding SQLite's write lock, whose busy handler first sleeps 1 ms),
-0.08 ms to respond and 0.65 ms until storescu's next request.  See below for why the disk matters.
+two (``--peers radscribe,radscribe:3,radscribe:4``, paired, 5 rounds), and
+writing each file in 256 KiB blocks as it arrives (as for a lone association)
+measured 0.97x (a ``--variant``, 7 rounds).  A scratch timeline of one run
+(four associations, 660 images/s) gave these medians per instance: 0.56 ms
+receiving the data set, 1.46 ms writing and fsyncing the file, 0.15 ms
+parsing, 0.74 ms for the rename and the folder's fsync, 0.27 ms for the row
+(over 1 ms for 16 % of rows: likely the other process holding SQLite's write
+lock, whose busy handler first sleeps 1 ms), 0.08 ms to respond and 0.65 ms
+until storescu's next request.  See below for why the disk matters.
 
 What bounds ``radscribe`` here is mostly the disk, not its CPU: on a virtual
 disk with a write-back cache and no FUA, every fsync waits for a cache flush,
