@@ -39,6 +39,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar, cast
 
 import pynetdicom.acse
+import pynetdicom.dul
 import pynetdicom.fsm
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_items import (
@@ -55,6 +56,8 @@ from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 MAX_REMEMBERED_REQUESTS = 64
 MAX_REMEMBERED_CONTEXT_ITEMS = 4096
 ASSOCIATE_RQ_PDU = 0x01  # PS3.8 section 9.3.2
+ASSOCIATE_RQ_TYPE = bytes((ASSOCIATE_RQ_PDU,))
+ASSOCIATE_RQ_EVENT = "Evt6"  # the state machine's event: A-ASSOCIATE-RQ PDU received
 ASSOCIATE_AC_PDU = 0x02  # PS3.8 section 9.3.3
 CONTEXT_RQ_ITEM = 0x20  # PS3.8 table 9-13
 CONTEXT_AC_ITEM = 0x21  # PS3.8 table 9-18
@@ -101,14 +104,11 @@ def fresh_copy(original: _Object) -> _Object:
 
 # --- the request ---------------------------------------------------------------------
 
-# Keyed by the request's presentation context items, as received (nothing else of
-# the request is remembered: its user information may carry credentials).
-_context_items_rq: _Remembered[tuple[PresentationContextItemRQ, ...]] = _Remembered(
-    MAX_REMEMBERED_REQUESTS
-)
-_requested_contexts: _Remembered[tuple[PresentationContext, ...]] = _Remembered(
-    MAX_REMEMBERED_REQUESTS
-)
+# A proposal's presentation context items (shared, only read) and the contexts made
+# from them (copied for each association), keyed by the items as received; nothing
+# else of a request is remembered: its user information may carry credentials.
+_Proposal = tuple[tuple[PresentationContextItemRQ, ...], tuple[PresentationContext, ...]]
+_proposals: _Remembered[_Proposal] = _Remembered(MAX_REMEMBERED_REQUESTS)
 
 
 def _decoded_item(item_type: int, data: bytes) -> PDUItem:
@@ -117,12 +117,20 @@ def _decoded_item(item_type: int, data: bytes) -> PDUItem:
     return item
 
 
+def _proposal(pieces: list[tuple[int, bytes]]) -> _Proposal:
+    items = tuple(
+        cast(PresentationContextItemRQ, _decoded_item(item_type, data))
+        for item_type, data in pieces
+        if item_type == CONTEXT_RQ_ITEM
+    )
+    return items, tuple(item.to_primitive() for item in items)
+
+
 class RememberedAssociateRQ(A_ASSOCIATE_RQ):
     """A received A-ASSOCIATE-RQ whose presentation context items are decoded, and
-    turned into contexts, once per distinct proposal (the items are shared and only
-    read; each association gets its own copies of the contexts)."""
+    turned into contexts, once per distinct proposal."""
 
-    _contexts_key: bytes | None = None
+    _contexts: tuple[PresentationContext, ...] | None = None
 
     @property
     def pdu_type(self) -> int:  # pynetdicom looks its own classes up by exact type
@@ -131,43 +139,27 @@ class RememberedAssociateRQ(A_ASSOCIATE_RQ):
     def _wrap_generate_items(self, bytestream: bytes) -> list[PDUItem]:
         pieces = list(self._generate_items(bytestream))
         key = b"".join(data for item_type, data in pieces if item_type == CONTEXT_RQ_ITEM)
-        self._contexts_key = key
-        remembered = iter(
-            _context_items_rq.get(
-                key,
-                lambda: tuple(
-                    cast(PresentationContextItemRQ, _decoded_item(item_type, data))
-                    for item_type, data in pieces
-                    if item_type == CONTEXT_RQ_ITEM
-                ),
-            )
-        )
+        items, self._contexts = _proposals.get(key, functools.partial(_proposal, pieces))
+        remembered = iter(items)
         return [
             next(remembered) if item_type == CONTEXT_RQ_ITEM else _decoded_item(item_type, data)
             for item_type, data in pieces
         ]
 
     def to_primitive(self) -> A_ASSOCIATE:
-        key = self._contexts_key
-        if key is None:
+        if self._contexts is None:  # not decoded from bytes
             return super().to_primitive()
         primitive = A_ASSOCIATE()
         primitive.calling_ae_title = self.calling_ae_title
         primitive.called_ae_title = self.called_ae_title
         primitive.application_context_name = self.application_context_name
-        contexts = _requested_contexts.get(key, self._build_contexts)
-        primitive.presentation_context_definition_list.extend(fresh_copy(cx) for cx in contexts)
+        primitive.presentation_context_definition_list.extend(
+            fresh_copy(cx) for cx in self._contexts
+        )
         for item in self.variable_items:
             if isinstance(item, UserInformationItem):
                 primitive.user_information = item.to_primitive()
         return primitive
-
-    def _build_contexts(self) -> tuple[PresentationContext, ...]:
-        return tuple(
-            item.to_primitive()
-            for item in self.variable_items
-            if isinstance(item, PresentationContextItemRQ)
-        )
 
 
 # --- the negotiation -----------------------------------------------------------------
@@ -198,11 +190,7 @@ def remembered_negotiate_as_acceptor(
     roles: dict[Any, tuple[bool | None, bool | None]] | None = None,
 ) -> tuple[list[PresentationContext], list[Any]]:
     """pynetdicom's :func:`negotiate_as_acceptor`, remembered (fresh copies each call)."""
-    try:
-        key = _negotiation_key(rq_contexts, ac_contexts, roles)
-        hash(key)
-    except TypeError:  # something unhashable where a UID or a role was expected
-        return negotiate_as_acceptor(rq_contexts, ac_contexts, roles)
+    key = _negotiation_key(rq_contexts, ac_contexts, roles)
 
     def negotiate() -> _Negotiated:
         results, reply_roles = negotiate_as_acceptor(rq_contexts, ac_contexts, roles)
@@ -274,8 +262,8 @@ class RememberedAssociateAC(A_ASSOCIATE_AC):
 
 
 def install_remembered_negotiation() -> None:
-    """Negotiate and answer through the remembered steps (process-wide; the results are
-    pynetdicom's own).  The request side is per association: the node's DUL decodes
-    A-ASSOCIATE-RQ PDUs as :class:`RememberedAssociateRQ`."""
+    """Decode, negotiate and answer through the remembered steps (process-wide, in
+    pynetdicom's own tables; the results are pynetdicom's own)."""
+    pynetdicom.dul._PDU_TYPES[ASSOCIATE_RQ_TYPE] = (RememberedAssociateRQ, ASSOCIATE_RQ_EVENT)
     pynetdicom.acse.negotiate_as_acceptor = remembered_negotiate_as_acceptor
     pynetdicom.fsm.A_ASSOCIATE_AC = RememberedAssociateAC  # type: ignore[misc]

@@ -73,8 +73,6 @@ from pynetdicom.sop_class import uid_to_service_class
 from pynetdicom.transport import AssociationSocket, RequestHandler
 from pynetdicom.utils import make_target
 
-from dicom_node.negotiation import RememberedAssociateRQ
-
 log = logging.getLogger(__name__)
 
 SUPPORTED_PYNETDICOM = ("3.0.",)
@@ -92,8 +90,6 @@ PDU_HEADER_LENGTH = 6
 MAX_CANCEL_REQUESTS = 10  # as pynetdicom
 PDV_LENGTH_SIZE = 4
 P_DATA_TF_TYPE = 0x04
-ASSOCIATE_RQ_TYPE = b"\x01"
-ASSOCIATE_RQ_EVENT = "Evt6"  # an A-ASSOCIATE-RQ PDU received
 KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
 # Handlers on these would miss PDUs that take the P-DATA fast path.
 _WATCHING_EVENTS = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_FSM_TRANSITION)
@@ -460,18 +456,6 @@ class EventDrivenDUL(DULServiceProvider):
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
         return False
-
-    def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
-        """pynetdicom's, decoding an A-ASSOCIATE-RQ as a :class:`RememberedAssociateRQ`
-        (see :mod:`dicom_node.negotiation`)."""
-        if bytestream[:1] != ASSOCIATE_RQ_TYPE:
-            return super()._decode_pdu(bytestream)
-        data = bytes(bytestream)
-        evt.trigger(self.assoc, evt.EVT_DATA_RECV, {"data": data})
-        pdu = RememberedAssociateRQ()
-        pdu.decode(data)
-        evt.trigger(self.assoc, evt.EVT_PDU_RECV, {"pdu": pdu})
-        return pdu, ASSOCIATE_RQ_EVENT
 
     def _fast_p_data(self, body: bytearray) -> bool:
         """Hand a P-DATA-TF's PDVs to DIMSE directly, as the state machine would.

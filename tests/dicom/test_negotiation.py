@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import pynetdicom.acse
+import pynetdicom.dul
 import pynetdicom.fsm
 from pydicom.uid import (
     BasicTextSRStorage,
@@ -147,11 +148,7 @@ def test_nothing_but_the_proposed_contexts_is_remembered_of_a_request() -> None:
     decoded = _decoded(RememberedAssociateRQ, data)
     identity = [i for i in decoded.user_information if isinstance(i, UserIdentityNegotiation)]
     assert [item.secondary_field for item in identity] == [b"s3cret-passcode"]
-    remembered = [
-        cast(bytes, key)
-        for cache in (negotiation._context_items_rq, negotiation._requested_contexts)
-        for key in cache._values
-    ]
+    remembered = [cast(bytes, key) for key in negotiation._proposals._values]
     assert remembered
     assert not any(b"s3cret-passcode" in key for key in remembered)
 
@@ -284,5 +281,6 @@ def test_the_node_answers_a_repeated_proposal_alike_from_memory(
             ]
         )
     )
+    assert pynetdicom.dul._PDU_TYPES[b"\x01"][0] is RememberedAssociateRQ
     assert pynetdicom.acse.negotiate_as_acceptor is remembered_negotiate_as_acceptor
     assert pynetdicom.fsm.A_ASSOCIATE_AC is RememberedAssociateAC
