@@ -72,11 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=DIR")
     parser.add_argument("--work", type=Path, default=None, help="folder for data (default: tmp)")
     args = parser.parse_args(argv)
-    variants = {}
-    for text in args.variant:
-        name, _, folder = text.partition("=")
-        variants[f"radscribe@{name}"] = Path(folder).resolve()
-    peers = [*args.peers.split(","), *variants]
+    peers, variants = receive.parse_peers(parser, args.peers, args.variant)
     work = Path(tempfile.mkdtemp(prefix="bench-assoc-", dir=args.work))
     files = receive.write_series(work / "series", args.associations, SIZE)
     print(

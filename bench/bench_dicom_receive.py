@@ -481,6 +481,26 @@ def peer_workers(peer: str, associations: int, workers: int) -> int:
     return 1 if associations == 1 else named_workers(peer) or workers
 
 
+def parse_peers(
+    parser: argparse.ArgumentParser, names: str, variant_options: Sequence[str]
+) -> tuple[list[str], dict[str, Path]]:
+    """``--peers`` and ``--variant NAME=DIR`` options: the peers in order (variants
+    last, as ``radscribe@NAME``) and each variant's source tree; errors through
+    ``parser``."""
+    peers = [p for p in names.split(",") if p]
+    variants: dict[str, Path] = {}
+    for option in variant_options:
+        name, _, folder = option.partition("=")
+        if not name or not Path(folder, "dicom_node").is_dir():
+            parser.error(f"--variant {option}: NAME=DIR, DIR a source tree with dicom_node/")
+        variants[f"radscribe@{name}"] = Path(folder).resolve()
+    peers += list(variants)
+    unknown = {p for p in set(peers) - set(PEERS) - set(variants) if not is_worker_peer(p)}
+    if unknown:
+        parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
+    return peers, variants
+
+
 def start(
     peer: str, work: Path, associations: int, workers: int, variants: dict[str, Path]
 ) -> Receiver:
@@ -544,17 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tools is not None:
         use_tools(args.tools)
-    peers = [p for p in args.peers.split(",") if p]
-    variants: dict[str, Path] = {}
-    for option in args.variant:
-        name, _, folder = option.partition("=")
-        if not name or not Path(folder, "dicom_node").is_dir():
-            parser.error(f"--variant {option}: NAME=DIR, DIR a source tree with dicom_node/")
-        variants[f"radscribe@{name}"] = Path(folder).resolve()
-    peers += list(variants)
-    unknown = {p for p in set(peers) - set(PEERS) - set(variants) if not is_worker_peer(p)}
-    if unknown:
-        parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
+    peers, variants = parse_peers(parser, args.peers, args.variant)
     association_counts = [int(n) for n in args.associations.split(",")]
 
     with tempfile.TemporaryDirectory(prefix="bench-dicom-", dir=args.work) as tmp:
