@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from dicom_node.header import InstanceHeader
+from dicom_node.selection import SliceSummary
 
 
 class RecordOutcome(enum.StrEnum):
@@ -70,6 +71,9 @@ class SeriesFile:
     storage_path: str
     instance_number: int | None
     slice_position: float | None
+    # What selection needs of its header, kept at receipt (SliceSummary.to_record);
+    # None for an instance indexed without it (selection then reads the file).
+    selection: SliceSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class InstanceIndex(Protocol):
 
         A new or replaced instance puts its series back to *receiving*, raises
         its content version and its last-instance time; a replacement is audited.
+        The row keeps what selection needs of the header (see ``SeriesFile``).
         Returns only once committed.
         """
         ...

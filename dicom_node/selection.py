@@ -18,7 +18,7 @@ import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from dicom_node.header import InstanceHeader
 
@@ -45,6 +45,8 @@ MIXED_THICKNESS_PENALTY = 10.0
 TILT_PENALTY = 5.0
 SLICE_COUNT_POINTS_MAX = 5.0
 SLICES_PER_POINT = 100.0
+# The form of SliceSummary.to_record; a record of another version is read from the file.
+SLICE_RECORD_VERSION = 1
 
 
 class KernelClass(enum.StrEnum):
@@ -106,6 +108,9 @@ def classify_kernel(kernel: str, description: str) -> KernelClass:
 
 @dataclass(frozen=True)
 class SliceSummary:
+    """What selection needs of one instance's header, series attributes included (as
+    the instance states them: a series summary takes its first slice's)."""
+
     sop_class_uid: str
     image_type: tuple[str, ...]
     orientation: tuple[float, ...] | None
@@ -115,6 +120,10 @@ class SliceSummary:
     columns: int | None
     pixel_spacing: tuple[float, ...] | None
     gantry_tilt: float | None = None
+    modality: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+    kernel: str = ""
 
     @classmethod
     def from_header(cls, header: InstanceHeader) -> SliceSummary:
@@ -128,7 +137,99 @@ class SliceSummary:
             columns=header.columns,
             pixel_spacing=header.pixel_spacing,
             gantry_tilt=header.gantry_tilt,
+            modality=header.modality,
+            series_number=header.series_number,
+            series_description=header.series_description,
+            kernel=header.convolution_kernel,
         )
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-ready form, for the index to keep at receipt so that selection need
+        not read every header from disk again (:meth:`from_record` reads it back)."""
+        return {
+            "v": SLICE_RECORD_VERSION,
+            "sop_class_uid": self.sop_class_uid,
+            "image_type": list(self.image_type),
+            "orientation": _listed(self.orientation),
+            "position": _listed(self.position),
+            "thickness": self.thickness,
+            "rows": self.rows,
+            "columns": self.columns,
+            "pixel_spacing": _listed(self.pixel_spacing),
+            "gantry_tilt": self.gantry_tilt,
+            "modality": self.modality,
+            "series_number": self.series_number,
+            "series_description": self.series_description,
+            "kernel": self.kernel,
+        }
+
+    @classmethod
+    def from_record(cls, record: Any) -> SliceSummary | None:
+        """The summary :meth:`to_record` wrote; None for a record of another version or
+        a damaged one (the caller reads the header instead)."""
+        if not isinstance(record, dict) or record.get("v") != SLICE_RECORD_VERSION:
+            return None
+        try:
+            return cls(
+                sop_class_uid=_text(record["sop_class_uid"]),
+                image_type=_texts(record["image_type"]),
+                orientation=_numbers(record["orientation"]),
+                position=_numbers(record["position"]),
+                thickness=_number(record["thickness"]),
+                rows=_integer(record["rows"]),
+                columns=_integer(record["columns"]),
+                pixel_spacing=_numbers(record["pixel_spacing"]),
+                gantry_tilt=_number(record["gantry_tilt"]),
+                modality=_text(record["modality"]),
+                series_number=_integer(record["series_number"]),
+                series_description=_text(record["series_description"]),
+                kernel=_text(record["kernel"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def _listed(values: tuple[float, ...] | None) -> list[float] | None:
+    return None if values is None else list(values)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not text")
+    return value
+
+
+def _texts(values: Any) -> tuple[str, ...]:
+    if not isinstance(values, list):
+        raise TypeError("not a list")
+    return tuple(_text(value) for value in values)
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("not a number")
+    return float(value)
+
+
+def _integer(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("not an integer")
+    return value
+
+
+def _numbers(values: Any) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    if not isinstance(values, list):
+        raise TypeError("not a list")
+    numbers = tuple(_number(value) for value in values)
+    if None in numbers:
+        raise TypeError("a missing number")
+    return cast(tuple[float, ...], numbers)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from dicom_node.header import InstanceHeader, RejectedInstance, read_header_file
+from dicom_node.header import RejectedInstance, read_header_file
 from dicom_node.index import InstanceIndex, ReadySeries, SeriesDecision, SeriesFile
 from dicom_node.metrics import ReadyMetrics
 from dicom_node.selection import (
@@ -68,16 +68,18 @@ class SeriesReadyEvent:
     flags: tuple[str, ...] = ()
 
 
-def summarize_series(ready: ReadySeries, headers: Sequence[InstanceHeader]) -> SeriesSummary:
-    first = headers[0] if headers else None
+def summarize_series(ready: ReadySeries, slices: Sequence[SliceSummary]) -> SeriesSummary:
+    """The series as its slices (in slice order) state it; series attributes are the
+    first slice's."""
+    first = slices[0] if slices else None
     return SeriesSummary(
         series_instance_uid=ready.series_instance_uid,
         content_version=ready.content_version,
         modality=(first.modality if first else ready.modality) or ready.modality,
         series_number=first.series_number if first else None,
         description=first.series_description if first else "",
-        kernel=first.convolution_kernel if first else "",
-        slices=tuple(SliceSummary.from_header(h) for h in headers),
+        kernel=first.kernel if first else "",
+        slices=tuple(slices),
     )
 
 
@@ -186,10 +188,14 @@ class ReadyScanner:
         if cached is not None:
             self._summaries.move_to_end(key)
             return cached
-        headers: list[InstanceHeader] = []
+        slices: list[SliceSummary] = []
         for item in order_slices(self.index.series_files(ready.series_instance_uid)):
+            if item.selection is not None:
+                slices.append(item.selection)
+                continue
+            # Indexed before the index kept what selection needs: read the header.
             try:
-                headers.append(read_header_file(self.store.absolute(item.storage_path)))
+                header = read_header_file(self.store.absolute(item.storage_path))
             except (RejectedInstance, OSError, ValueError) as exc:
                 log.warning(
                     "instance %s of series %s unreadable for selection: %s",
@@ -197,7 +203,9 @@ class ReadyScanner:
                     ready.series_instance_uid,
                     type(exc).__name__,
                 )
-        summary = summarize_series(ready, headers)
+                continue
+            slices.append(SliceSummary.from_header(header))
+        summary = summarize_series(ready, slices)
         self._summaries[key] = summary
         while len(self._summaries) > SUMMARY_CACHE_SIZE:
             self._summaries.popitem(last=False)

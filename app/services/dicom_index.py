@@ -53,6 +53,7 @@ from dicom_node.index import (
     SeriesFile,
     StoredInstance,
 )
+from dicom_node.selection import SliceSummary
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ _INSTANCE_COLUMNS = (
     "content_digest",
     "instance_number",
     "slice_position",
+    "selection_attributes",
     "calling_ae",
     "received_at",
 )
@@ -518,6 +520,7 @@ class SqlInstanceIndex:
             "content_digest": instance.digest,
             "instance_number": header.instance_number,
             "slice_position": header.slice_position,
+            "selection_attributes": SliceSummary.from_header(header).to_record(),
             "calling_ae": instance.calling_ae[:16] or None,
             "received_at": now,
         }
@@ -714,6 +717,7 @@ class SqlInstanceIndex:
                     Instance.storage_path,
                     Instance.instance_number,
                     Instance.slice_position,
+                    Instance.selection_attributes,
                 )
                 .join(Series, Series.id == Instance.series_id)
                 .where(Series.series_instance_uid == series_instance_uid)
@@ -725,7 +729,13 @@ class SqlInstanceIndex:
                 )
             ).all()
         return [
-            SeriesFile(r.sop_instance_uid, r.storage_path, r.instance_number, r.slice_position)
+            SeriesFile(
+                r.sop_instance_uid,
+                r.storage_path,
+                r.instance_number,
+                r.slice_position,
+                SliceSummary.from_record(r.selection_attributes),
+            )
             for r in rows
         ]
 

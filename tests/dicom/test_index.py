@@ -20,6 +20,7 @@ from app.services.dicom_index import SqlInstanceIndex
 from dicom_node.digest import digest_of
 from dicom_node.header import summarize
 from dicom_node.index import RecordOutcome, SeriesDecision, StoredInstance
+from dicom_node.selection import SliceSummary
 
 from .conftest import make_ct_slice  # type: ignore[import-not-found]
 
@@ -320,6 +321,7 @@ def test_a_new_instance_row_holds_what_was_recorded(session_factory: sessionmake
         header.instance_number,
         header.slice_position,
     )
+    assert SliceSummary.from_record(row.selection_attributes) == SliceSummary.from_header(header)
     received = row.received_at.replace(tzinfo=row.received_at.tzinfo or UTC)
     assert before - timedelta(seconds=1) <= received <= datetime.now(UTC)
     series = _series(session_factory)

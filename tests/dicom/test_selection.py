@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from dicom_node.selection import (
     KernelClass,
     SelectionRules,
     SeriesSummary,
+    SliceSummary,
     assess_series,
     classify_kernel,
     rank_series,
@@ -30,7 +33,9 @@ def _summary(uid: str, slices: int = 12, **options: Any) -> SeriesSummary:
     for index in range(slices):
         ds = make_ct_slice(study_uid="1.2.9", series_uid=uid, index=index, **options)
         headers.append(_header(ds))
-    return summarize_series(ReadySeries("1.2.9", uid, 1, "CT"), headers)
+    return summarize_series(
+        ReadySeries("1.2.9", uid, 1, "CT"), [SliceSummary.from_header(h) for h in headers]
+    )
 
 
 def _header(ds: Any) -> Any:
@@ -136,7 +141,10 @@ def test_slices_are_ordered_by_position_not_instance_number() -> None:
 def _real_summary(folder: Path, uid: str = "real") -> SeriesSummary:
     headers = [read_header_file(path) for path in sorted(folder.iterdir()) if path.is_file()]
     headers.sort(key=lambda h: h.slice_position if h.slice_position is not None else 0.0)
-    return summarize_series(ReadySeries("study", headers[0].series_instance_uid, 1, "CT"), headers)
+    return summarize_series(
+        ReadySeries("study", headers[0].series_instance_uid, 1, "CT"),
+        [SliceSummary.from_header(h) for h in headers],
+    )
 
 
 def test_the_real_philips_study_selects_its_head_series(shared_data: Path) -> None:
@@ -166,3 +174,33 @@ def test_real_series_too_short_to_draft(shared_data: Path) -> None:
     result = assess_series(_real_summary(folder), SelectionRules())
     assert not result.eligible
     assert any("too few slices" in r for r in result.reasons)
+
+
+def test_a_slice_summary_survives_its_json_record() -> None:
+    ds = make_ct_slice(
+        study_uid="1.2.9", series_uid="1.2.9.1", index=3, tilt_degrees=12.5, kernel="B30f"
+    )
+    summary = SliceSummary.from_header(_header(ds))
+    assert summary.gantry_tilt and summary.kernel == "B30f" and summary.series_number == 2
+    record = json.loads(json.dumps(summary.to_record()))
+    assert SliceSummary.from_record(record) == summary
+    bare = replace(summary, orientation=None, position=None, thickness=None, pixel_spacing=None)
+    assert SliceSummary.from_record(json.loads(json.dumps(bare.to_record()))) == bare
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"v": 2},
+        {"rows": "512"},
+        {"orientation": [1.0, None, 0.0, 0.0, 1.0, 0.0]},
+        {"image_type": "ORIGINAL"},
+        {"thickness": True},
+    ],
+)
+def test_a_record_of_another_version_or_damaged_is_not_read(damage: dict[str, Any]) -> None:
+    ds = make_ct_slice(study_uid="1.2.9", series_uid="1.2.9.1", index=0)
+    record = SliceSummary.from_header(_header(ds)).to_record()
+    assert SliceSummary.from_record({**record, **damage}) is None
+    assert SliceSummary.from_record({k: v for k, v in record.items() if k != "kernel"}) is None
+    assert SliceSummary.from_record(None) is None
