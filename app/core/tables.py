@@ -260,10 +260,11 @@ class Instance(Base):
     content_digest: Mapped[str] = mapped_column(String(80))
     instance_number: Mapped[int | None]
     slice_position: Mapped[float | None] = mapped_column(Float)
-    # What series selection needs of the header (dicom_node.selection.SliceSummary's
-    # record), so a ready series is ranked without reading its files; NULL in rows
-    # from before revision 0007.
-    selection_attributes: Mapped[dict[str, Any] | None]
+    # What series selection needs of the header: dicom_node.selection.SliceSummary's
+    # record as JSON text (encoded before the receive path's transaction, not by a
+    # JSON type inside it), so a ready series is ranked without reading its files;
+    # NULL in rows from before revision 0007.
+    selection_attributes: Mapped[str | None] = mapped_column(Text)
     calling_ae: Mapped[str | None] = mapped_column(String(16))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 

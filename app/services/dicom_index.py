@@ -12,6 +12,7 @@ changes are guarded UPDATEs.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Collection, Iterator, Sequence
@@ -74,6 +75,17 @@ def _cut(value: str | None, length: int) -> str | None:
     return None if value is None else value[:length]
 
 
+def _selection_of(text: str | None) -> SliceSummary | None:
+    """The SliceSummary a row keeps as JSON text; None for none, or text not JSON."""
+    if text is None:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return SliceSummary.from_record(record)
+
+
 def _sop_of(storage_path: str) -> str:
     """``<study>/<series>/<sop>.<digest>.dcm`` -> ``<sop>``."""
     name = storage_path.rsplit("/", 1)[-1]
@@ -85,9 +97,17 @@ class _Pending:
     """One instance waiting for the group commit."""
 
     instance: StoredInstance
+    # The instance's selection attributes as JSON text, encoded before the transaction
+    # (what runs inside it holds SQLite's write lock, which other receivers wait for).
+    selection: str = field(init=False)
     done: threading.Event = field(default_factory=threading.Event)
     result: RecordResult | None = None
     error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.selection = json.dumps(
+            SliceSummary.from_header(self.instance.header).to_record(), separators=(",", ":")
+        )
 
     def succeed(self, result: RecordResult) -> None:
         self.result = result
@@ -304,7 +324,7 @@ class SqlInstanceIndex:
             conn.execute(_STUDY_ID, {"uid": ""}).first()
             conn.execute(_SERIES_ID, {"uid": ""}).first()
             try:
-                self._record(conn, _WARM_UP_INSTANCE, {})
+                self._record(conn, _Pending(_WARM_UP_INSTANCE), {})
             finally:
                 conn.rollback()
 
@@ -354,7 +374,7 @@ class SqlInstanceIndex:
             created: dict[str, int] = {}
             try:
                 with self._receive_transaction() as conn:
-                    results = [self._record(conn, p.instance, created) for p in batch]
+                    results = [self._record(conn, p, created) for p in batch]
             except IntegrityError:
                 pass  # an insert race with another process: redo them one by one
             except Exception as exc:
@@ -368,16 +388,17 @@ class SqlInstanceIndex:
                 return
         for pending in batch:
             try:
-                pending.succeed(self._record_alone(pending.instance))
+                pending.succeed(self._record_alone(pending))
             except Exception as exc:
                 pending.fail(exc)
 
-    def _record_alone(self, instance: StoredInstance) -> RecordResult:
+    def _record_alone(self, pending: _Pending) -> RecordResult:
+        instance = pending.instance
         for attempt in range(INSERT_RETRIES):
             created: dict[str, int] = {}
             try:
                 with self._receive_transaction() as conn:
-                    result = self._record(conn, instance, created)
+                    result = self._record(conn, pending, created)
             except IntegrityError:
                 # Another receiver inserted the same study, series or instance first.
                 self._study_ids.pop(instance.header.study_instance_uid, None)
@@ -505,9 +526,8 @@ class SqlInstanceIndex:
         assert series_id is not None
         return int(series_id)
 
-    def _record(
-        self, conn: Connection, instance: StoredInstance, created: dict[str, int]
-    ) -> RecordResult:
+    def _record(self, conn: Connection, pending: _Pending, created: dict[str, int]) -> RecordResult:
+        instance = pending.instance
         header = instance.header
         ids = self._ids(conn, header, created)
         now = _now()
@@ -520,7 +540,7 @@ class SqlInstanceIndex:
             "content_digest": instance.digest,
             "instance_number": header.instance_number,
             "slice_position": header.slice_position,
-            "selection_attributes": SliceSummary.from_header(header).to_record(),
+            "selection_attributes": pending.selection,
             "calling_ae": instance.calling_ae[:16] or None,
             "received_at": now,
         }
@@ -734,7 +754,7 @@ class SqlInstanceIndex:
                 r.storage_path,
                 r.instance_number,
                 r.slice_position,
-                SliceSummary.from_record(r.selection_attributes),
+                _selection_of(r.selection_attributes),
             )
             for r in rows
         ]

@@ -1,7 +1,7 @@
 """dicom: instances keep what series selection needs of their header
 
-``selection_attributes`` holds dicom_node.selection.SliceSummary's record,
-written when the instance is indexed, so ranking a ready series reads rows
+``selection_attributes`` holds dicom_node.selection.SliceSummary's record as
+JSON text, written when the instance is indexed, so ranking a ready series reads rows
 instead of every file's header.  Rows from before stay NULL; selection reads
 their files as it did.
 
@@ -21,7 +21,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column("instances", sa.Column("selection_attributes", sa.JSON(), nullable=True))
+    op.add_column("instances", sa.Column("selection_attributes", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:

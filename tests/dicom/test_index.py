@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -321,7 +322,9 @@ def test_a_new_instance_row_holds_what_was_recorded(session_factory: sessionmake
         header.instance_number,
         header.slice_position,
     )
-    assert SliceSummary.from_record(row.selection_attributes) == SliceSummary.from_header(header)
+    assert row.selection_attributes is not None
+    selection = SliceSummary.from_record(json.loads(row.selection_attributes))
+    assert selection == SliceSummary.from_header(header)
     received = row.received_at.replace(tzinfo=row.received_at.tzinfo or UTC)
     assert before - timedelta(seconds=1) <= received <= datetime.now(UTC)
     series = _series(session_factory)

@@ -93,9 +93,10 @@ def test_rows_indexed_without_the_attributes_are_read_from_their_files(
     index.close_series([thin])
     index.claim_ready_series(quiet_before=_far_future(), stale_before=_far_future())
     with_rows = _decisions(index, store)
-    with session_factory() as session, session.begin():
-        session.execute(update(Instance).values(selection_attributes=None))
-    assert _decisions(index, store) == with_rows  # from the files
+    for unusable in (None, "{not json", '{"v": 99}'):
+        with session_factory() as session, session.begin():
+            session.execute(update(Instance).values(selection_attributes=unusable))
+        assert _decisions(index, store) == with_rows  # from the files
     shutil.rmtree(store.root / STUDY)
     without_either = _decisions(index, store)
     assert not without_either[0].selected
