@@ -56,7 +56,12 @@ that measured it.  Four associations, ratios of the medians to Orthanc and to
   1,081.2 then), 1.65x and 0.49x (544.7), 1.45x and 0.56x (556.2), 1.36x and
   0.51x (473.4).
 
-The median over the runs is 1.52x and 0.565x.  The node's rate is steady
+The median over the runs is 1.52x and 0.565x.  Five later runs that day (the
+index keeping selection attributes, 31cf813; 3 or 5 rounds; ``disk:`` 1,259-2,476
+for 4 streams): 1.81x and 0.52x (538.5 images/s), 1.49x and 0.498x (436.4),
+1.69x and 0.57x (501.4), 1.65x and 0.54x (492.9), 1.31x and 0.53x (444.2, Orthanc
+at 340.0).  Over all thirteen runs both goals were met in seven, and the medians
+are 1.54x Orthanc and 0.54x ``storescp --fork``.  The node's rate is steady
 (467-567 images/s) while the peers', which do no fsync, follow the host's load
 (Orthanc 298-383, ``storescp --fork`` 714-1,108), so the ratios straddle the
 goals.  In earlier runs while the disk flushed slowly (``disk:`` 776 and

@@ -20,6 +20,10 @@ Prints the median milliseconds and CPU milliseconds per ranking, per slice,
 and files over rows.  The ranking is checked to be the same both ways.  The
 ready scanner runs in the node's main process, beside the receivers, once
 per series content version: its CPU is taken from receiving the next series.
+
+On the 2-CPU VM, 2026-11-30, 200 x 512x512, 5 rounds: 11.4 ms from rows
+against 156.6 ms from files (0.78 ms per slice), 13.8x; a 3-round run gave 12.4
+against 193.7 ms (15.6x).
 """
 
 from __future__ import annotations
