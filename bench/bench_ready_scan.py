@@ -7,8 +7,9 @@ Run from the repository root::
     .venv/bin/python bench/bench_ready_scan.py --slices 1000 --rounds 3
 
 Generates a CT series (as ``bench_dicom_receive.py`` does), copies it into an
-instance store and indexes it in a fresh SQLite database (migrated to head),
-as the node does on receipt.  Then, for ``--rounds`` rounds, a fresh
+instance store and indexes it in a fresh SQLite database (migrated to head)
+with the node's start-up recovery, which parses and records each file as the
+receive path does.  Then, for ``--rounds`` rounds, a fresh
 ``ReadyScanner`` ranks the study (``select_study``: the index query, the
 slice summaries and the selection rules) in two ways:
 
@@ -46,34 +47,27 @@ from app.core.tables import Instance
 from app.services.dicom_index import SqlInstanceIndex
 from dicom_node.digest import digest_of
 from dicom_node.header import read_header_file
-from dicom_node.index import SeriesDecision, StoredInstance
+from dicom_node.index import SeriesDecision
+from dicom_node.recovery import recover_storage
 from dicom_node.series import ReadyScanner
 from dicom_node.storage import InstanceStore, instance_relative_path
 
 
-def index_series(index: SqlInstanceIndex, store: InstanceStore, files: Sequence[Path]) -> str:
+def store_series(store: InstanceStore, files: Sequence[Path]) -> str:
+    """Put the files where the store keeps them (the node indexes them at start-up)."""
     study = ""
     for path in files:
         header = read_header_file(path)
-        digest = digest_of(path.read_bytes())
-        relative = instance_relative_path(
-            study_instance_uid=header.study_instance_uid,
-            series_instance_uid=header.series_instance_uid,
-            sop_instance_uid=header.sop_instance_uid,
-            digest=digest,
-        )
-        target = store.absolute(relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-        index.record_instance(
-            StoredInstance(
-                header=header,
-                storage_path=relative,
-                size_bytes=target.stat().st_size,
-                digest=digest,
-                calling_ae="BENCH",
+        target = store.absolute(
+            instance_relative_path(
+                study_instance_uid=header.study_instance_uid,
+                series_instance_uid=header.series_instance_uid,
+                sop_instance_uid=header.sop_instance_uid,
+                digest=digest_of(path.read_bytes()),
             )
         )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
         study = header.study_instance_uid
     return study
 
@@ -103,8 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         factory = make_session_factory(engine)
         index = SqlInstanceIndex(factory)
         store = InstanceStore(root=work / "store")
-        study = index_series(index, store, files)
-        index.close_series([read_header_file(files[0]).series_instance_uid])
+        study = store_series(store, files)
+        recover_storage(store, index)  # indexed as on receipt, the series closed
         index.claim_ready_series(quiet_before=_future(), stale_before=_future())
 
         with factory() as session:

@@ -14,7 +14,8 @@ from app.core.tables import Instance
 from app.services.dicom_index import SqlInstanceIndex
 from dicom_node.digest import digest_of
 from dicom_node.header import read_header_file
-from dicom_node.index import SeriesDecision, StoredInstance
+from dicom_node.index import SeriesDecision
+from dicom_node.recovery import recover_storage
 from dicom_node.selection import SelectionRules, SliceSummary
 from dicom_node.series import ReadyScanner
 from dicom_node.storage import InstanceStore, instance_relative_path
@@ -25,32 +26,21 @@ RULES = SelectionRules(min_slices=8)
 STUDY = "1.2.826.0.1.3680043.8.498.300"
 
 
-def _index_series(
-    index: SqlInstanceIndex, store: InstanceStore, folder: Path, **options: object
-) -> str:
-    """Write a CT series, put its files where the store keeps them and index them."""
+def _store_series(store: InstanceStore, folder: Path, **options: object) -> str:
+    """Write a CT series and put its files where the store keeps them (not indexed)."""
     series = write_ct_series(folder, study_uid=STUDY, size=16, **options)
     for path in series.files:
         header = read_header_file(path)
-        digest = digest_of(path.read_bytes())
-        relative = instance_relative_path(
-            study_instance_uid=header.study_instance_uid,
-            series_instance_uid=header.series_instance_uid,
-            sop_instance_uid=header.sop_instance_uid,
-            digest=digest,
-        )
-        target = store.absolute(relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-        index.record_instance(
-            StoredInstance(
-                header=header,
-                storage_path=relative,
-                size_bytes=target.stat().st_size,
-                digest=digest,
-                calling_ae="TESTSCU",
+        target = store.absolute(
+            instance_relative_path(
+                study_instance_uid=STUDY,
+                series_instance_uid=series.series_uid,
+                sop_instance_uid=header.sop_instance_uid,
+                digest=digest_of(path.read_bytes()),
             )
         )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
     return series.series_uid
 
 
@@ -64,10 +54,11 @@ def test_series_are_ranked_from_the_index_without_their_files(
 ) -> None:
     index = SqlInstanceIndex(session_factory)
     store = InstanceStore(root=tmp_path / "store")
-    thin = _index_series(index, store, tmp_path / "thin", slices=10, thickness=1.0)
-    tilted = _index_series(index, store, tmp_path / "tilted", slices=10, tilt_degrees=15.0)
-    short = _index_series(index, store, tmp_path / "short", slices=4)
-    index.close_series([thin, tilted, short])
+    thin = _store_series(store, tmp_path / "thin", slices=10, thickness=1.0)
+    tilted = _store_series(store, tmp_path / "tilted", slices=10, tilt_degrees=15.0)
+    short = _store_series(store, tmp_path / "short", slices=4)
+    # Indexed as the node indexes files without rows at start-up (parsed as on receipt).
+    assert recover_storage(store, index).reindexed == 24
     scanner = ReadyScanner(index=index, store=store, rules=RULES, quiet_seconds=0.0)
     events = {event.series_instance_uid: event for event in scanner.scan_once()}
     assert events[thin].selected
@@ -89,8 +80,8 @@ def test_rows_indexed_without_the_attributes_are_read_from_their_files(
 ) -> None:
     index = SqlInstanceIndex(session_factory)
     store = InstanceStore(root=tmp_path / "store")
-    thin = _index_series(index, store, tmp_path / "thin", slices=10, thickness=1.0)
-    index.close_series([thin])
+    _store_series(store, tmp_path / "thin", slices=10, thickness=1.0)
+    recover_storage(store, index)
     index.claim_ready_series(quiet_before=_far_future(), stale_before=_far_future())
     with_rows = _decisions(index, store)
     for unusable in (None, "{not json", '{"v": 99}'):
