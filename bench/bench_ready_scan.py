@@ -35,7 +35,6 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench_dicom_receive import write_series
@@ -99,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = InstanceStore(root=work / "store")
         study = store_series(store, files)
         recover_storage(store, index)  # indexed as on receipt, the series closed
-        index.claim_ready_series(quiet_before=_future(), stale_before=_future())
+        ReadyScanner(index=index, store=store, quiet_seconds=0.0).scan_once()  # now ready
 
         with factory() as session:
             kept = session.execute(select(Instance.id, Instance.selection_attributes)).all()
@@ -135,10 +134,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     print(f"files / rows: {medians['files'][0] / medians['rows'][0]:.1f}x time")
     return 0
-
-
-def _future() -> datetime:
-    return datetime.now(UTC) + timedelta(days=1)
 
 
 if __name__ == "__main__":

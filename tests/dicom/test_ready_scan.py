@@ -4,7 +4,6 @@ indexed without the attributes selection needs."""
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import update
@@ -82,7 +81,7 @@ def test_rows_indexed_without_the_attributes_are_read_from_their_files(
     store = InstanceStore(root=tmp_path / "store")
     _store_series(store, tmp_path / "thin", slices=10, thickness=1.0)
     recover_storage(store, index)
-    index.claim_ready_series(quiet_before=_far_future(), stale_before=_far_future())
+    ReadyScanner(index=index, store=store, rules=RULES, quiet_seconds=0.0).scan_once()
     with_rows = _decisions(index, store)
     for unusable in (None, "{not json", '{"v": 99}'):
         with session_factory() as session, session.begin():
@@ -92,7 +91,3 @@ def test_rows_indexed_without_the_attributes_are_read_from_their_files(
     without_either = _decisions(index, store)
     assert not without_either[0].selected
     assert without_either[0].skip_reason is not None
-
-
-def _far_future() -> datetime:
-    return datetime.now(UTC) + timedelta(days=1)
