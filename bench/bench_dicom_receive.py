@@ -62,9 +62,9 @@ for 4 streams): 1.81x and 0.52x (538.5 images/s), 1.49x and 0.498x (436.4),
 1.69x and 0.57x (501.4), 1.65x and 0.54x (492.9), 1.31x and 0.53x (444.2, Orthanc
 at 340.0).  Over all thirteen runs both goals were met in seven, and the medians
 are 1.54x Orthanc and 0.54x ``storescp --fork``.  The node's rate is steady
-(467-567 images/s) while the peers', which do no fsync, follow the host's load
-(Orthanc 298-383, ``storescp --fork`` 714-1,108), so the ratios straddle the
-goals.  In earlier runs while the disk flushed slowly (``disk:`` 776 and
+(436-567 images/s over the thirteen) while the peers', which do no fsync, follow
+the host's load (Orthanc 293-383, ``storescp --fork`` 714-1,108), so the ratios
+straddle the goals.  In earlier runs while the disk flushed slowly (``disk:`` 776 and
 1,082), the node of 5e4348c met neither four-association goal (1.21-1.33x and
 0.36-0.43x); a ``--variant`` run shows it as fast as today's node (paired
 0.99x).  More processes do not help: three and four measured 0.90x and 0.82x
@@ -74,8 +74,10 @@ measured 0.97x (a ``--variant``, 7 rounds).  A scratch timeline of one run
 (four associations, 660 images/s) gave these medians per instance: 0.56 ms
 receiving the data set, 1.46 ms writing and fsyncing the file, 0.15 ms
 parsing, 0.74 ms for the rename and the folder's fsync, 0.27 ms for the row
-(over 1 ms for 16 % of rows: likely the other process holding SQLite's write
-lock, whose busy handler first sleeps 1 ms), 0.08 ms to respond and 0.65 ms
+(over 1 ms for 16 % of rows; not SQLite's busy handler waiting out the other
+process's write lock: a scratch tree serialising the receivers' transactions
+with ``flock`` left 16-17 % over 1 ms, so these are waits for the GIL and the
+CPUs), 0.08 ms to respond and 0.65 ms
 until storescu's next request.  See below for why the disk matters.
 
 What bounds ``radscribe`` here is mostly the disk, not its CPU: on a virtual
